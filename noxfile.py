@@ -1,10 +1,12 @@
-"""Sessions: ``nox -s tests`` (CI), ``props``, ``lint``.
+"""Sessions: ``nox -s tests`` (CI), ``props``, ``lint``, ``proofs``, ``bench``.
 
 Every session installs the package with the pinned versions of ``constraints.txt`` into its
 own virtual environment, so results do not depend on what the calling environment holds.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import nox
 
@@ -58,3 +60,19 @@ def lint(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def proofs(session: nox.Session) -> None:
+    """Run every script in ``proofs_checks/`` in full mode; each exits non-zero on failure."""
+    _install(session)
+    for script in sorted(Path("proofs_checks").glob("*.py")):
+        session.run("python", str(script), *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Run every benchmark in ``benchmarks/``; results go to ``bench_results/``."""
+    _install(session)
+    for script in sorted(Path("benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), "--out", "bench_results", *session.posargs)
