@@ -1,4 +1,5 @@
-"""Sessions: ``nox -s tests`` (CI), ``props``, ``lint``, ``proofs``, ``bench``.
+"""Sessions: ``nox -s tests`` (CI), ``props``, ``lint``, ``proofs``, ``bench``, ``experiments``,
+``peers``.
 
 Every session installs the package with the pinned versions of ``constraints.txt`` into its
 own virtual environment, so results do not depend on what the calling environment holds.
@@ -6,6 +7,7 @@ own virtual environment, so results do not depend on what the calling environmen
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nox
@@ -76,3 +78,45 @@ def bench(session: nox.Session) -> None:
     _install(session)
     for script in sorted(Path("benchmarks").glob("bench_*.py")):
         session.run("python", str(script), "--out", "bench_results", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def experiments(session: nox.Session) -> None:
+    """Run every experiment's smoke preset, then build the HTML report of those runs.
+
+    Installs the package *non-editable* (so the ``experiments/`` -> ``amcl_lab.experiments``
+    mapping is exercised as users get it) and runs outside the checkout; the runs and
+    ``report.html`` go to ``.nox/experiments/tmp/runs``.  Extra arguments go to every
+    ``amcl-lab run`` (e.g. ``nox -s experiments -- --device cpu``).
+    """
+    session.install(*CONSTRAINTS, ".")
+    out = Path(session.create_tmp()).resolve() / "runs"
+    shutil.rmtree(out, ignore_errors=True)
+    session.chdir(out.parent)
+    code = "from amcl_lab import experiments; print(*experiments.names())"
+    listing = session.run("python", "-W", "ignore", "-c", code, silent=True) or ""
+    for name in listing.strip().splitlines()[-1].split():
+        run = ("amcl-lab", "run", name, "--preset", "smoke", "--out", str(out), "--quiet")
+        session.run(*run, *session.posargs)
+    session.run("amcl-lab", "report", str(out))
+
+
+# lightly needs torchvision, which pins torch exactly: both are installed in the same pip
+# command as the peers (otherwise pip pulls a second, CUDA, torch stack).
+PEER_TORCH = ("torch==2.14.1", "torchvision==0.29.1")
+
+
+@nox.session(python=PYTHON)
+def peers(session: nox.Session) -> None:
+    """Cross-check the references against lightly and pytorch-metric-learning.
+
+    Runs in its own virtual environment (the peers need a newer torch than the one pinned in
+    ``constraints.txt``): the agreement tests in ``peers/``, then the cross-check table
+    (``peers/crosscheck.py``), written to ``bench_results/peers.json`` and printed.
+    """
+    pins = Path(session.create_tmp()) / "constraints-peers.txt"
+    lines = Path("constraints.txt").read_text().splitlines(keepends=True)
+    pins.write_text("".join(line for line in lines if not line.startswith("torch==")))
+    session.install("-c", str(pins), *PEER_TORCH, "-e", ".[test,peers]")
+    session.run("pytest", "peers", "-q", *session.posargs)
+    session.run("python", "peers/crosscheck.py", "--out", "bench_results")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -27,19 +28,130 @@ def _smoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _list(args: argparse.Namespace) -> int:
+    """Print every experiment with its one-line description."""
+    from . import experiments
+
+    for name in experiments.names():
+        print(f"{name:<24} {experiments.describe(name)}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run an experiment preset; print where the outputs went and the claims table."""
+    from . import experiments
+
+    overrides = list(args.set)
+    for key, value in (("seeds", args.seeds), ("device", args.device), ("data_dir", args.data_dir)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    run, results = experiments.run_experiment(
+        args.experiment,
+        preset=args.preset,
+        overrides=overrides,
+        out=args.out,
+        run_id=args.run_id,
+        resume=args.resume,
+        quiet=args.quiet,
+    )
+    print(f"run folder: {run.dir}")
+    for path in sorted(
+        p for p in run.dir.rglob("*") if p.is_file() and "checkpoints" not in p.parts
+    ):
+        print(f"  {path.relative_to(run.dir)}")
+    print(f"wall time: {results.wall_seconds:.1f} s on {run.device}")
+    for claim in results.claims:
+        ci = f"[{_num(claim['ci_low'])}, {_num(claim['ci_high'])}]"
+        print(f"  {claim['id']:<28} {_num(claim['mean']):>9} {ci:>22}  {claim['verdict']}")
+    return 0
+
+
+def _num(x: float | None) -> str:
+    return "nan" if x is None else f"{x:.3g}"
+
+
+def _report(args: argparse.Namespace) -> int:
+    """Build the HTML report of a runs folder."""
+    from .report import build_report
+
+    path = build_report(args.runs_dir, args.output)
+    print(f"report: {path}")
+    return 0
+
+
+def _add_oracle(sub: argparse._SubParsersAction) -> None:
+    """The oracle's subcommand, when ``amcl_lab.oracle`` is part of this installation."""
+    if importlib.util.find_spec(f"{__package__}.oracle") is not None:
+        from . import oracle
+
+        oracle.add_subcommand(sub)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amcl-lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     smoke = sub.add_parser("smoke", help="evaluate every reference loss once and print a table")
     smoke.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     smoke.set_defaults(func=_smoke)
+
+    listing = sub.add_parser("list", help="list the experiments with one-line descriptions")
+    listing.set_defaults(func=_list)
+
+    run = sub.add_parser(
+        "run",
+        help="run an experiment preset into runs/<experiment>/<run-id>/",
+        description=(
+            "Run an experiment: config.json, metrics.jsonl, results.json (results table and "
+            "claims) and figures/ go to OUT/EXPERIMENT/RUN_ID/. Kill it any time and rerun "
+            "with --resume to continue from the last checkpoint."
+        ),
+    )
+    run.add_argument("experiment", help="experiment name (see `amcl-lab list`)")
+    run.add_argument("--preset", default="cpu", help="smoke | cpu | gpu (default: cpu)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field (repeatable); unknown keys and type changes are errors",
+    )
+    run.add_argument("--seeds", type=int, help="number of seeds (claims need at least 3)")
+    run.add_argument("--out", default="runs", help="folder holding the runs (default: runs)")
+    run.add_argument("--run-id", help="run folder name (default: <preset>-<UTC timestamp>)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run (--run-id, or the latest run with the same config)",
+    )
+    run.add_argument("--device", help="auto (default: CUDA if available), cpu, cuda, cuda:N")
+    run.add_argument("--data-dir", help="folder with CIFAR-10/100 or STL-10 files")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=_run)
+
+    report = sub.add_parser("report", help="build one HTML page from a runs folder")
+    report.add_argument("runs_dir", nargs="?", default="runs", help="default: runs")
+    report.add_argument("--output", help="HTML file (default: RUNS_DIR/report.html)")
+    report.set_defaults(func=_report)
+
+    _add_oracle(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the process exit status."""
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    """Entry point of the console script; returns the process exit status.
+
+    Usage errors (unknown experiment, preset or config key, bad values, missing data
+    files) print one line to stderr and return 2.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as error:
+        if args.command not in ("run", "report", "list"):
+            raise
+        print(f"amcl-lab {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -529,3 +529,544 @@ register(
         overrides=_ZERO_ROW,
     )
 )
+
+
+# --- AMCL (issue 3) ---
+# Inputs are head stacks (C, N, D) plus a per-pair temperature tensor laid out like the
+# similarities it divides (see each function); hyperparameters are keywords.  The
+# temperature is a positional tensor, so the generic tests differentiate through it too.
+
+# The zero row makes every similarity of its anchor an exact tie (selection by lowest index) and
+# normalisation discontinuous; a finite-difference step of 1e-6 is not small against
+# tau = 1e-5.  Those samples are checked analytically instead (P9, P10, P16).
+_AMCL_OVERRIDES = (
+    Override("gradcheck", "normalisation is discontinuous at a zero row", sample="zero_row"),
+    Override("gradcheck", "a 1e-6 finite-difference step is 10% of tau=1e-5", sample="tau_floor"),
+    *(
+        Override(
+            "precision",
+            "the temperature gradient (~1/tau^2) overflows float16 below tau ~ 4e-3 (P16: fp32)",
+            sample=name,
+            dtype=torch.float16,
+        )
+        for name in ("tiny_temperature", "tau_floor")
+    ),
+)
+# The loss has no scalar temperature to scale the absolute tolerance; the samples keep
+# similarity gaps and temperatures in a range where these bounds hold (tau_floor included).
+AMCL_TOLERANCES: dict[torch.dtype, Tolerance] = {
+    torch.float64: Tolerance(rtol=1e-10, atol=1e-9, inverse_temperature=False),
+    torch.float32: Tolerance(rtol=1e-4, atol=1e-3, inverse_temperature=False),
+    torch.float16: Tolerance(rtol=2e-3, atol=1e-3, inverse_temperature=False),
+    torch.bfloat16: Tolerance(rtol=2e-2, atol=1e-2, inverse_temperature=False),
+}
+
+
+def _log_uniform_tau(
+    gen: torch.Generator, shape: tuple[int, ...], low: float, high: float
+) -> Tensor:
+    log_low, log_high = torch.tensor([low, high], dtype=torch.float64).log()
+    u = torch.rand(*shape, generator=gen, dtype=torch.float64)
+    return torch.exp(log_low + u * (log_high - log_low))
+
+
+def _amcl_two_view_cases() -> list[tuple[str, Tensor, Tensor, Tensor, dict[str, Any]]]:
+    """Named (z1, z2, temperature, kwargs) cases; temperatures are (C, 2N, 2N)."""
+    gen = torch.Generator().manual_seed(3)
+    z1 = _randn(gen, 3, 4, 5)
+    z2 = z1 + 0.5 * _randn(gen, 3, 4, 5)
+    tau = _log_uniform_tau(gen, (3, 8, 8), 0.05, 2.0)
+    zero_row = z1.clone()
+    zero_row[1, 2] = 0.0
+    small = _randn(gen, 1, 2, 2)
+    return [
+        ("random", z1, z2, tau, {"beta": 1e-2}),
+        ("topk", z1, z2, tau, {"beta": 1e-2, "mode": "topk", "k": 3}),
+        (
+            "topk_release2",
+            z1,
+            z2,
+            tau,
+            {"beta": 0.1, "mode": "topk", "k": 6, "neg_regularizer": "release2"},
+        ),
+        ("near_duplicate", z1, z1 + 1e-2 * _randn(gen, 3, 4, 5), tau, {"beta": 1.0}),
+        ("per_head_temperature", z1, z2, torch.tensor([0.2, 0.5, 1.0])[:, None, None], {}),
+        ("zero_row", zero_row, z2, tau, {"beta": 1e-2}),
+        (
+            "minimal",
+            small,
+            small + _randn(gen, 1, 2, 2),
+            _log_uniform_tau(gen, (1, 4, 4), 0.1, 1.0),
+            {},
+        ),
+        ("tiny_temperature", z1, z2, _log_uniform_tau(gen, (3, 8, 8), 1e-3, 1e-2), {"beta": 1e-4}),
+        ("tau_floor", z1, z2, _log_uniform_tau(gen, (3, 8, 8), 1e-5, 2e-5), {"beta": 1e-4}),
+    ]
+
+
+def _amcl_two_view_samples(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+    return [
+        SampleInput(tuple(_cast(t, dtype, device) for t in (a, b, tau)), kw, name)
+        for name, a, b, tau, kw in _amcl_two_view_cases()
+    ]
+
+
+def _amcl_two_view_errors(
+    fn: Callable[..., Tensor], candidates: int
+) -> Callable[[], list[ErrorInput]]:
+    def make() -> list[ErrorInput]:
+        z = torch.randn(3, 4, 5, dtype=torch.float64)
+        tau = torch.full((3, 8, 8), 0.5, dtype=torch.float64)
+        nan = z.clone()
+        nan[0, 1, 2] = float("nan")
+        bad_tau = tau.clone()
+        bad_tau[1, 2, 3] = 0.0
+        cases = [
+            (
+                (z, z, tau[:2]),
+                {},
+                "temperature_heads",
+                "temperature has 2 heads but the features have 3",
+            ),
+            ((z, z[:2], tau), {}, "view_heads", "z1 has 3 heads but z2 has 2"),
+            ((z, z[:, :3], tau), {}, "batch_mismatch", "same batch size"),
+            ((z, z, tau[:, :4]), {}, "temperature_shape", "broadcastable to \\(3, 8, 8\\)"),
+            ((z, z, bad_tau), {}, "zero_temperature", "must be > 0 everywhere"),
+            ((z, z, -1.0), {}, "negative_temperature", "temperature must be finite and > 0"),
+            (
+                (z, z, tau),
+                {"mode": "topk", "k": candidates + 1},
+                "k_too_large",
+                f"k must be in \\[1, {candidates}\\]",
+            ),
+            ((z, z, tau), {"mode": "topk"}, "topk_without_k", "mode='topk' needs k"),
+            ((z, z, tau), {"k": 2}, "k_with_max", "k is only used with mode='topk'"),
+            ((z, z, tau), {"mode": "mean"}, "bad_mode", "mode must be one of"),
+            (
+                (z, z, tau),
+                {"neg_regularizer": "sum"},
+                "bad_regularizer",
+                "neg_regularizer must be one of",
+            ),
+            ((z, z, tau), {"beta": -1.0}, "negative_beta", "beta must be finite and >= 0"),
+            ((z, nan, tau), {}, "nan", "NaN or inf"),
+            ((z[0], z[0], tau), {}, "two_dimensional", "3-D tensor"),
+            ((z[:, :1], z[:, :1], tau), {}, "batch_of_one", "N >= 2"),
+            ((z, z, tau), {"reduction": "avg"}, "bad_reduction", "reduction must be one of"),
+        ]
+        return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
+
+    return make
+
+
+def _amcl_moco_samples(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+    gen = torch.Generator().manual_seed(4)
+    q = _randn(gen, 3, 3, 4)
+    key = q + 0.5 * _randn(gen, 3, 3, 4)
+    queue = _randn(gen, 3, 6, 4)
+    tau = _log_uniform_tau(gen, (3, 3, 7), 0.05, 2.0)
+    one = _randn(gen, 2, 1, 3)
+    cases = [
+        ("random", q, key, queue, tau, {"beta": 1e-2}),
+        ("topk", q, key, queue, tau, {"beta": 1e-2, "mode": "topk", "k": 3}),
+        (
+            "topk_release2",
+            q,
+            key,
+            queue,
+            tau,
+            {"beta": 0.1, "mode": "topk", "k": 6, "neg_regularizer": "release2"},
+        ),
+        (
+            "single_query",
+            one,
+            one + _randn(gen, 2, 1, 3),
+            _randn(gen, 2, 1, 3),
+            _log_uniform_tau(gen, (2, 1, 2), 0.1, 1.0),
+            {},
+        ),
+        (
+            "constant_temperature",
+            q,
+            key,
+            queue,
+            torch.tensor(0.2, dtype=torch.float64),
+            {"beta": 1.0},
+        ),
+        ("tau_floor", q, key, queue, _log_uniform_tau(gen, (3, 3, 7), 1e-5, 2e-5), {"beta": 1e-4}),
+    ]
+    return [
+        SampleInput(tuple(_cast(t, dtype, device) for t in ts), kw, name) for name, *ts, kw in cases
+    ]
+
+
+def _amcl_moco_errors() -> list[ErrorInput]:
+    q = torch.randn(3, 2, 4, dtype=torch.float64)
+    queue = torch.randn(3, 5, 4, dtype=torch.float64)
+    tau = torch.full((3, 2, 6), 0.5, dtype=torch.float64)
+    cases = [
+        ((q, q, queue[:, :, :3], tau), {}, "queue_dim", "queue must be a \\(C, K, D\\)"),
+        ((q, q, queue[:2], tau), {}, "queue_heads", "queue must be a \\(C, K, D\\)"),
+        ((q, q, queue, tau[..., :5]), {}, "temperature_shape", "broadcastable to \\(3, 2, 6\\)"),
+        ((q, q, queue, tau), {"mode": "topk", "k": 6}, "k_too_large", "k must be in \\[1, 5\\]"),
+        ((q, q[:2], queue, tau), {}, "key_heads", "query has 3 heads but key has 2"),
+        ((q, q, queue, tau), {"beta": float("nan")}, "nan_beta", "beta must be finite"),
+    ]
+    return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
+
+
+def _amcl_simsiam_samples(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+    gen = torch.Generator().manual_seed(5)
+    p1, p2, h1, h2 = _randn(gen, 4, 2, 5, 6)
+    cases = [
+        ("random", (p1, p2, h1, h2, _log_uniform_tau(gen, (2, 2, 5), 0.05, 2.0)), {"beta": 1e-2}),
+        (
+            "unit_temperature",
+            (p1, p2, h1, h2, torch.ones(1, 1, 1, dtype=torch.float64)),
+            {"beta": 1.0},
+        ),
+        (
+            "single_sample",
+            (*_randn(gen, 4, 1, 1, 3), torch.tensor(0.3, dtype=torch.float64)),
+            {},
+        ),
+        (
+            "tau_floor",
+            (p1, p2, h1, h2, _log_uniform_tau(gen, (2, 2, 5), 1e-5, 2e-5)),
+            {"beta": 1e-4},
+        ),
+    ]
+    return [
+        SampleInput(tuple(_cast(t, dtype, device) for t in ts), kw, name) for name, ts, kw in cases
+    ]
+
+
+def _amcl_simsiam_errors() -> list[ErrorInput]:
+    p = torch.randn(2, 3, 4, dtype=torch.float64)
+    tau = torch.full((2, 2, 3), 0.5, dtype=torch.float64)
+    cases = [
+        ((p, p, p, p[:, :2], tau), {}, "batch_mismatch", "same batch size"),
+        ((p, p, p, p, tau[:, :1, :2]), {}, "temperature_shape", "broadcastable to \\(2, 2, 3\\)"),
+        ((p, p, p[:1], p, tau), {}, "heads", "p1 has 2 heads but h1 has 1"),
+        ((p, p, p, p, tau), {"beta": -0.1}, "negative_beta", "beta must be finite and >= 0"),
+    ]
+    return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
+
+
+def _amcl_barlow_samples(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+    gen = torch.Generator().manual_seed(6)
+    z = _randn(gen, 2, 8, 4)
+    tau = _log_uniform_tau(gen, (2, 4, 4), 0.05, 2.0)
+    cases = [
+        ("random", z, _randn(gen, 2, 8, 4), tau, {"beta": 1e-2}),
+        ("near_duplicate", z, z + 0.05 * _randn(gen, 2, 8, 4), tau, {"lambda_offdiag": 0.1}),
+        ("batch_omega", z, _randn(gen, 2, 8, 4), tau, {"beta": 1e-2, "omega_dim": "batch"}),
+        (
+            "minimal",
+            _randn(gen, 1, 2, 1),
+            _randn(gen, 1, 2, 1),
+            torch.tensor(0.7, dtype=torch.float64),
+            {},
+        ),
+        (
+            "tau_floor",
+            z,
+            _randn(gen, 2, 8, 4),
+            _log_uniform_tau(gen, (2, 4, 4), 1e-5, 2e-5),
+            {"beta": 1e-6},
+        ),
+    ]
+    return [
+        SampleInput(tuple(_cast(t, dtype, device) for t in (a, b, t_)), kw, name)
+        for name, a, b, t_, kw in cases
+    ]
+
+
+def _amcl_barlow_errors() -> list[ErrorInput]:
+    z = torch.randn(2, 6, 3, dtype=torch.float64)
+    tau = torch.full((2, 3, 3), 0.5, dtype=torch.float64)
+    cases = [
+        ((z, z[:, :4], tau), {}, "batch_mismatch", "same batch size N"),
+        ((z, z, tau[:, :2]), {}, "temperature_shape", "broadcastable to \\(2, 3, 3\\)"),
+        ((z, z, tau), {"omega_dim": "width"}, "bad_omega_dim", "omega_dim must be one of"),
+        ((z, z, tau), {"lambda_offdiag": -1.0}, "negative_lambda", "lambda_offdiag must be finite"),
+        ((z[:, :1], z[:, :1], tau), {}, "batch_of_one", "N >= 2"),
+    ]
+    return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
+
+
+_AMCL_CITATION = "Wang et al. 2024 (AMCL) Table 2 Eq. {}"
+
+register(
+    LossSpec(
+        name="amcl_nt_xent",
+        fn=losses.amcl_nt_xent,
+        citation=_AMCL_CITATION.format("2.1"),
+        conventions="(C, N, D) head stacks, (C, 2N, 2N) pair temperatures, hardest negative by "
+        "raw similarity, heads summed, mean over 2N anchors",
+        inputs=("z1", "z2", "temperature"),
+        strategy=ams.amcl_two_view_samples,
+        sample_inputs=_amcl_two_view_samples,
+        error_inputs=_amcl_two_view_errors(losses.amcl_nt_xent, 6),
+        tolerances=AMCL_TOLERANCES,
+        properties=("value", "invariance", "reduction", "gradcheck"),
+        overrides=_AMCL_OVERRIDES,
+    )
+)
+
+register(
+    LossSpec(
+        name="amcl_info_nce",
+        fn=losses.amcl_info_nce,
+        citation=_AMCL_CITATION.format("2.4"),
+        conventions="as amcl_nt_xent with the positive also a candidate for the hardest",
+        inputs=("z1", "z2", "temperature"),
+        strategy=lambda **kw: ams.amcl_two_view_samples(positive_is_candidate=True, **kw),
+        sample_inputs=_amcl_two_view_samples,
+        error_inputs=_amcl_two_view_errors(losses.amcl_info_nce, 7),
+        tolerances=AMCL_TOLERANCES,
+        properties=("value", "invariance", "reduction", "gradcheck"),
+        overrides=_AMCL_OVERRIDES,
+    )
+)
+
+register(
+    LossSpec(
+        name="amcl_moco",
+        fn=losses.amcl_moco,
+        citation=_AMCL_CITATION.format("2.1") + " with a queue",
+        conventions="query/key (C, N, D), per-head queue (C, K, D), temperatures (C, N, 1 + K) "
+        "with the key in column 0, heads summed, mean over N queries",
+        inputs=("query", "key", "queue", "temperature"),
+        strategy=ams.amcl_queue_samples,
+        sample_inputs=_amcl_moco_samples,
+        error_inputs=_amcl_moco_errors,
+        tolerances=AMCL_TOLERANCES,
+        properties=("value", "invariance", "reduction", "gradcheck"),
+        overrides=_AMCL_OVERRIDES,
+    )
+)
+
+register(
+    LossSpec(
+        name="amcl_simsiam",
+        fn=losses.amcl_simsiam,
+        citation=_AMCL_CITATION.format("2.2"),
+        conventions="predictions/targets (C, N, D), temperatures (C, 2, N); registered without "
+        "the stop-gradient (same value) so that gradcheck sees the full derivative",
+        inputs=("p1", "p2", "h1", "h2", "temperature"),
+        fixed_kwargs={"stop_gradient": False},
+        strategy=ams.amcl_simsiam_samples,
+        sample_inputs=_amcl_simsiam_samples,
+        error_inputs=_amcl_simsiam_errors,
+        tolerances=AMCL_TOLERANCES,
+        properties=("value", "reduction", "gradcheck"),
+        overrides=_AMCL_OVERRIDES,
+    )
+)
+
+register(
+    LossSpec(
+        name="amcl_barlow_twins",
+        fn=losses.amcl_barlow_twins,
+        citation=_AMCL_CITATION.format("2.3"),
+        conventions="(C, N, D) head stacks, (C, D, D) temperatures (diagonal = positive role), "
+        "Omega with d' = D, heads summed",
+        inputs=("z1", "z2", "temperature"),
+        strategy=ams.amcl_barlow_samples,
+        sample_inputs=_amcl_barlow_samples,
+        error_inputs=_amcl_barlow_errors,
+        tolerances=AMCL_TOLERANCES,
+        properties=("value", "reduction", "gradcheck"),
+        overrides=_AMCL_OVERRIDES,
+    )
+)
+
+
+# --- kernel losses (issue 5) ---
+# The idealized kernel loss takes (features, kernel, marginal) on a finite augmentation graph;
+# the invariance + orthogonality loss and multi-view Barlow Twins take (N, m, D) views.
+# Their identities (Eq. 1-2 of projectors.md, m = 2 reductions, rotation invariance) are
+# checked in tests/properties/test_kernel.py against NumPy float64 formulas.
+
+PROPERTIES.update(
+    {
+        "rotation": "invariant to one orthogonal map of the feature space (F -> FQ)",
+        "equivalence": "kernel loss = const + 2c (invariance + beta orthogonality), beta = 1/(2c)",
+    }
+)
+
+KERNEL_TOLERANCES: dict[torch.dtype, Tolerance] = {
+    dt: Tolerance(t.rtol, t.atol, inverse_temperature=False) for dt, t in DEFAULT_TOLERANCES.items()
+}
+
+
+def _graph_cases() -> list[tuple[str, Tensor, Tensor, Tensor, dict[str, Any]]]:
+    # imported here so that importing the registry does not load the data package
+    from .data.synthetic import random_augmentation_graph
+
+    gen = torch.Generator().manual_seed(55)
+    graph = random_augmentation_graph(4, 6, generator=gen)
+    one = random_augmentation_graph(1, 1, generator=gen)
+    k, p = graph.kernel, graph.marginal
+    return [
+        ("random", _randn(gen, 6, 3), k, p, {}),
+        ("c_half", _randn(gen, 6, 2), k, p, {"c": 0.5}),
+        ("c_two", _randn(gen, 6, 4), k, p, {"c": 2.0}),
+        ("optimum", graph.optimal_features(2), k, p, {}),
+        ("zero_features", torch.zeros(6, 2, dtype=torch.float64), k, p, {"c": 0.0}),
+        ("single_point", _randn(gen, 1, 1), one.kernel, one.marginal, {}),
+    ]
+
+
+def _kernel_samples(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+    return [
+        SampleInput(tuple(_cast(t, dtype, device) for t in (f, k, p)), kw, name)
+        for name, f, k, p, kw in _graph_cases()
+    ]
+
+
+def _kernel_errors() -> list[ErrorInput]:
+    _, f, k, p, _ = _graph_cases()[0]
+    skew = k.clone()
+    skew[0, 1] += 0.5
+    unnormalised = 2.0 * p
+    negative = p.clone()
+    negative[0], negative[1] = -negative[0], negative[1] + 2.0 * negative[0]
+    cases = [
+        ((f, skew, p), {}, "asymmetric_kernel", "kernel must be symmetric"),
+        ((f, k[:5, :5], p), {}, "kernel_wrong_size", r"kernel must have shape \(6, 6\)"),
+        ((f, k[0], p), {}, "kernel_one_dimensional", "kernel must be a 2-D tensor"),
+        ((f[:5], k, p), {}, "features_wrong_rows", r"kernel must have shape \(5, 5\)"),
+        ((f, k, p[:5]), {}, "marginal_wrong_size", r"marginal must have shape \(6,\)"),
+        ((f, k, unnormalised), {}, "marginal_not_normalised", "marginal must sum to 1"),
+        ((f, k, negative), {}, "marginal_negative", "marginal must be non-negative"),
+        ((f[:, :0], k, p), {}, "projector_dim_zero", "feature dimension >= 1"),
+        ((f, k, p), {"c": -0.5}, "negative_c", "c must be finite and >= 0"),
+        ((f * float("nan"), k, p), {}, "nan", "NaN or inf"),
+    ]
+    return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
+
+
+def _views_cases() -> list[tuple[str, Tensor]]:
+    gen = torch.Generator().manual_seed(56)
+    images = _randn(gen, 5, 1, 3)
+    return [
+        ("two_views", images + 0.3 * _randn(gen, 5, 2, 3)),
+        ("four_views", images + 0.3 * _randn(gen, 5, 4, 3)),
+        ("identical_views", images.expand(5, 3, 3).clone()),
+        ("minimal", _randn(gen, 2, 2, 1)),
+    ]
+
+
+def _views_samples(
+    kwargs: Mapping[str, Mapping[str, Any]],
+) -> Callable[[torch.dtype, torch.device], list[SampleInput]]:
+    def make(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+        return [
+            SampleInput((_cast(z, dtype, device),), dict(kwargs[name]), name)
+            for name, z in _views_cases()
+        ]
+
+    return make
+
+
+def _views_errors(scalar: str, extra: list[tuple[tuple, dict, str, str]]) -> list[ErrorInput]:
+    """Bad ``(N, m, D)`` views common to both losses, a negative ``scalar``, plus ``extra``."""
+    z = torch.randn(4, 3, 2, dtype=torch.float64)
+    cases = [
+        ((z[:, :1],), {}, "one_view", "m >= 2 views"),
+        ((z[:, 0],), {}, "two_dimensional", "views must be a 3-D tensor"),
+        ((z[..., :0],), {}, "projector_dim_zero", "feature dimension >= 1"),
+        ((z,), {scalar: -0.1}, f"negative_{scalar}", f"{scalar} must be finite and >= 0"),
+        ((z * float("inf"),), {}, "inf", "NaN or inf"),
+        *extra,
+    ]
+    return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
+
+
+def _invariance_orthogonality_errors() -> list[ErrorInput]:
+    z = torch.randn(4, 3, 2, dtype=torch.float64)
+    w = torch.full((4, 3), 1.0 / 12, dtype=torch.float64)
+    return _views_errors(
+        "beta",
+        [
+            ((z,), {"weights": w[:, :2] * 1.5}, "weights_shape", r"weights must have shape"),
+            ((z,), {"weights": 2.0 * w}, "weights_not_normalised", "weights must sum to 1"),
+        ],
+    )
+
+
+def _multiview_barlow_errors() -> list[ErrorInput]:
+    z = torch.randn(4, 3, 2, dtype=torch.float64)
+    return _views_errors(
+        "lambda_offdiag",
+        [
+            ((z[:1],), {}, "one_image", "at least 2 rows"),
+            ((z,), {"standardize": "batch"}, "bad_standardize", "standardize must be one of"),
+            ((z,), {"eps": -1.0}, "negative_eps", "eps must be finite and >= 0"),
+        ],
+    )
+
+
+register(
+    LossSpec(
+        name="kernel_loss",
+        fn=losses.kernel_loss,
+        citation="Agrawal et al. 2024 idealized loss; projectors.md Eq. 1-2",
+        conventions="HS norm in L2(p) on M points, T_c = (1-c)I + cT, no normalisation by M or d",
+        inputs=("features", "kernel", "marginal"),
+        strategy=ams.kernel_samples,
+        sample_inputs=_kernel_samples,
+        error_inputs=_kernel_errors,
+        tolerances=KERNEL_TOLERANCES,
+        properties=("rotation", "equivalence"),
+        # finite differences of the kernel or marginal leave the domain (symmetric, summing to
+        # 1); tests/kernel checks gradcheck through a domain-preserving parametrisation.
+        overrides=(Override("gradcheck", "a kernel/marginal step leaves the validated domain"),),
+    )
+)
+
+register(
+    LossSpec(
+        name="invariance_orthogonality",
+        fn=losses.invariance_orthogonality_loss,
+        citation="Agrawal et al. 2024 reformulated loss; projectors.md Eq. 2",
+        conventions="(N, m, D) views, unbiased within-image variance + beta sum (G - I)^2",
+        inputs=("views",),
+        strategy=ams.invariance_orthogonality_samples,
+        sample_inputs=_views_samples(
+            {
+                "two_views": {"beta": 0.5},
+                "four_views": {"beta": 0.01},
+                "identical_views": {"beta": 2.0},
+                "minimal": {"beta": 0.0},
+            }
+        ),
+        error_inputs=_invariance_orthogonality_errors,
+        tolerances=KERNEL_TOLERANCES,
+        properties=("rotation", "equivalence", "reduction", "gradcheck", "stability"),
+    )
+)
+
+register(
+    LossSpec(
+        name="multiview_barlow_twins",
+        fn=losses.multiview_barlow_twins,
+        citation="Agrawal et al. 2024 multi-view BT (fastssl v3); Zbontar et al. 2021 Eq. 1",
+        conventions="(N, m, D) views, each vs the view mean; m = 2 is barlow_twins; per-view std",
+        inputs=("views",),
+        strategy=ams.multiview_barlow_samples,
+        sample_inputs=_views_samples(
+            {
+                "two_views": {},
+                "four_views": {"lambda_offdiag": 0.1},
+                "identical_views": {"standardize": "joint", "normalize": True},
+                "minimal": {"variance": "unbiased"},
+            }
+        ),
+        error_inputs=_multiview_barlow_errors,
+        tolerances=BARLOW_TOLERANCES,
+        properties=("reduction", "gradcheck", "stability"),
+    )
+)

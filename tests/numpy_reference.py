@@ -76,17 +76,18 @@ def supcon(features, labels, tau: float, variant: str = "out") -> tuple[np.ndarr
     return losses, has_pos
 
 
+def _standardize(z: np.ndarray, eps: float, unbiased: bool) -> np.ndarray:
+    """Per-feature standardisation over the batch (rows)."""
+    ddof = 1 if unbiased else 0
+    return (z - z.mean(axis=0)) / np.sqrt(z.var(axis=0, ddof=ddof) + eps)
+
+
 def barlow_twins(z1, z2, lam: float, eps: float = 1e-5, unbiased: bool = False) -> float:
     """Barlow Twins with per-view, per-feature standardisation."""
     z1 = np.asarray(z1, dtype=np.float64)
     z2 = np.asarray(z2, dtype=np.float64)
     n, d = z1.shape
-    ddof = 1 if unbiased else 0
-
-    def standardize(z):
-        return (z - z.mean(axis=0)) / np.sqrt(z.var(axis=0, ddof=ddof) + eps)
-
-    a, b = standardize(z1), standardize(z2)
+    a, b = _standardize(z1, eps, unbiased), _standardize(z2, eps, unbiased)
     total = 0.0
     for i in range(d):
         for j in range(d):
@@ -133,3 +134,134 @@ def simple_contrastive(z1, z2, lam: float | None, k: int | None) -> np.ndarray:
         weight = 1.0 / len(chosen) if lam is None else lam
         out[i] = -sim[i, p] + weight * sum(sim[i, j] for j in chosen)
     return out
+
+
+# --- AMCL (issue 3) ----------------------------------------------------------------------------
+# Wang et al. 2024, Table 2: per head c and anchor i, -s+/tau+ + s*/tau* + beta Omega(tau+)
+# - beta Omega(tau*), summed over heads; the hardest candidate by raw similarity, ties to the
+# lowest index.  Temperatures are given per pair in the layouts the library documents.
+
+
+def amcl_omega(tau: float, dim: int) -> float:
+    """Omega(tau) = (d'/2) log tau + 1/tau."""
+    return 0.5 * dim * math.log(tau) + 1.0 / tau
+
+
+def _amcl_hardest(values: list[float], count: int) -> list[int]:
+    """Positions of the ``count`` largest values; equal values in increasing position."""
+    return sorted(range(len(values)), key=lambda j: (-values[j], j))[:count]
+
+
+def _amcl_anchor(s_pos, t_pos, s_cand, t_cand, dim, beta, count, neg_regularizer) -> float:
+    chosen = _amcl_hardest(s_cand, count)
+    negative = sum(s_cand[j] / t_cand[j] for j in chosen) / len(chosen)
+    if neg_regularizer == "omega":
+        reg_neg = sum(amcl_omega(t_cand[j], dim) for j in chosen) / len(chosen)
+    else:  # the second code release: sum_k log tau_k + 1/tau_k
+        reg_neg = sum(math.log(t_cand[j]) + 1.0 / t_cand[j] for j in chosen)
+    return -s_pos / t_pos + negative + beta * (amcl_omega(t_pos, dim) - reg_neg)
+
+
+def amcl_two_view(
+    z1,
+    z2,
+    tau,
+    beta: float = 1e-4,
+    mode: str = "max",
+    k: int | None = None,
+    neg_regularizer: str = "omega",
+    positive_is_candidate: bool = False,
+) -> np.ndarray:
+    """Per-anchor AMCL NT-Xent (Eq. 2.1) or InfoNCE (Eq. 2.4, positive also a candidate).
+
+    ``z1, z2``: (C, N, D); ``tau``: broadcastable to (C, 2N, 2N) over the rows of [z1; z2].
+    """
+    z1, z2 = np.asarray(z1, dtype=np.float64), np.asarray(z2, dtype=np.float64)
+    heads, n, d = z1.shape
+    tau = np.broadcast_to(np.asarray(tau, dtype=np.float64), (heads, 2 * n, 2 * n))
+    count = 1 if mode == "max" else k
+    out = np.zeros(2 * n)
+    for c in range(heads):
+        z = _unit(np.concatenate([z1[c], z2[c]]))
+        for i in range(2 * n):
+            p = (i + n) % (2 * n)
+            cands = [j for j in range(2 * n) if j != i and (positive_is_candidate or j != p)]
+            s_cand = [float(z[i] @ z[j]) for j in cands]
+            t_cand = [float(tau[c, i, j]) for j in cands]
+            s_pos, t_pos = float(z[i] @ z[p]), float(tau[c, i, p])
+            out[i] += _amcl_anchor(s_pos, t_pos, s_cand, t_cand, d, beta, count, neg_regularizer)
+    return out
+
+
+def amcl_moco(
+    query,
+    key,
+    queue,
+    tau,
+    beta: float = 1e-4,
+    mode: str = "max",
+    k: int | None = None,
+    neg_regularizer: str = "omega",
+) -> np.ndarray:
+    """Per-query AMCL MoCo; ``queue``: (C, K, D); ``tau``: (C, N, 1 + K), column 0 the key."""
+    query, key = np.asarray(query, dtype=np.float64), np.asarray(key, dtype=np.float64)
+    heads, n, d = query.shape
+    size = np.asarray(queue).shape[1]
+    tau = np.broadcast_to(np.asarray(tau, dtype=np.float64), (heads, n, 1 + size))
+    count = 1 if mode == "max" else k
+    out = np.zeros(n)
+    for c in range(heads):
+        q, kk, bank = _unit(query[c]), _unit(key[c]), _unit(queue[c])
+        for i in range(n):
+            s_cand = [float(q[i] @ bank[j]) for j in range(size)]
+            t_cand = [float(tau[c, i, 1 + j]) for j in range(size)]
+            s_pos, t_pos = float(q[i] @ kk[i]), float(tau[c, i, 0])
+            out[i] += _amcl_anchor(s_pos, t_pos, s_cand, t_cand, d, beta, count, neg_regularizer)
+    return out
+
+
+def amcl_simsiam(p1, p2, h1, h2, tau, beta: float = 1e-4) -> np.ndarray:
+    """Per-sample AMCL SimSiam (Eq. 2.2); ``tau``: (C, 2, N), [c, 0] for (p1, h2)."""
+    p1, p2, h1, h2 = (np.asarray(t, dtype=np.float64) for t in (p1, p2, h1, h2))
+    heads, n, d = p1.shape
+    tau = np.broadcast_to(np.asarray(tau, dtype=np.float64), (heads, 2, n))
+    out = np.zeros(n)
+    for c in range(heads):
+        a1, a2, t1, t2 = _unit(p1[c]), _unit(p2[c]), _unit(h1[c]), _unit(h2[c])
+        for i in range(n):
+            first, second = float(tau[c, 0, i]), float(tau[c, 1, i])
+            out[i] += (
+                -float(a1[i] @ t2[i]) / (2 * first)
+                - float(a2[i] @ t1[i]) / (2 * second)
+                + beta * (amcl_omega(first, d) + amcl_omega(second, d))
+            )
+    return out
+
+
+def amcl_barlow_twins(
+    z1,
+    z2,
+    tau,
+    lam: float = 5e-3,
+    beta: float = 1e-6,
+    omega_dim: str = "features",
+    eps: float = 1e-5,
+    unbiased: bool = False,
+) -> float:
+    """AMCL Barlow Twins (Eq. 2.3); ``tau``: (C, D, D), diagonal = positive role."""
+    z1, z2 = np.asarray(z1, dtype=np.float64), np.asarray(z2, dtype=np.float64)
+    heads, n, d = z1.shape
+    tau = np.broadcast_to(np.asarray(tau, dtype=np.float64), (heads, d, d))
+    dim = d if omega_dim == "features" else n
+    total = 0.0
+    for c in range(heads):
+        a, b = _standardize(z1[c], eps, unbiased), _standardize(z2[c], eps, unbiased)
+        for i in range(d):
+            for j in range(d):
+                corr = sum(a[s, i] * b[s, j] for s in range(n)) / n
+                t = float(tau[c, i, j])
+                if i == j:
+                    total += (1.0 - corr / t) ** 2 + beta * amcl_omega(t, dim)
+                else:
+                    total += lam * corr * corr / t - beta * amcl_omega(t, dim)
+    return total

@@ -52,6 +52,19 @@ NUMPY = {
     "supcon": lambda s: _supcon_ref(s, "out"),
     "supcon_in": lambda s: _supcon_ref(s, "in"),
     "barlow_twins": lambda s: ref.barlow_twins(*_np(s.args), s.kwargs.get("lambda_offdiag", 5e-3)),
+    # AMCL (issue 3): the keyword hyperparameters map one to one onto the references
+    "amcl_nt_xent": lambda s: ref.amcl_two_view(*_np(s.args), **s.kwargs).mean(),
+    "amcl_info_nce": lambda s: ref.amcl_two_view(
+        *_np(s.args), **s.kwargs, positive_is_candidate=True
+    ).mean(),
+    "amcl_moco": lambda s: ref.amcl_moco(*_np(s.args), **s.kwargs).mean(),
+    "amcl_simsiam": lambda s: ref.amcl_simsiam(*_np(s.args), s.kwargs.get("beta", 1e-4)).mean(),
+    "amcl_barlow_twins": lambda s: ref.amcl_barlow_twins(
+        *_np(s.args),
+        lam=s.kwargs.get("lambda_offdiag", 5e-3),
+        beta=s.kwargs.get("beta", 1e-6),
+        omega_dim=s.kwargs.get("omega_dim", "features"),
+    ),
 }
 
 

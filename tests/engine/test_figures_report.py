@@ -1,0 +1,115 @@
+"""Figures (house style, deterministic files) and the HTML report of a runs folder."""
+
+from __future__ import annotations
+
+import base64
+
+import pandas as pd
+import pytest
+
+from amcl_lab import figures
+from amcl_lab.engine import write_json
+from amcl_lab.report import build_report, find_runs
+
+
+def _curve_figure():
+    table = pd.DataFrame(
+        [{"seed": s, "step": t, "acc": 50 + 10 * t + s} for s in range(3) for t in range(4)]
+    )
+    with figures.house_style():
+        fig, axes = figures.new_figure(2, width="double")
+        figures.seed_band(axes[0, 0], table, "step", "acc")
+        axes[0, 0].set_xlabel("training step")
+        axes[0, 0].set_ylabel("accuracy (%)")
+    return fig, axes
+
+
+def test_save_writes_identical_png_and_pdf_for_identical_figures(tmp_path):
+    paths = figures.save(_curve_figure()[0], tmp_path / "a" / "curve")
+    assert [p.name for p in paths] == ["curve.png", "curve.pdf"]
+    again = figures.save(_curve_figure()[0], tmp_path / "b" / "curve")
+    for p, q in zip(paths, again, strict=True):
+        assert p.read_bytes() == q.read_bytes()
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"Matplotlib" not in paths[1].read_bytes()  # no software / date metadata
+
+
+def test_seed_band_draws_the_mean_and_the_t_interval():
+    fig, axes = _curve_figure()
+    ax = axes[0, 0]
+    line = ax.get_lines()[0]
+    assert list(line.get_ydata()) == pytest.approx([51.0, 61.0, 71.0, 81.0])
+    band = ax.collections[0].get_paths()[0].vertices[:, 1]
+    _, low, high = figures.mean_ci([50.0, 51.0, 52.0])
+    assert band.min() == pytest.approx(low) and band.max() == pytest.approx(high + 30.0)
+    assert ax.get_xlabel() == "training step" and ax.get_ylabel() == "accuracy (%)"
+    assert fig.get_size_inches()[0] == figures.WIDTHS["double"]
+
+
+def _fake_run(root, experiment, run_id, finished=True, figure_names=("f",)):
+    folder = root / experiment / run_id
+    write_json(
+        folder / "config.json",
+        {
+            "experiment": experiment,
+            "run_id": run_id,
+            "preset": "smoke",
+            "seeds": [0, 1, 2],
+            "config": {"lr": 0.1},
+            "device": "cpu",
+            "versions": {"torch": "x"},
+            "git_revision": None,
+            "created": "2026-01-01T00:00:00+00:00",
+            "overrides": [],
+        },
+    )
+    for i, name in enumerate(figure_names):
+        fig, _ = _curve_figure()
+        fig.suptitle(f"{run_id} {i}")  # different bytes per figure
+        figures.save(fig, folder / "figures" / name)
+    if finished:
+        claim = {
+            "id": "c",
+            "statement": "Pretraining helps <a lot>",
+            "source": "Paper 2020",
+            "effect": "gain (pp)",
+            "direction": "greater",
+            "threshold": 0.0,
+            "margin": 0.0,
+            "per_seed": {"0": 1.0},
+            "n_seeds": 3,
+            "mean": 1.5,
+            "ci_low": 0.5,
+            "ci_high": 2.5,
+            "verdict": "reproduced",
+            "reason": "whole CI above 0",
+        }
+        write_json(folder / "results.json", {"rows": [], "claims": [claim], "wall_seconds": 1.0})
+    return folder
+
+
+def test_report_embeds_every_figure_claims_and_metadata(tmp_path):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "alpha", "r1", figure_names=("curves", "bars"))
+    _fake_run(runs, "beta", "r2", finished=False, figure_names=("partial",))
+    path = build_report(runs)
+    assert path == runs / "report.html"
+    page = path.read_text()
+    pngs = sorted(runs.rglob("*.png"))
+    assert len(pngs) == 3
+    for png in pngs:
+        assert base64.b64encode(png.read_bytes()).decode() in page, png
+    assert "Pretraining helps &lt;a lot&gt;" in page  # escaped
+    assert 'class="reproduced"' in page and "[0.5, 2.5]" in page
+    assert "has not finished" in page
+    assert "alpha" in page and "beta" in page and "2026-01-01" in page
+    assert 'href="alpha/r1/figures/curves.pdf"' in page
+    assert "http" not in page.replace("http-equiv", "")  # self-contained
+    assert [p.name for p in find_runs(runs)] == ["r1", "r2"]
+
+
+def test_report_of_a_missing_folder_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        build_report(tmp_path / "nothing")
+    out = build_report(tmp_path, tmp_path / "out" / "page.html")
+    assert "No runs found" in out.read_text()

@@ -1,0 +1,68 @@
+"""``amcl-lab oracle``: prints the report; exit status 0 agree, 1 mismatch, 2 usage error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from amcl_lab import cli, oracle
+
+
+def test_agreeing_candidate_exits_zero_and_writes_the_json_report(capsys, tmp_path):
+    out = tmp_path / "report.json"
+    argv = ["oracle", "amcl_lab.fast:nt_xent", "--reference", "nt_xent", "--max-examples", "10"]
+    assert cli.main([*argv, "--json", str(out)]) == 0
+    assert "oracle PASS: amcl_lab.fast:nt_xent vs reference 'nt_xent'" in capsys.readouterr().out
+    saved = json.loads(out.read_text())
+    assert saved["passed"] is True and saved["examples"] == 10 and saved["dtype"] == "float32"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left
+
+
+def test_mismatch_exits_one_and_prints_the_minimal_input(capsys):
+    argv = ["oracle", "mutants:mean_over_n", "--reference", "nt_xent", "--dtype", "float64"]
+    assert cli.main(argv) == 1
+    printed = capsys.readouterr().out
+    assert "oracle MISMATCH" in printed and "minimal failing input" in printed
+
+
+def test_adapters_compose_on_the_command_line(capsys):
+    argv = ["oracle", "amcl_lab.losses:NTXentLoss", "--reference", "nt_xent"]
+    assert cli.main([*argv, "--adapter", "module", "--max-examples", "10"]) == 0
+    assert "(adapter module)" in capsys.readouterr().out
+    argv = ["oracle", "amcl_lab.fast:supcon", "--reference", "supcon", "--max-examples", "10"]
+    assert cli.main([*argv, "--adapter", "identity,identity", "--no-grad", "--no-shrink"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["no_such_module:f", "--reference", "nt_xent"], "cannot import module 'no_such_module'"),
+        (["amcl_lab.fast", "--reference", "nt_xent"], "must look like package.module:function"),
+        (["amcl_lab.fast:nope", "--reference", "nt_xent"], "has no attribute path 'nope'"),
+        (["amcl_lab.fast:BLOCK_ELEMENTS", "--reference", "nt_xent"], "not a callable"),
+        (["amcl_lab.fast:nt_xent", "--reference", "nt_xnet"], "unknown reference loss 'nt_xnet'"),
+        (["amcl_lab.fast:nt_xent", "--reference", "nt_xent", "--adapter", "flip"], "'flip'"),
+        (["amcl_lab.fast:nt_xent", "--reference", "nt_xent", "--device", "cuda:7"], "cuda"),
+    ],
+    ids=["module", "format", "attribute", "callable", "reference", "adapter", "device"],
+)
+def test_usage_errors_exit_two_with_a_message(capsys, argv, message, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert cli.main(["oracle", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_entry_point_runs_the_oracle():
+    """``python -m amcl_lab oracle`` (what the ``amcl-lab`` script calls) in a fresh process."""
+    argv = [sys.executable, "-m", "amcl_lab", "oracle", "amcl_lab.fast:supcon"]
+    argv += ["--reference", "supcon", "--max-examples", "5"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "oracle PASS" in done.stdout
+
+
+def test_load_candidate_follows_attribute_paths():
+    assert oracle.load_candidate("amcl_lab.losses:NTXentLoss.forward").__name__ == "forward"

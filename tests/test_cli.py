@@ -1,0 +1,143 @@
+"""The ``amcl-lab`` command line: list, run, report, errors, kill-and-resume, packaging."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from amcl_lab import cli, experiments
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ["run", "simclr_digits", "--preset", "smoke", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    assert cli.main([*SMOKE, "--out", str(out), "--run-id", "smoke"]) == 0
+    return out / "simclr_digits" / "smoke"
+
+
+def test_run_writes_config_metrics_results_and_a_figure(smoke_run, capsys):
+    config = json.loads((smoke_run / "config.json").read_text())
+    assert config["experiment"] == "simclr_digits" and config["preset"] == "smoke"
+    assert config["seeds"] == [0, 1, 2] and config["config"]["steps"] == 6
+    assert {"torch", "numpy", "python"} <= set(config["versions"])
+    lines = (smoke_run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 3 * 3  # three seeds, evaluations at steps 0, 3, 6
+    results = json.loads((smoke_run / "results.json").read_text())
+    assert {c["id"] for c in results["claims"]} == {"probe-gain", "knn-gain"}
+    for claim in results["claims"]:
+        assert claim["n_seeds"] == 3
+        assert claim["verdict"] in experiments.VERDICTS
+    assert {r["metric"] for r in results["rows"]} >= {"linear_probe", "knn", "train_loss"}
+    assert (smoke_run / "figures" / "training_curves.png").stat().st_size > 0
+    assert (smoke_run / "figures" / "training_curves.pdf").stat().st_size > 0
+
+
+def test_report_contains_every_figure_of_the_runs_folder(smoke_run, capsys):
+    runs = smoke_run.parent.parent
+    assert cli.main(["report", str(runs)]) == 0
+    assert "report:" in capsys.readouterr().out
+    page = (runs / "report.html").read_text()
+    pngs = list(runs.rglob("*.png"))
+    assert pngs
+    for png in pngs:
+        assert base64.b64encode(png.read_bytes()).decode() in page
+    assert "probe-gain" not in page or "Contrastive pretraining" in page
+
+
+def test_list_shows_every_experiment_with_its_description(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in experiments.names():
+        assert name in out
+    assert "SimCLR on the bundled 8x8 digits" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "nope"], "unknown experiment 'nope'; available: simclr_digits"),
+        (["run", "simclr_digits", "--preset", "huge"], "valid presets: smoke, cpu, gpu"),
+        (["run", "simclr_digits", "--set", "stepz=3"], "unknown key 'stepz'"),
+        (["run", "simclr_digits", "--set", "steps=many"], "steps expects an int"),
+        (["run", "simclr_digits", "--set", "dataset=cifar10"], "data_dir is required"),
+        (["report", "/nonexistent/runs"], "does not exist"),
+    ],
+)
+def test_usage_errors_exit_2_with_the_valid_choices(argv, message, tmp_path, capsys):
+    assert cli.main([*argv, *(["--out", str(tmp_path)] if argv[0] == "run" else [])]) == 2
+    assert message in capsys.readouterr().err
+
+
+def _run_dir(out: Path, run_id: str) -> Path:
+    return out / "simclr_digits" / run_id
+
+
+def test_a_killed_run_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path):
+    """SIGKILL a run after its first checkpoint, resume it, compare with a clean run."""
+    out = tmp_path / "runs"
+    args = [*SMOKE, "--seeds", "1", "--out", str(out), "--set", "steps=60"]
+    args += ["--set", "checkpoint_every=4", "--set", "eval_every=8"]
+    command = [sys.executable, "-m", "amcl_lab", *args, "--run-id", "killed"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    checkpoint = _run_dir(out, "killed") / "checkpoints" / "seed0.pt"
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists():
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before its first checkpoint: {proc.stderr.read()!r}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("no checkpoint within 240 s")
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    state = torch.load(checkpoint, weights_only=True)
+    assert not state["done"] and 0 < state["step"] < 60, "the kill must land mid-run"
+    assert not (_run_dir(out, "killed") / "results.json").exists()
+
+    resumed = subprocess.run(
+        [*command, "--resume"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert cli.main([*args, "--run-id", "clean"]) == 0
+
+    killed, clean = _run_dir(out, "killed"), _run_dir(out, "clean")
+    results = [json.loads((d / "results.json").read_text()) for d in (killed, clean)]
+    assert results[0]["rows"] == results[1]["rows"]
+    assert results[0]["claims"] == results[1]["claims"]
+    metrics = [(d / "metrics.jsonl").read_text() for d in (killed, clean)]
+    assert metrics[0] == metrics[1]  # no duplicated or missing evaluation lines
+    final = [torch.load(d / "checkpoints" / "seed0.pt", weights_only=True) for d in (killed, clean)]
+    for key, tensor in final[1]["network"].items():
+        assert torch.equal(final[0]["network"][key], tensor), key
+
+
+def test_oracle_subcommand_is_wired_when_present():
+    parser = cli.build_parser()
+    choices = parser._subparsers._group_actions[0].choices
+    assert {"smoke", "list", "run", "report"} <= set(choices)
+    has_oracle = (ROOT / "amcl_lab" / "oracle.py").exists()
+    assert ("oracle" in choices) == has_oracle
+
+
+def test_installed_package_list_covers_every_subpackage():
+    """pyproject lists packages explicitly (for the experiments mapping): keep it complete."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "amcl_lab").rglob("__init__.py")
+    }
+    assert set(setuptools["packages"]) == on_disk | {"amcl_lab.experiments"}
+    assert setuptools["package-dir"] == {"amcl_lab.experiments": "experiments"}
