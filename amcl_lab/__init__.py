@@ -3,7 +3,7 @@
 The public API is re-exported here; see the README for a tour.
 """
 
-from . import fast, optim, oracle, sharpness
+from . import distributed, fast, optim, oracle, sharpness
 from .amcl import AMCLModel, MultiHeadProjector, PairTemperature
 from .losses import (
     BarlowTwinsLoss,
@@ -108,6 +108,7 @@ __all__ = [
     "barlow_twins",
     "beta_for_dim",
     "cross_correlation",
+    "distributed",
     "effective_rank",
     "ema_update_",
     "fast",

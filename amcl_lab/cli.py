@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from . import registry
+from . import distributed, registry
 
 __all__ = ["main"]
 
@@ -38,13 +38,46 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Run an experiment preset; print where the outputs went and the claims table."""
-    from . import experiments
+    """Run an experiment preset; print where the outputs went and the claims table.
 
+    Under ``torchrun`` every process trains (:func:`amcl_lab.engine.train` shards the
+    batches); rank 0 alone writes the run folder, results, figures and prints.
+    """
     overrides = list(args.set)
     for key, value in (("seeds", args.seeds), ("device", args.device), ("data_dir", args.data_dir)):
         if value is not None:
             overrides.append(f"{key}={value}")
+    with distributed.process_group_from_env():
+        return _run_main(args, overrides) if distributed.is_main() else _run_rank(args, overrides)
+
+
+def _run_rank(args: argparse.Namespace, overrides: list[str]) -> int:
+    """A rank other than 0: the training half of ``run_experiment``, writing nothing."""
+    from . import engine, experiments
+
+    module = experiments.load(args.experiment)
+    config = experiments.resolve_config(module, args.experiment, args.preset, overrides)
+    run = engine.open_run(
+        args.out,
+        args.experiment,
+        config,
+        preset=args.preset,
+        overrides=overrides,
+        seeds=config.seed_list,
+        run_id=args.run_id,
+        resume=args.resume,
+        quiet=True,
+    )
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    module.run(config, run)  # the rows, claims and figures are rank 0's
+    return 0
+
+
+def _run_main(args: argparse.Namespace, overrides: list[str]) -> int:
+    """Rank 0, or a single process: run the experiment, print the outputs and claims."""
+    from . import experiments
+
     run, results = experiments.run_experiment(
         args.experiment,
         preset=args.preset,

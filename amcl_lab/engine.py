@@ -49,7 +49,7 @@ import sys
 import typing
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import metadata
@@ -60,10 +60,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from . import _validation as v
-from . import losses, metrics, registry
+from . import distributed, losses, metrics, registry
 from .amcl import AMCL_LOSSES, AMCLModel, PairTemperature
 from .data import DATASETS, Augmentation, ImageData, Split, load_dataset
 from .models import (
@@ -94,6 +95,7 @@ __all__ = [
     "json_safe",
     "knn_accuracy",
     "linear_probe",
+    "nearest_mean_accuracy",
     "open_run",
     "train",
     "training_set",
@@ -135,7 +137,7 @@ class TrainConfig:
     data_dir: str = ""  # folder holding CIFAR/STL files; bundled datasets ignore it
     augment: str = "abcde"  # families: a crop, b blur, c grayscale, d colour jitter, e flip
     crop_min_scale: float = 0.08  # smallest crop area with family a (SimCLR: 0.08)
-    views: int = 2  # augmented views per image and step
+    views: int = 2  # augmented views per image and step (1 allowed for ce and supervised SupCon)
     batch_size: int = 256  # images per step (each seen `views` times)
     train_fraction: float = 1.0  # random subset of the training images (drawn from `seed`)
     label_noise: float = 0.0  # fraction of training labels flipped to another class
@@ -195,7 +197,8 @@ class TrainConfig:
             ("knn_k", 1),
         ):
             v.check_int(fn, name, getattr(self, name), low=low)
-        v.check_int(fn, "views", self.views, low=1 if self.loss == "ce" else 2)
+        one_view = self.loss == "ce" or (self.supervised and OBJECTIVES[self.loss].kind == "labels")
+        v.check_int(fn, "views", self.views, low=1 if one_view else 2)
         for name in ("temperature", "lr", "knn_temperature"):
             v.check_positive_float(fn, name, getattr(self, name))
         for name in ("momentum", "weight_decay", "rho", "probe_weight_decay"):
@@ -359,14 +362,28 @@ class Objective(nn.Module):
     ``(N, V, D)`` per head with instance labels (self-supervised, the multi-view NT-Xent) or
     class labels; AMCL losses are evaluated by :class:`~amcl_lab.amcl.AMCLModel` on the head
     stacks (its temperature network, if any, is a parameter of this module).
+
+    ``gather_distributed=True`` (set by :func:`train` under a process group) passes
+    ``gather_distributed=True`` to every loss that takes it (NT-Xent, InfoNCE, SupCon, Barlow
+    Twins, the constant-temperature AMCL NT-Xent/InfoNCE/Barlow Twins): the rows are then
+    this rank's shard and the negatives (or batch statistics) those of the global batch
+    (:mod:`amcl_lab.distributed`).  The other losses, and AMCL with a learned temperature
+    (``AMCLModel`` computes pair temperatures on the local rows only), are evaluated on the
+    local shard; a ``loss_options`` entry ``gather_distributed=False`` opts out.
     """
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, *, gather_distributed: bool = False) -> None:
         super().__init__()
         fn = "Objective"
         self.spec = OBJECTIVES[config.loss]
         self.supervised = config.supervised
         options = {**self.spec.fixed, **_parse_options(fn, "loss_options", config.loss_options)}
+        takes = self.spec.fn is not None and (
+            "gather_distributed" in inspect.signature(self.spec.fn).parameters
+        )
+        local_temperatures = self.spec.kind == "amcl" and config.adaptive_temperature
+        if gather_distributed and takes and not local_temperatures:
+            options.setdefault("gather_distributed", True)
         self.amcl: AMCLModel | None = None
         if self.spec.kind == "amcl":
             self.amcl = _amcl_model(config, options)
@@ -403,7 +420,7 @@ class Objective(nn.Module):
             return total / len(pairs)
         per_image = z.permute(0, 2, 1, 3)  # (C, N, V, D)
         if kind == "labels":
-            targets = labels if self.supervised else torch.arange(rows // views, device=z.device)
+            targets = labels if self.supervised else None  # None: instance ids (global if gathered)
             return sum(fn(per_image[h], targets, **kw) for h in range(c))
         return sum(fn(per_image[h], **kw) for h in range(c))
 
@@ -411,8 +428,10 @@ class Objective(nn.Module):
 def _amcl_model(config: TrainConfig, options: dict[str, Any]) -> AMCLModel:
     temperature: PairTemperature | float = config.temperature
     if config.adaptive_temperature:
-        # Barlow Twins compares channel vectors across the batch (amcl.md section 5)
-        dim = config.batch_size if config.loss == "amcl_barlow_twins" else config.proj_dim
+        # Barlow Twins compares channel vectors across the batch (amcl.md section 5): the
+        # local shard's under a process group, where learned temperatures stay local
+        shard = config.batch_size // distributed.world_size()
+        dim = shard if config.loss == "amcl_barlow_twins" else config.proj_dim
         temperature = PairTemperature(dim)
     predictor = None
     if config.loss == "amcl_simsiam":
@@ -488,11 +507,19 @@ class _Optimisation:
 
 
 def build_optimisation(
-    config: TrainConfig, network: Network, objective: Objective, samples: int, classes: int
+    config: TrainConfig,
+    network: Network,
+    objective: Objective,
+    samples: int,
+    classes: int,
+    *,
+    gather_distributed: bool = False,
 ) -> _Optimisation:
     """Optimiser, LR scheduler and the SAF/MESA loss terms of ``config``.
 
     ``samples`` (training images: the SAF buffer's rows) and ``classes`` size SAF's buffer.
+    ``gather_distributed`` makes SAF write the logits of every rank into its buffer
+    (:class:`~amcl_lab.optim.SAF`; set by :func:`train` under a process group).
     """
     fn = "build_optimisation"
     params = [*network.parameters(), *objective.parameters()]
@@ -519,7 +546,8 @@ def build_optimisation(
             )
         elif name == "saf":
             optimizer = torch.optim.SGD(params, **sgd)
-            extra = SAF(num_samples=samples, num_classes=classes, **options)
+            gather = {"gather_distributed": gather_distributed}
+            extra = SAF(num_samples=samples, num_classes=classes, **{**gather, **options})
         else:
             optimizer = torch.optim.SGD(params, **sgd)
             extra = MESA(logits, **options)
@@ -778,14 +806,16 @@ def evaluate(
 
     ``training`` is :func:`training_set`'s result (computed when omitted): probes and k-NN
     fit the labelled training images with their clean labels; ``train_accuracy`` scores the
-    classifier against the labels training used (noisy ones included).
+    classifier against the labels training used (noisy ones included).  Supervised runs
+    without a classifier (SupCon) score the nearest-class-mean classifier of their first-head
+    embeddings instead (:func:`nearest_mean_accuracy`, Graf et al.'s "explicit linear" head).
     """
     data, clean = training if training is not None else training_set(split, config)
     labelled = clean >= 0  # STL-10's unlabelled images serve training only
     train = ImageData(
         data.name, data.images[labelled], data.labels[labelled], data.classes, data.max_value
     )
-    f_train, _, logits_train = extract(network, train, device)
+    f_train, e_train, logits_train = extract(network, train, device)
     f_test, e_test, logits_test = extract(network, split.test, device)
     y_train, y_test = clean[labelled].to(device), split.test.labels.to(device)
     out = {
@@ -805,6 +835,9 @@ def evaluate(
         fitted = train.labels.to(device)
         out["train_accuracy"] = float((logits_train.argmax(1) == fitted).float().mean())
         out["test_accuracy"] = float((logits_test.argmax(1) == y_test).float().mean())
+    elif config.supervised and e_train is not None:
+        fitted = train.labels.to(device)
+        out["train_accuracy"] = nearest_mean_accuracy(e_train, fitted, split.num_classes)
     hooks = [*(GEOMETRY[name] for name in config.geometry), *hooks]
     if hooks:
         aug = Augmentation(config.augment, crop_min_scale=config.crop_min_scale)
@@ -819,6 +852,28 @@ def evaluate(
         for hook in hooks:
             out.update({k: float(val) for k, val in hook(held).items()})
     return out
+
+
+@torch.no_grad()
+def nearest_mean_accuracy(z: Tensor, labels: Tensor, classes: int) -> float:
+    r"""Accuracy on ``labels`` of the nearest-class-mean classifier of the normalised ``z``.
+
+    With :math:`u_i = z_i / \lVert z_i\rVert` and class means :math:`\mu_c` of the
+    :math:`u_i` labelled :math:`c`, sample :math:`i` is predicted
+    :math:`\arg\max_c \langle u_i, \mu_c\rangle`: the linear head whose rows are the class
+    means ("explicit linear" in Graf et al. 2021, arXiv:2102.08817), i.e. how well a
+    classifier-free embedding (SupCon) fits the labels it was trained on.
+
+    Args:
+        z: ``(N, D)`` embeddings.
+        labels: ``(N,)`` int64 labels in ``[0, classes)``.
+        classes: number of classes.
+    """
+    u = F.normalize(z.float(), dim=1)
+    sums = torch.zeros(classes, u.shape[1], device=u.device).index_add_(0, labels, u)
+    counts = torch.bincount(labels, minlength=classes).clamp_min(1).to(u.dtype)
+    means = sums / counts[:, None]
+    return float(((u @ means.T).argmax(dim=1) == labels).float().mean())
 
 
 @torch.no_grad()
@@ -913,7 +968,12 @@ def git_revision() -> str | None:
 
 @dataclass
 class Run:
-    """One run folder ``<out>/<experiment>/<run_id>/`` and what a run writes into it."""
+    """One run folder ``<out>/<experiment>/<run_id>/`` and what a run writes into it.
+
+    Under a process group (``torchrun``) every rank holds the same ``Run``; only rank 0
+    writes into the folder, and every rank reads its checkpoints on resume (one node, or a
+    filesystem shared by all nodes).
+    """
 
     experiment: str
     run_id: str
@@ -944,7 +1004,9 @@ class Run:
         return self.dir / "checkpoints" / f"{tag}.pt"
 
     def log(self, record: Mapping[str, Any]) -> None:
-        """Append one JSON line to ``metrics.jsonl`` (flushed and synced)."""
+        """Append one JSON line to ``metrics.jsonl`` (flushed and synced; rank 0 only)."""
+        if not distributed.is_main():
+            return
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
             f.flush()
@@ -952,7 +1014,7 @@ class Run:
 
     def truncate_metrics(self, tag: str, step: int) -> None:
         """Drop the lines of ``tag`` after ``step`` (and any partial line) before resuming."""
-        if not self.metrics_path.exists():
+        if not distributed.is_main() or not self.metrics_path.exists():
             return
         kept = []
         for line in self.metrics_path.read_text().splitlines():
@@ -989,10 +1051,39 @@ def open_run(
     folder.  With ``resume``, ``run_id`` names the run to continue; without it the most
     recent run of ``experiment`` whose resolved config equals ``config`` is continued.
 
+    Under a process group, rank 0 creates (or finds) the folder and every rank gets the
+    same :class:`Run`, or the same error.
+
     Raises:
         ValueError: an existing folder for a fresh run, no run to resume, or a resumed run
             whose stored config differs from ``config`` (the differing keys are listed).
     """
+    return distributed.on_main(
+        _open_run,
+        out,
+        experiment,
+        config,
+        preset=preset,
+        overrides=overrides,
+        seeds=seeds,
+        run_id=run_id,
+        resume=resume,
+        quiet=quiet,
+    )
+
+
+def _open_run(
+    out: str | Path,
+    experiment: str,
+    config: Any,
+    *,
+    preset: str,
+    overrides: Sequence[str],
+    seeds: Sequence[int],
+    run_id: str | None,
+    resume: bool,
+    quiet: bool,
+) -> Run:
     root = Path(out) / experiment
     resolved = config_dict(config)
     if resume:
@@ -1140,9 +1231,23 @@ def train(
     Evaluations happen before the first step (the randomly initialised network), every
     ``eval_every`` steps and after the last step.
 
+    Data parallelism: under a process group of W ranks (``torchrun``,
+    :mod:`amcl_lab.distributed`) every rank draws the same global batch of ``batch_size``
+    images and their views from the ``(seed, step)`` order and keeps its contiguous block of
+    ``batch_size / W`` (the equivalent of a ``DistributedSampler`` over that order); the
+    network (and a loss with parameters) is wrapped in ``DistributedDataParallel``;
+    contrastive losses gather their negatives over ranks (:class:`Objective`) and SAF its
+    logits, so the gradients are those of the single-process loss on the global batch,
+    BatchNorm statistics aside (per-rank batches; ``SyncBatchNorm`` is CUDA-only); SAM
+    perturbs with each rank's own gradient (m-sharpness, :class:`~amcl_lab.optim.SAM`).
+    Rank 0 evaluates (the record is broadcast, so every rank returns the same history),
+    logs and writes checkpoints; ``train_loss`` is the mean over ranks; every rank resumes
+    from the same checkpoint.
+
     Raises:
         ValueError: an inconsistent config (e.g. a batch larger than the training set,
-            supervised training on unlabelled images), or a checkpoint of another config.
+            supervised training on unlabelled images, a batch not divisible by the number
+            of processes), or a checkpoint of another config.
         FloatingPointError: the training loss became NaN or infinite.
     """
     fn = "train"
@@ -1157,11 +1262,19 @@ def train(
         )
     if config.supervised and bool((training[1] < 0).any()):
         raise ValueError(f"{fn}: supervised training needs labels; {config.dataset!r} has none")
+    parallel, ranks = distributed.is_active(), distributed.world_size()
+    if config.batch_size % ranks:
+        raise ValueError(
+            f"{fn}: batch_size {config.batch_size} must be divisible by the {ranks} processes "
+            "(each takes an equal shard of every batch)"
+        )
     per_epoch = n_train // config.batch_size
     torch.manual_seed(config.seed)
     network = build_network(config, split).to(device)
-    objective = Objective(config).to(device)
-    opt = build_optimisation(config, network, objective, n_train, split.num_classes)
+    objective = Objective(config, gather_distributed=parallel).to(device)
+    opt = build_optimisation(
+        config, network, objective, n_train, split.num_classes, gather_distributed=parallel
+    )
     for module in opt.extras().values():
         module.to(device)
     images = training[0].to(device)
@@ -1170,7 +1283,7 @@ def train(
     step, history = 0, []
     loss_sum, loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
     ckpt = run.checkpoint(tag) if run is not None else None
-    if ckpt is not None and ckpt.exists():
+    if ckpt is not None and distributed.on_main(ckpt.exists):  # rank 0 decides for all
         if not run.resume:  # type: ignore[union-attr]
             raise ValueError(f"{fn}: {ckpt} exists; resume the run instead of overwriting it")
         state = torch.load(ckpt, map_location=device, weights_only=True)
@@ -1190,8 +1303,16 @@ def train(
             return TrainResult(tag, config, history, network, objective)
     elif run is not None and run.resume:
         run.truncate_metrics(tag, -1)  # killed before its first checkpoint: start over
+    model, loss_fn = network, objective  # what the steps call: DDP wrappers when parallel
+    if parallel:
+        model = DistributedDataParallel(network)
+        if any(p.requires_grad for p in objective.parameters()):
+            loss_fn = DistributedDataParallel(objective)
 
     def check_finite(at: int) -> float:
+        nonlocal loss_sum
+        if parallel:  # the mean over ranks, the same on every rank (and in checkpoints)
+            loss_sum = distributed.all_reduce_sum(loss_sum) / ranks
         mean_loss = float(loss_sum) / loss_count if loss_count else float("nan")
         if loss_count and not math.isfinite(mean_loss):
             raise FloatingPointError(
@@ -1206,14 +1327,16 @@ def train(
         mean_loss = check_finite(at)
         entry = {"run": tag, "seed": config.seed, "step": at, "epoch": at / per_epoch}
         entry["train_loss"] = mean_loss
-        entry.update(evaluate(network, split, config, device, at, hooks, training))
+        entry.update(
+            distributed.on_main(evaluate, network, split, config, device, at, hooks, training)
+        )
         history.append(entry)
         loss_sum, loss_count = torch.zeros_like(loss_sum), 0
         if run is not None:
             run.log(entry)
 
     def checkpoint(done: bool) -> None:
-        if ckpt is None:
+        if ckpt is None or not distributed.is_main():
             return
         payload = {
             "format": CHECKPOINT_FORMAT,
@@ -1236,15 +1359,19 @@ def train(
         record(0)
     network.train()
     quiet = run.quiet if run is not None else False
+    silent = quiet or not distributed.is_main()
     bar = tqdm(
-        total=config.steps, initial=step, desc=tag, disable=True if quiet else None, leave=False
+        total=config.steps, initial=step, desc=tag, disable=True if silent else None, leave=False
     )
     while step < config.steps:
         index = batch_indices(n_train, config.batch_size, config.seed, step)
         x = images.batch(index, device)
         labels = images.labels[index.to(device)]
         views = aug.views(x, config.views, _generator(config.seed, step, _STREAM_AUGMENT))
-        loss = _step(network, objective, opt, views, labels, index, step // per_epoch)
+        if parallel:  # this rank's block of the global batch (views drawn as for one process)
+            index, labels = distributed.shard(index), distributed.shard(labels)
+            views = distributed.shard(views, dim=1)
+        loss = _step(model, loss_fn, opt, views, labels, index, step // per_epoch)
         loss_sum += loss.detach().double()
         loss_count += 1
         opt.scheduler.step()
@@ -1256,12 +1383,13 @@ def train(
             check_finite(step)  # never checkpoint diverged weights
             checkpoint(step == config.steps)
     bar.close()
+    distributed.sync_buffers(network)  # rank 0's BatchNorm statistics, as in its checkpoint
     return TrainResult(tag, config, history, network, objective)
 
 
 def _step(
-    network: Network,
-    objective: Objective,
+    network: Network | DistributedDataParallel,
+    objective: Objective | DistributedDataParallel,
     opt: _Optimisation,
     views: Tensor,
     labels: Tensor,
@@ -1271,22 +1399,25 @@ def _step(
     """One optimiser step on ``views`` ``(V, B, C, H, W)``; returns the loss at the weights.
 
     SAM/ASAM take the second forward/backward at the perturbed weights with BatchNorm
-    statistics frozen (``notes/optim-api.md``); SAF and MESA add their distillation term on
+    statistics frozen (``docs/optim-api.md``); SAF and MESA add their distillation term on
     the first view's logits (SAF keyed by the images' dataset rows, its epoch counter being
-    ``epoch``), and MESA's teacher is updated after every step.
+    ``epoch``), and MESA's teacher is updated after every step.  Under DDP, SAM's first pass
+    runs in ``no_sync``: each rank perturbs with its own gradient (m-sharpness).
     """
     v_count, b = views.shape[:2]
     flat = views.reshape(v_count * b, *views.shape[2:])
-    out = network(flat)
-    loss = objective(out, v_count, labels)
-    if opt.saf is not None or opt.mesa is not None:
-        assert out.logits is not None  # build_optimisation requires a classifier
-        first = out.logits[:b]
-        if opt.saf is not None:
-            loss = loss + opt.saf(first, index.to(first.device), epoch)
-        if opt.mesa is not None:
-            loss = loss + opt.mesa(first, views[0], epoch)
-    loss.backward()
+    first_pass = distributed.no_sync(network, objective) if opt.two_pass else nullcontext()
+    with first_pass:
+        out = network(flat)
+        loss = objective(out, v_count, labels)
+        if opt.saf is not None or opt.mesa is not None:
+            assert out.logits is not None  # build_optimisation requires a classifier
+            first = out.logits[:b]
+            if opt.saf is not None:
+                loss = loss + opt.saf(first, index.to(first.device), epoch)
+            if opt.mesa is not None:
+                loss = loss + opt.mesa(first, views[0], epoch)
+        loss.backward()
     if opt.two_pass:
         opt.optimizer.first_step(zero_grad=True)  # type: ignore[attr-defined]
         with frozen_bn_stats(network):

@@ -29,8 +29,9 @@ terms are linear in the logits and need no matrix at all:
 :math:`\sum_{p \in P(i)} l_{ip} = \hat a_i^\top (S_{y_i} - \hat c_i) / \tau` with
 :math:`S_y` the sum of the candidates of class :math:`y`, so they are ordinary autograd
 expressions of O(M x D) cost.  Without distribution anchors and candidates are the same
-normalised rows; gathering candidates from several processes changes only the candidate set,
-their labels and the excluded columns.
+normalised rows; with ``gather_distributed=True`` the candidates are the rows of every
+process (:mod:`amcl_lab.distributed`): the anchors stay local, the excluded columns become
+global indices, and ``grad_c`` flows back to each shard through the gather's all-reduce.
 
 The oracle (:func:`amcl_lab.oracle.check`) validates both functions against the references
 in the test suite; ``benchmarks/bench_losses.py`` measures time and peak memory.
@@ -45,7 +46,14 @@ import torch
 from torch import Tensor
 
 from . import _validation as v
-from .losses._common import NORM_EPS, check_two_views, l2_normalize
+from . import distributed
+from .losses._common import (
+    NORM_EPS,
+    check_two_views,
+    reduce_anchors,
+    supcon_items,
+    two_view_candidates,
+)
 
 __all__ = ["BLOCK_ELEMENTS", "nt_xent", "supcon"]
 
@@ -153,6 +161,7 @@ def nt_xent(
     reduction: str = "mean",
     eps: float = NORM_EPS,
     block_size: int | None = None,
+    gather_distributed: bool = False,
 ) -> Tensor:
     r"""NT-Xent of SimCLR in O(N x block) memory; same arguments and values as the reference.
 
@@ -177,6 +186,8 @@ def nt_xent(
         eps: floor on the row norm used for normalisation (zero rows become zero vectors).
         block_size: anchor rows per block; ``None`` picks ``BLOCK_ELEMENTS // 2N`` rows
             (the whole batch when it is small).
+        gather_distributed: score the local anchors against the rows of every process, as
+            :func:`amcl_lab.losses.nt_xent` does (conventions in :mod:`amcl_lab.distributed`).
 
     Returns:
         A scalar, or the ``(2N,)`` per-anchor losses ordered ``[z1 anchors; z2 anchors]``;
@@ -208,23 +219,24 @@ def nt_xent(
     v.check_temperature(fn, temperature)
     v.check_reduction(fn, reduction)
     _check_block_size(fn, block_size)
-    n = z1.shape[0]
-    z = l2_normalize(torch.cat([z1, z2]).to(v.compute_dtype(z1, z2)), eps)
+    gathered = gather_distributed and distributed.is_active()
+    rows = two_view_candidates(z1, z2, eps, gathered=gathered, fn=fn)
+    z, n = rows.anchors, z1.shape[0]
     inv_tau = _inverse_temperature(temperature, z)
-    rows = torch.arange(2 * n, device=z.device)
-    positive = (rows + n) % (2 * n)  # the other view of the same sample
-    # anchors = candidates = z; each anchor's own column (and its positive's, if decoupled)
-    # is left out of its log-sum-exp
-    excluded = torch.stack([rows, positive], dim=1) if decoupled else rows[:, None]
-    lse = _lse(z, z, inv_tau, excluded, _block_rows(block_size, 2 * n, 2 * n))
-    losses = lse - (z * z[positive]).sum(dim=1) * inv_tau
-    return v.reduce(losses, reduction)
+    # each anchor's own column (and its positive's, if decoupled) is left out of its
+    # log-sum-exp; anchors and candidates are the same rows unless gathered
+    excluded = torch.stack([rows.own, rows.positive], dim=1) if decoupled else rows.own[:, None]
+    block = _block_rows(block_size, 2 * n, rows.candidates.shape[0])
+    lse = _lse(z, rows.candidates, inv_tau, excluded, block)
+    positive = z.roll(n, dims=0)  # the other view of the same sample: a local row
+    losses = lse - (z * positive).sum(dim=1) * inv_tau
+    return reduce_anchors(losses, reduction, gathered=gathered)
 
 
 def _check_supcon(
     fn: str, features: Tensor, labels: Tensor | None, temperature: float | Tensor, options: dict
-) -> Tensor:
-    """The reference's input checks (same messages); returns the labels (ids if ``None``)."""
+) -> None:
+    """The reference's input checks (same messages)."""
     v.check_tensor(fn, "features", features, ndim=3)
     n, views, _ = features.shape
     if views < 1 or n < 1:
@@ -237,17 +249,15 @@ def _check_supcon(
             f"{fn}: features must hold at least 2 items (N * V >= 2), got shape "
             f"{tuple(features.shape)}"
         )
-    if labels is None:
-        labels = torch.arange(n, device=features.device)
-    v.check_labels(fn, labels, n)
-    v.check_same_device(fn, [("features", features), ("labels", labels)])
+    if labels is not None:
+        v.check_labels(fn, labels, n)
+        v.check_same_device(fn, [("features", features), ("labels", labels)])
     v.check_temperature(fn, temperature)
     v.check_choice(fn, "variant", options["variant"], ("out", "in"))
     v.check_choice(fn, "contrast_mode", options["contrast_mode"], ("all", "one"))
     v.check_reduction(fn, options["reduction"])
     v.check_positive_float(fn, "eps", options["eps"])
     _check_block_size(fn, options["block_size"])
-    return labels
 
 
 def supcon(
@@ -260,6 +270,7 @@ def supcon(
     reduction: str = "mean",
     eps: float = NORM_EPS,
     block_size: int | None = None,
+    gather_distributed: bool = False,
 ) -> Tensor:
     r"""Supervised contrastive loss in O(N x block) memory; same API as the reference.
 
@@ -285,6 +296,8 @@ def supcon(
         reduction: ``"mean"`` over anchors that have a positive, ``"sum"``, or ``"none"``.
         eps: floor on the row norm used for normalisation.
         block_size: anchor rows per block (``None``: ``BLOCK_ELEMENTS // (V * N)``).
+        gather_distributed: score the local anchors against the items (and labels) of every
+            process, as :func:`amcl_lab.losses.supcon` does (:mod:`amcl_lab.distributed`).
 
     Returns:
         A scalar, or per-anchor losses of shape ``(N, V)`` (``"all"``) or ``(N,)``
@@ -319,35 +332,35 @@ def supcon(
         "eps": eps,
         "block_size": block_size,
     }
-    labels = _check_supcon(fn, features, labels, temperature, options)
+    _check_supcon(fn, features, labels, temperature, options)
     n, views, _ = features.shape
-    items = labels.repeat(views)  # view-major: item r is view r // N of sample r % N
-    anchors = n if contrast_mode == "one" else views * n
-    _, classes, counts = torch.unique(items, return_inverse=True, return_counts=True)
-    n_pos = counts[classes[:anchors]] - 1  # the other items sharing the anchor's label
+    gathered = gather_distributed and distributed.is_active()
+    items = supcon_items(
+        features, labels, eps, one_view=contrast_mode == "one", gathered=gathered, fn=fn
+    )
+    z, own = items.z, items.anchors  # an anchor's own column is its item index
+    _, classes, counts = torch.unique(items.labels, return_inverse=True, return_counts=True)
+    n_pos = counts[classes[own]] - 1  # the other items sharing the anchor's label
     has_pos = n_pos > 0
-    if not bool(has_pos.any()):
+    with_pos = distributed.all_reduce_sum(has_pos.sum()) if gathered else has_pos.sum()
+    if not bool(with_pos > 0):
         raise ValueError(
             f"{fn}: no anchor has a positive (every label is unique and V = 1); "
             "the loss is undefined - pass V >= 2 views or labels with repeated classes"
         )
-    dtype = v.compute_dtype(features)
-    z = l2_normalize(features.to(dtype).transpose(0, 1).reshape(views * n, -1), eps)
     inv_tau = _inverse_temperature(temperature, z)
-    a = z[:anchors]
-    own = torch.arange(anchors, device=z.device)[:, None]  # the anchor's own column
-    rows = _block_rows(block_size, anchors, views * n)
-    lse_all = _lse(a, z, inv_tau, own, rows)
-    count = n_pos.clamp_min(1).to(dtype)
+    a = z[own]
+    rows = _block_rows(block_size, own.shape[0], z.shape[0])
+    lse_all = _lse(a, z, inv_tau, own[:, None], rows)
+    count = n_pos.clamp_min(1).to(z.dtype)
     if variant == "out":
         # sum of an anchor's positive logits: a_i . (class sum - a_i) / tau, no matrix needed
         class_sums = z.new_zeros(counts.shape[0], z.shape[1]).index_add(0, classes, z)
-        positive = (a * (class_sums[classes[:anchors]] - a)).sum(dim=1) * inv_tau / count
+        positive = (a * (class_sums[classes[own]] - a)).sum(dim=1) * inv_tau / count
     else:
-        same = (items[:anchors], items)
-        positive = _lse(a, z, inv_tau, own, rows, labels=same) - torch.log(count)
+        same = (items.labels[own], items.labels)
+        positive = _lse(a, z, inv_tau, own[:, None], rows, labels=same) - torch.log(count)
     losses = torch.where(has_pos, lse_all - positive, 0.0)
     if reduction == "none":
         return losses.reshape(views, n).T if contrast_mode == "all" else losses
-    total = losses.sum()
-    return total / has_pos.sum().to(dtype) if reduction == "mean" else total
+    return reduce_anchors(losses, reduction, gathered=gathered, count=with_pos)

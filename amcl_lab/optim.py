@@ -12,7 +12,7 @@ training loop:
   :class:`SAF` (past logits from the buffer) and :class:`MESA` (an EMA teacher, updated by
   :func:`ema_update_`) add the term to the training loss at no or little extra cost.
 
-The training-loop protocol of each piece is in ``notes/optim-api.md``; the facts, defaults
+The training-loop protocol of each piece is in ``docs/optim-api.md``; the facts, defaults
 and pitfalls behind every choice are in ``../shared/spec/sharpness.md`` sections 2-3.
 """
 
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 from . import _validation as v
+from . import distributed
 
 __all__ = [
     "MESA",
@@ -195,6 +196,21 @@ class SAM(torch.optim.Optimizer):
 
     References:
         [Foret2021]_, [Kwon2021]_ (full entries in :func:`sam_perturbation`).
+
+    Data parallelism (DDP): run the first forward and backward inside ``model.no_sync()``
+    (:func:`amcl_lab.distributed.no_sync`), the second one outside it.  Each rank then
+    perturbs with the gradient of its own shard, and the synced second backward averages the
+    W ranks' gradients taken at their own perturbed points: SAM's m-sharpness with m the
+    per-rank batch, a sum of independent inner maximisations over disjoint shards, which is
+    how the SAM paper runs on several accelerators and generalised better than a global
+    perturbation (Sections 3 and 4.1 of [Foret2021]_; ``sharpness.md`` section 2.2).
+    :meth:`second_step` restores the same saved weights on every rank, so the ranks stay in
+    sync.  Without ``no_sync`` DDP's all-reduce in the first backward silently makes the
+    perturbation the global-batch one (m = global batch).  :func:`amcl_lab.engine.train`
+    uses ``no_sync``.  With a gathered contrastive loss
+    (``gather_distributed=True``) a rank's first-pass gradient is W times its shard's part of
+    the global-batch loss gradient (the W cancels in the normalised step), not the gradient
+    of a loss on the local shard alone: the negatives stay global in both passes.
 
     .. note:: Documented choice.
         ASAM scales **every** parameter of a group with ``adaptive=True`` by
@@ -623,6 +639,9 @@ class SAF(_TrajectoryRegularizer):
         weight: :math:`\lambda` (paper: 0.3 for SAF).
         buffer_dtype: storage dtype of the :class:`TrajectoryBuffer`.
         device: where the buffer lives.
+        gather_distributed: under an initialised process group, write the detached
+            ``(indices, logits)`` of every rank into this rank's buffer (see the note on
+            data parallelism); reads stay local.  No effect without a process group.
 
     Call:
         ``forward(logits, indices, epoch)``: ``logits`` ``(B, C)`` from the training
@@ -654,6 +673,17 @@ class SAF(_TrajectoryRegularizer):
         :math:`E_{start} = 5`); the released code's strict 0-based test switches on one
         epoch later.  If ``start_epoch < lag`` the first epochs have no targets and the term
         is 0 there (never a uniform target).
+
+    .. note:: Data parallelism.
+        A sample's target must be its own output ``lag`` epochs ago whichever rank computed
+        it.  The released code keeps one buffer per process while ``DistributedSampler``
+        reshuffles samples across ranks every epoch, so with W ranks a read finds the right
+        logits with probability about 1/W and otherwise older logits or zeros (a uniform
+        target) - ``sharpness.md`` section 3.4.  With ``gather_distributed=True`` every rank
+        all-gathers ``(indices, logits)`` each step and writes all of them, so every rank
+        holds the whole buffer (``lag * N * C`` values per rank, as in the released code) and
+        reads its own samples' targets exactly.  Sharding the buffer by index would divide
+        the memory by W at the price of an all-to-all exchange per step; not provided.
     """
 
     def __init__(
@@ -667,21 +697,30 @@ class SAF(_TrajectoryRegularizer):
         weight: float = 0.3,
         buffer_dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__("SAF", start_epoch, temperature, weight)
         self.buffer = TrajectoryBuffer(
             num_samples, num_classes, lag, dtype=buffer_dtype, device=device
         )
+        self.gather_distributed = gather_distributed
 
     def forward(self, logits: Tensor, indices: Tensor, epoch: int) -> Tensor:
         self.buffer._check_logits("SAF", logits)
         idx = self.buffer._check("SAF", indices, logits.shape[0], epoch)
         if not self.active(epoch):
-            self.buffer._write(idx, logits, epoch)
+            self._store(idx, logits, epoch)
             return logits.new_zeros((), dtype=v.compute_dtype(logits))
         past, valid = self.buffer._read(idx, epoch)  # read before this epoch's write
-        self.buffer._write(idx, logits, epoch)
+        self._store(idx, logits, epoch)
         return _kl_term(logits, past.to(logits.device), self.temperature, self.weight, valid)
+
+    def _store(self, idx: Tensor, logits: Tensor, epoch: int) -> None:
+        """Write this step's logits: this rank's, or with gathering those of every rank."""
+        if self.gather_distributed:
+            idx = distributed.gather(idx, fn="SAF", name="indices")
+            logits = distributed.gather(logits.detach(), fn="SAF", name="logits")
+        self.buffer._write(idx, logits, epoch)
 
 
 def ema_update_(ema: Sequence[Tensor], new: Sequence[Tensor], decay: float) -> None:

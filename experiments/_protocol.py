@@ -37,6 +37,7 @@ __all__ = [
     "names",
     "resolve_config",
     "run_experiment",
+    "train_config",
 ]
 
 #: The three verdicts a claim can get.
@@ -265,6 +266,17 @@ def check_module(name: str, module: ModuleType) -> None:
         raise ValueError(f"experiment {name!r}: Config must subclass ExperimentConfig")
     if not module.__doc__:
         raise ValueError(f"experiment {name!r} has no module docstring (its description)")
+
+
+def train_config(config: engine.TrainConfig, **changes: Any) -> engine.TrainConfig:
+    """The :class:`~amcl_lab.engine.TrainConfig` fields of ``config``, with ``changes``.
+
+    For experiments that train arms their own ``Config`` would reject (a cross-entropy arm
+    beside a SupCon config, a baseline loss beside an AMCL one): the result is validated as
+    a plain training config, and the experiment-only fields are left out.
+    """
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(engine.TrainConfig)}
+    return engine.TrainConfig(**{**fields, **changes})
 
 
 def resolve_config(module: ModuleType, name: str, preset: str, overrides: Sequence[str]) -> Any:

@@ -68,7 +68,10 @@ def test_list_shows_every_experiment_with_its_description(capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "nope"], "unknown experiment 'nope'; available: simclr_digits"),
+        (
+            ["run", "nope"],
+            f"unknown experiment 'nope'; available: {', '.join(experiments.names())}",
+        ),
         (["run", "simclr_digits", "--preset", "huge"], "valid presets: smoke, cpu, gpu"),
         (["run", "simclr_digits", "--set", "stepz=3"], "unknown key 'stepz'"),
         (["run", "simclr_digits", "--set", "steps=many"], "steps expects an int"),

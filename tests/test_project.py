@@ -45,3 +45,11 @@ def test_readme_api_tour_runs():
     namespace: dict = {}
     exec(compile(tour, "README.md", "exec"), namespace)
     assert namespace["per_anchor"].shape == (16,)
+
+
+def test_every_readme_python_block_runs_in_order(capsys):
+    """The README's examples run as written, each block continuing the previous ones."""
+    namespace: dict = {}
+    for block in re.findall(r"```python\n(.*?)\n```", README, flags=re.S):
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert "oracle MISMATCH" in capsys.readouterr().out  # the oracle's worked example

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .. import _validation as v
+from .. import distributed
 
 #: Default floor on the L2 norm used when embeddings are normalised (see :func:`l2_normalize`).
 NORM_EPS = 1e-8
@@ -39,10 +40,14 @@ def masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
 
 
 class TwoViewSimilarities(NamedTuple):
-    """Cosine similarities of the 2N stacked rows ``[z1; z2]`` and their roles.
+    """Cosine similarities of the anchors ``[z1; z2]`` with the candidate rows, and their roles.
 
-    ``positive[i]`` is the index of anchor ``i``'s other view (``i + N`` modulo ``2N``);
+    Without gathering the candidates are the anchors themselves: ``sim`` is ``(..., 2N, 2N)``,
+    ``positive[i]`` is the index of anchor ``i``'s other view (``i + N`` modulo ``2N``) and
     ``negatives[i, j]`` is true for the 2N - 2 rows that are neither ``i`` nor its positive.
+    Gathered over W ranks (:mod:`amcl_lab.distributed`), the 2n local anchors face the 2N
+    candidate rows ``[Z1; Z2]`` of the global batch (N = W n): ``sim`` is ``(..., 2n, 2N)``
+    and ``positive`` / ``negatives`` index candidate columns.
     """
 
     sim: Tensor
@@ -59,11 +64,121 @@ def check_two_views(fn: str, z1: Tensor, z2: Tensor, eps: float) -> None:
     v.check_positive_float(fn, "eps", eps)
 
 
-def two_view_similarities(z1: Tensor, z2: Tensor, eps: float) -> TwoViewSimilarities:
-    """Normalise ``[z1; z2]`` (in the compute dtype) and return :class:`TwoViewSimilarities`."""
-    n = z1.shape[0]
-    z = l2_normalize(torch.cat([z1, z2]).to(v.compute_dtype(z1, z2)), eps)
-    rows = torch.arange(2 * n, device=z.device)
-    positive = (rows + n) % (2 * n)
-    negatives = (rows[:, None] != rows[None, :]) & (rows[None, :] != positive[:, None])
-    return TwoViewSimilarities(z @ z.T, positive, negatives)
+class TwoViewCandidates(NamedTuple):
+    """Normalised anchors ``[z1; z2]`` and the candidate rows they are scored against.
+
+    ``anchors``: ``(..., 2n, D)``; ``candidates``: ``(..., 2N, D)``, the anchors themselves
+    (N = n) or, gathered over W ranks, the rows ``[Z1; Z2]`` of the global batch (N = W n,
+    ranks in order within each view).  ``own[i]`` and ``positive[i]`` are the candidate
+    columns of anchor ``i`` itself and of its other view.
+    """
+
+    anchors: Tensor
+    candidates: Tensor
+    own: Tensor
+    positive: Tensor
+
+
+def two_view_candidates(
+    z1: Tensor, z2: Tensor, eps: float, *, gathered: bool = False, fn: str = "two_view"
+) -> TwoViewCandidates:
+    """Normalise ``[z1; z2]`` (in the compute dtype), gather the candidates if asked.
+
+    ``z1``, ``z2``: ``(..., n, D)`` with any leading (head) dimensions; ``fn`` names the
+    caller in error messages (:func:`amcl_lab.distributed.gather`).
+    """
+    n = z1.shape[-2]
+    anchors = l2_normalize(torch.cat([z1, z2], dim=-2).to(v.compute_dtype(z1, z2)), eps)
+    candidates, offset, total = anchors, 0, n
+    if gathered:
+        views = distributed.gather(anchors.unflatten(-2, (2, n)), dim=-2, fn=fn, name="z1/z2")
+        candidates, offset, total = views.flatten(-3, -2), distributed.rank() * n, views.shape[-2]
+    rows = torch.arange(2 * n, device=anchors.device)
+    sample, view = rows % n + offset, rows // n
+    return TwoViewCandidates(
+        anchors, candidates, view * total + sample, (1 - view) * total + sample
+    )
+
+
+def two_view_similarities(
+    z1: Tensor, z2: Tensor, eps: float, *, gathered: bool = False, fn: str = "two_view"
+) -> TwoViewSimilarities:
+    """:class:`TwoViewSimilarities` of :func:`two_view_candidates`'s anchors and candidates."""
+    rows = two_view_candidates(z1, z2, eps, gathered=gathered, fn=fn)
+    columns = torch.arange(rows.candidates.shape[-2], device=rows.own.device)
+    negatives = (columns[None, :] != rows.own[:, None]) & (
+        columns[None, :] != rows.positive[:, None]
+    )
+    return TwoViewSimilarities(
+        rows.anchors @ rows.candidates.transpose(-1, -2), rows.positive, negatives
+    )
+
+
+class SupConItems(NamedTuple):
+    """The items of a multi-viewed batch and which of them are this call's anchors.
+
+    ``z``: ``(V M, D)`` normalised items, view-major (item ``r`` is view ``r // M`` of sample
+    ``r % M``), M the samples of the batch (N, or W n gathered over ranks); ``labels``:
+    ``(V M,)`` item labels; ``anchors``: ``(A,)`` item index of each anchor: every view of the
+    local samples (``contrast_mode="all"``, view-major) or view 0 only (``"one"``).
+    """
+
+    z: Tensor
+    labels: Tensor
+    anchors: Tensor
+
+
+def supcon_items(
+    features: Tensor,
+    labels: Tensor | None,
+    eps: float,
+    *,
+    one_view: bool,
+    gathered: bool = False,
+    fn: str = "supcon",
+) -> SupConItems:
+    """Normalised items of ``features`` ``(n, V, D)`` (gathered if asked) and the anchors.
+
+    ``labels=None`` gives every sample its own class; gathered, the ids are unique over the
+    global batch (not a per-rank ``arange``, which would collide across ranks).
+    """
+    n, views, _ = features.shape
+    local = l2_normalize(features.to(v.compute_dtype(features)), eps)
+    samples, offset = local, 0
+    if gathered:  # the global batch; this rank holds samples offset, ..., offset + n - 1
+        samples, offset = distributed.gather(local, fn=fn, name="features"), distributed.rank() * n
+        if labels is not None:
+            labels = distributed.gather(labels, fn=fn, name="labels")
+    total = samples.shape[0]
+    if labels is None:
+        labels = torch.arange(total, device=features.device)
+    sample = torch.arange(n, device=features.device) + offset
+    anchor_views = torch.arange(1 if one_view else views, device=features.device)
+    return SupConItems(
+        samples.transpose(0, 1).reshape(views * total, -1),
+        labels.repeat(views),
+        (anchor_views[:, None] * total + sample[None, :]).reshape(-1),
+    )
+
+
+def reduce_anchors(
+    losses: Tensor, reduction: str, *, gathered: bool, count: Tensor | None = None
+) -> Tensor:
+    """Apply ``reduction`` to per-anchor ``losses``, over the anchors of every rank if gathered.
+
+    ``"mean"`` divides the sum by ``count``, the number of anchors in the mean (over all ranks
+    when gathered); by default every anchor counts.  Gathered, ``"sum"`` and ``"mean"`` are
+    the single-process values on the global batch, identical on every rank: the local sums
+    are added over ranks differentiably (:mod:`amcl_lab.distributed`).  ``"none"`` keeps the
+    local losses.  Ungathered without ``count`` this is :func:`amcl_lab._validation.reduce`.
+    """
+    if not gathered and count is None:
+        return v.reduce(losses, reduction)
+    if reduction == "none":
+        return losses
+    total = distributed.all_reduce_sum(losses.sum()) if gathered else losses.sum()
+    if reduction == "sum":
+        return total
+    if count is None:
+        return total / (losses.numel() * distributed.world_size())
+    return total / count.to(total.dtype)

@@ -20,6 +20,17 @@ Conventions shared by all losses (``../shared/spec/amcl.md`` sections 3 and 12):
 
 The paper writes no averaging over anchors or symmetrisation over views; both follow the
 second official code release and are documented choices.
+
+Data parallelism (:mod:`amcl_lab.distributed`): :func:`amcl_nt_xent` and :func:`amcl_info_nce`
+take ``gather_distributed`` (local anchors, hardest negatives searched among the candidates
+of every rank, the global-batch value on every rank), and so does :func:`amcl_barlow_twins`
+(the cross-correlation and its standardisation over the global batch, computed on every
+rank).  The two others are means of per-sample terms and need no gather:
+:func:`amcl_simsiam` compares each sample's two views only, and :func:`amcl_moco` scores
+each query against its own key and a queue that is the same on every rank (the training
+loop enqueues the keys of every rank).  On equal shards the mean over ranks of the local
+values is the global value and a shard's gradient is W times the global one, the same
+convention as the gathered losses, so DDP's gradient average is exact.
 """
 
 from __future__ import annotations
@@ -28,7 +39,8 @@ import torch
 from torch import Tensor
 
 from .. import _validation as v
-from ._common import NORM_EPS, l2_normalize, two_view_similarities
+from .. import distributed
+from ._common import NORM_EPS, l2_normalize, reduce_anchors, two_view_similarities
 from .barlow_twins import BN_EPS, cross_correlation
 
 __all__ = [
@@ -244,39 +256,46 @@ def _two_view(
     neg_regularizer: str,
     reduction: str,
     eps: float,
+    gather_distributed: bool,
 ) -> Tensor:
     _check_stacks(fn, ("z1", "z2"), (z1, z2), rows=2)
     v.check_positive_float(fn, "beta", beta, allow_zero=True)
     v.check_reduction(fn, reduction)
     v.check_positive_float(fn, "eps", eps)
     heads, n, dim = z1.shape
-    candidates = 2 * n - 1 if positive_is_candidate else 2 * n - 2
-    count = _check_selection(fn, mode, k, candidates, neg_regularizer)
+    gathered = gather_distributed and distributed.is_active()
     dtype = _compute_dtype((z1, z2), temperature)
     z1, z2 = z1.to(dtype), z2.to(dtype)
-    layout = "(C, 2N, 2N): head, anchor row of [z1; z2], candidate row"
-    tau = _temperatures(fn, temperature, (heads, 2 * n, 2 * n), layout, z1)
+    pairs = two_view_similarities(z1, z2, eps, gathered=gathered, fn=fn)  # (C, 2n, 2N)
+    total = pairs.sim.shape[-1]
+    candidates = total - 1 if positive_is_candidate else total - 2
+    count = _check_selection(fn, mode, k, candidates, neg_regularizer)
+    layout = (
+        "(C, 2n, 2N): head, local anchor row of [z1; z2], row of [Z1; Z2] gathered over ranks"
+        if gathered
+        else "(C, 2N, 2N): head, anchor row of [z1; z2], candidate row"
+    )
+    tau = _temperatures(fn, temperature, (heads, 2 * n, total), layout, z1)
 
-    per_head = [two_view_similarities(a, b, eps) for a, b in zip(z1, z2, strict=True)]
-    sim = torch.stack([p.sim for p in per_head])  # (C, 2N, 2N)
-    positive, keep = per_head[0].positive, per_head[0].negatives.clone()
-    rows = torch.arange(2 * n, device=sim.device)
+    keep = pairs.negatives.clone()
+    rows = torch.arange(2 * n, device=keep.device)
     if positive_is_candidate:
-        keep[rows, positive] = True
+        keep[rows, pairs.positive] = True
     # column indices of each row's candidates, in increasing order (the tie-break order)
-    columns = rows.expand(2 * n, 2 * n)[keep].reshape(2 * n, candidates).expand(heads, -1, -1)
-    pos_index = positive.expand(heads, -1)[..., None]
+    columns = torch.arange(total, device=keep.device).expand(2 * n, total)[keep]
+    columns = columns.reshape(2 * n, candidates).expand(heads, -1, -1)
+    pos_index = pairs.positive.expand(heads, -1)[..., None]
     terms = _contrastive_terms(
-        sim.gather(-1, pos_index)[..., 0],
+        pairs.sim.gather(-1, pos_index)[..., 0],
         tau.gather(-1, pos_index)[..., 0],
-        sim.gather(-1, columns),
+        pairs.sim.gather(-1, columns),
         tau.gather(-1, columns),
         dim=dim,
         beta=beta,
         count=count,
         neg_regularizer=neg_regularizer,
     )
-    return v.reduce(terms.sum(dim=0), reduction)
+    return reduce_anchors(terms.sum(dim=0), reduction, gathered=gathered)
 
 
 # --- Eq. (2.1) and (2.4) -----------------------------------------------------------------------
@@ -293,6 +312,7 @@ def amcl_nt_xent(
     neg_regularizer: str = "omega",
     reduction: str = "mean",
     eps: float = NORM_EPS,
+    gather_distributed: bool = False,
 ) -> Tensor:
     r"""AMCL form of SimCLR's NT-Xent: hardest negative over its own pair temperature.
 
@@ -336,6 +356,14 @@ def amcl_nt_xent(
             note).
         reduction: ``"mean"`` over the 2N anchors, ``"sum"``, or ``"none"``.
         eps: floor on the row norm used for normalisation.
+        gather_distributed: under an initialised process group, ``z1`` and ``z2`` are this
+            rank's shard (n samples) of a global batch of N = W n: the 2n local anchors
+            search their negatives among the 2N rows of every rank, ``temperature`` is then
+            laid out ``(C, 2n, 2N)`` (local anchor row of ``[z1; z2]``, row of the gathered
+            ``[Z1; Z2]``, ranks in order: local sample ``i`` is global sample ``r n + i``),
+            ``k`` is bounded by the global N, and ``"mean"``/``"sum"`` return the value of the
+            global batch on every rank (conventions in :mod:`amcl_lab.distributed`).  No
+            effect without a process group.
 
     Returns:
         A scalar, or for ``reduction="none"`` the ``(2N,)`` head-summed per-anchor losses
@@ -383,6 +411,7 @@ def amcl_nt_xent(
         neg_regularizer=neg_regularizer,
         reduction=reduction,
         eps=eps,
+        gather_distributed=gather_distributed,
     )
 
 
@@ -397,6 +426,7 @@ def amcl_info_nce(
     neg_regularizer: str = "omega",
     reduction: str = "mean",
     eps: float = NORM_EPS,
+    gather_distributed: bool = False,
 ) -> Tensor:
     r"""AMCL form of InfoNCE: as :func:`amcl_nt_xent`, but the positive is also a candidate.
 
@@ -427,6 +457,14 @@ def amcl_info_nce(
         neg_regularizer: ``"omega"`` or ``"release2"`` (as for :func:`amcl_nt_xent`).
         reduction: ``"mean"`` over the 2N anchors, ``"sum"``, or ``"none"``.
         eps: floor on the row norm used for normalisation.
+        gather_distributed: under an initialised process group, ``z1`` and ``z2`` are this
+            rank's shard (n samples) of a global batch of N = W n: the 2n local anchors
+            search their negatives among the 2N rows of every rank, ``temperature`` is then
+            laid out ``(C, 2n, 2N)`` (local anchor row of ``[z1; z2]``, row of the gathered
+            ``[Z1; Z2]``, ranks in order: local sample ``i`` is global sample ``r n + i``),
+            ``k`` is bounded by the global N, and ``"mean"``/``"sum"`` return the value of the
+            global batch on every rank (conventions in :mod:`amcl_lab.distributed`).  No
+            effect without a process group.
 
     Returns:
         A scalar or the ``(2N,)`` head-summed per-anchor losses.
@@ -463,6 +501,7 @@ def amcl_info_nce(
         neg_regularizer=neg_regularizer,
         reduction=reduction,
         eps=eps,
+        gather_distributed=gather_distributed,
     )
 
 
@@ -669,6 +708,7 @@ def amcl_barlow_twins(
     omega_dim: str = "features",
     eps: float = BN_EPS,
     variance: str = "biased",
+    gather_distributed: bool = False,
 ) -> Tensor:
     r"""AMCL form of Barlow Twins: every cross-correlation entry over its own temperature.
 
@@ -703,13 +743,19 @@ def amcl_barlow_twins(
             compare).
         eps: variance floor of the standardisation.
         variance: ``"biased"`` or ``"unbiased"`` standardisation.
+        gather_distributed: under an initialised process group, ``z1`` and ``z2`` are this
+            rank's shard (n >= 2 samples) of a global batch of N = W n: the head stacks are
+            all-gathered and every rank returns the loss of the global batch (as
+            :func:`~amcl_lab.losses.barlow_twins`; ``temperature`` stays ``(C, D, D)`` and
+            ``omega_dim="batch"`` uses the global N).  No effect without a process group.
 
     Returns:
         A scalar (a batch statistic; no per-sample reduction).
 
     Raises:
         ValueError: shape, head or batch-size mismatch, N < 2, NaN/inf inputs, a bad
-            temperature, negative ``lambda_offdiag`` or ``beta``, an unknown ``omega_dim``.
+            temperature, negative ``lambda_offdiag`` or ``beta``, an unknown ``omega_dim``,
+            or (gathered, on every rank) shards of different sizes.
 
     Example:
         >>> import torch
@@ -737,6 +783,9 @@ def amcl_barlow_twins(
     v.check_positive_float(fn, "lambda_offdiag", lambda_offdiag, allow_zero=True)
     v.check_positive_float(fn, "beta", beta, allow_zero=True)
     v.check_choice(fn, "omega_dim", omega_dim, BARLOW_OMEGA_DIMS)
+    if gather_distributed and distributed.is_active():  # the global batch, on every rank
+        z1 = distributed.gather(z1, dim=1, fn=fn, name="z1")
+        z2 = distributed.gather(z2, dim=1, fn=fn, name="z2")
     heads, n, dim = z1.shape
     dtype = _compute_dtype((z1, z2), temperature)
     z1, z2 = z1.to(dtype), z2.to(dtype)

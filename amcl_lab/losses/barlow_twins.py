@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from .. import _validation as v
+from .. import distributed
 
 __all__ = ["barlow_twins", "cross_correlation"]
 
@@ -20,7 +21,12 @@ def _standardize(z: Tensor, eps: float, unbiased: bool) -> Tensor:
 
 
 def cross_correlation(
-    z1: Tensor, z2: Tensor, *, eps: float = BN_EPS, variance: str = "biased"
+    z1: Tensor,
+    z2: Tensor,
+    *,
+    eps: float = BN_EPS,
+    variance: str = "biased",
+    gather_distributed: bool = False,
 ) -> Tensor:
     r"""Cross-correlation matrix :math:`\mathcal C = \tilde z_1^\top \tilde z_2 / N` of two views.
 
@@ -33,13 +39,18 @@ def cross_correlation(
         z2: ``(N, D)`` second view.
         eps: variance floor added before the square root (>= 0).
         variance: ``"biased"`` or ``"unbiased"``.
+        gather_distributed: under an initialised process group, ``z1`` and ``z2`` are this
+            rank's shard (n >= 2 rows) of a global batch of N = W n: both views are
+            all-gathered (:func:`amcl_lab.distributed.gather`) and the matrix of the global
+            batch, standardised with the global batch statistics, is returned on every
+            rank.  No effect without a process group.
 
     Returns:
         The ``(D, D)`` matrix in the compute dtype (float32 for half inputs).
 
     Raises:
-        ValueError: shape mismatch, N < 2, NaN/inf inputs, negative ``eps`` or an unknown
-            ``variance``.
+        ValueError: shape mismatch, N < 2, NaN/inf inputs, negative ``eps``, an unknown
+            ``variance`` or (gathered, on every rank) shards of different sizes.
     """
     fn = "cross_correlation"
     v.check_tensor(fn, "z1", z1, ndim=2, min_rows=2)
@@ -48,6 +59,9 @@ def cross_correlation(
     v.check_same_device(fn, [("z1", z1), ("z2", z2)])
     v.check_positive_float(fn, "eps", eps, allow_zero=True)
     v.check_choice(fn, "variance", variance, ("biased", "unbiased"))
+    if gather_distributed and distributed.is_active():
+        z1 = distributed.gather(z1, fn=fn, name="z1")
+        z2 = distributed.gather(z2, fn=fn, name="z2")
     dtype = v.compute_dtype(z1, z2)
     unbiased = variance == "unbiased"
     a = _standardize(z1.to(dtype), eps, unbiased)
@@ -62,6 +76,7 @@ def barlow_twins(
     *,
     eps: float = BN_EPS,
     variance: str = "biased",
+    gather_distributed: bool = False,
 ) -> Tensor:
     r"""Barlow Twins loss: drive the cross-correlation of two views to the identity.
 
@@ -80,6 +95,13 @@ def barlow_twins(
         eps: variance floor of the standardisation (``0`` gives the exact pseudocode form
             for features with non-zero variance).
         variance: ``"biased"`` (default) or ``"unbiased"`` standardisation.
+        gather_distributed: under an initialised process group, ``z1`` and ``z2`` are this
+            rank's shard of the global batch and every rank returns the loss of the global
+            batch (global standardisation, the cross-correlation over all W n rows, as the
+            official code's ``SyncBatchNorm`` and ``all_reduce`` of the matrix do); the
+            gradient reaching the local shard is W times the global one, the convention of
+            :mod:`amcl_lab.distributed`.  Each rank computes the whole ``D x D`` matrix.
+            No effect without a process group.
 
     Returns:
         A scalar (the loss is a batch statistic; there is no per-sample reduction).
@@ -107,7 +129,9 @@ def barlow_twins(
         the official training script uses 0.0051.
     """
     v.check_positive_float("barlow_twins", "lambda_offdiag", lambda_offdiag, allow_zero=True)
-    c = cross_correlation(z1, z2, eps=eps, variance=variance)
+    c = cross_correlation(
+        z1, z2, eps=eps, variance=variance, gather_distributed=gather_distributed
+    )
     diagonal = torch.diagonal(c)
     on_diag = (1.0 - diagonal).pow(2).sum()
     eye = torch.eye(c.shape[0], dtype=torch.bool, device=c.device)

@@ -12,11 +12,13 @@ import torch
 from torch import Tensor
 
 from .. import _validation as v
+from .. import distributed
 from ._common import (
     NORM_EPS,
     check_two_views,
     l2_normalize,
     masked_logsumexp,
+    reduce_anchors,
     two_view_similarities,
 )
 
@@ -31,6 +33,7 @@ def nt_xent(
     decoupled: bool = False,
     reduction: str = "mean",
     eps: float = NORM_EPS,
+    gather_distributed: bool = False,
 ) -> Tensor:
     r"""Normalised-temperature cross-entropy of SimCLR over all 2N anchors.
 
@@ -59,15 +62,22 @@ def nt_xent(
         reduction: ``"mean"`` over the 2N anchors, ``"sum"``, or ``"none"``.
         eps: floor on the row norm used for normalisation; a zero row becomes the zero
             vector (similarity 0 to everything) with finite value and gradient.
+        gather_distributed: under an initialised process group, ``z1`` and ``z2`` are this
+            rank's shard of a global batch of N = W n samples: the local 2n anchors are
+            scored against the 2N rows of every rank, and ``"mean"``/``"sum"`` return the
+            loss of the global batch on every rank, with gradient W times the global one on
+            the local shard (conventions in :mod:`amcl_lab.distributed`).  Without a process
+            group (or W = 1) the flag changes nothing.
 
     Returns:
         A scalar, or for ``reduction="none"`` the ``(2N,)`` per-anchor losses ordered
-        ``[anchors of z1; anchors of z2]``.  float16/bfloat16 inputs are computed, and
-        returned, in float32.
+        ``[anchors of z1; anchors of z2]`` (the ``(2n,)`` local anchors when gathered).
+        float16/bfloat16 inputs are computed, and returned, in float32.
 
     Raises:
         ValueError: shape mismatch, N < 2, NaN/inf inputs, a non-positive or non-finite
-            temperature, or an unknown reduction.
+            temperature, an unknown reduction, or (gathered, on every rank) shards of
+            different sizes.
 
     Example:
         >>> import torch
@@ -96,7 +106,8 @@ def nt_xent(
     v.check_temperature(fn, temperature)
     v.check_reduction(fn, reduction)
 
-    pairs = two_view_similarities(z1, z2, eps)
+    gathered = gather_distributed and distributed.is_active()
+    pairs = two_view_similarities(z1, z2, eps, gathered=gathered, fn=fn)
     logits = pairs.sim / temperature
     rows = torch.arange(logits.shape[0], device=logits.device)
     # The anchor itself is never a candidate; the positive is one unless decoupled.
@@ -104,7 +115,7 @@ def nt_xent(
     if not decoupled:
         candidates[rows, pairs.positive] = True
     losses = masked_logsumexp(logits, candidates) - logits[rows, pairs.positive]
-    return v.reduce(losses, reduction)
+    return reduce_anchors(losses, reduction, gathered=gathered)
 
 
 def info_nce(
@@ -115,6 +126,7 @@ def info_nce(
     *,
     reduction: str = "mean",
     eps: float = NORM_EPS,
+    gather_distributed: bool = False,
 ) -> Tensor:
     r"""One-directional InfoNCE of MoCo: each query against its key and a queue of negatives.
 
@@ -142,13 +154,20 @@ def info_nce(
         temperature: finite ``tau > 0``.
         reduction: ``"mean"`` over the N queries, ``"sum"`` or ``"none"``.
         eps: floor on the row norm used for normalisation.
+        gather_distributed: in-batch negatives only (``queue=None``): the local queries are
+            scored against the keys of every rank (CLIP / MoCo v3 style), with the
+            conventions of :mod:`amcl_lab.distributed`.  With a queue the queue is the
+            negative set; fill it with the keys of every rank in the training loop (MoCo
+            enqueues all-gathered keys) instead.
 
     Returns:
-        A scalar, or the ``(N,)`` per-query losses for ``reduction="none"``.
+        A scalar, or the ``(N,)`` per-query losses for ``reduction="none"`` (local queries
+        when gathered).
 
     Raises:
         ValueError: shape or device mismatch, too small a batch, NaN/inf inputs, a bad
-            temperature or reduction.
+            temperature or reduction, ``gather_distributed`` with a queue, or (gathered)
+            shards of different sizes.
 
     Example:
         >>> import torch
@@ -187,16 +206,24 @@ def info_nce(
     v.check_temperature(fn, temperature)
     v.check_reduction(fn, reduction)
     v.check_positive_float(fn, "eps", eps)
+    if gather_distributed and queue is not None:
+        raise ValueError(
+            f"{fn}: gather_distributed applies to in-batch negatives (queue=None); with a queue "
+            "the queue is the negative set - enqueue the keys of every rank instead"
+        )
+    gathered = gather_distributed and distributed.is_active()
 
     dtype = v.compute_dtype(*(t for _, t in tensors))
     q = l2_normalize(query.to(dtype), eps)
     k = l2_normalize(key.to(dtype), eps)
     if queue is None:
-        logits = (q @ k.T) / temperature
-        positive = logits.diagonal()
+        keys = distributed.gather(k, fn=fn, name="key") if gathered else k
+        logits = (q @ keys.T) / temperature
+        # query i's key is column i of its own shard (ranks are concatenated in order)
+        positive = logits.diagonal(offset=distributed.rank() * q.shape[0] if gathered else 0)
     else:
         negatives = l2_normalize(queue.to(dtype), eps)
         positive = (q * k).sum(dim=1) / temperature
         logits = torch.cat([positive[:, None], (q @ negatives.T) / temperature], dim=1)
     losses = torch.logsumexp(logits, dim=1) - positive
-    return v.reduce(losses, reduction)
+    return reduce_anchors(losses, reduction, gathered=gathered)

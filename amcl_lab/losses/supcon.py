@@ -6,7 +6,8 @@ import torch
 from torch import Tensor
 
 from .. import _validation as v
-from ._common import NORM_EPS, l2_normalize, masked_logsumexp
+from .. import distributed
+from ._common import NORM_EPS, masked_logsumexp, reduce_anchors, supcon_items
 
 __all__ = ["supcon"]
 
@@ -20,6 +21,7 @@ def supcon(
     contrast_mode: str = "all",
     reduction: str = "mean",
     eps: float = NORM_EPS,
+    gather_distributed: bool = False,
 ) -> Tensor:
     r"""Supervised contrastive loss over a multi-viewed batch.
 
@@ -49,15 +51,23 @@ def supcon(
         reduction: ``"mean"`` over anchors that have a positive, ``"sum"`` over them, or
             ``"none"``.
         eps: floor on the row norm used for normalisation.
+        gather_distributed: under an initialised process group, ``features`` (and
+            ``labels``) are this rank's shard of a global batch of W n samples: the local
+            anchors are scored against the items of every rank, labels are gathered too
+            (``labels=None`` gives globally unique ids), and ``"mean"``/``"sum"`` return
+            the loss of the global batch on every rank (the mean over the anchors of every
+            rank that have a positive), with the gradient conventions of
+            :mod:`amcl_lab.distributed`.  No effect without a process group.
 
     Returns:
         A scalar, or for ``reduction="none"`` the per-anchor losses of shape ``(N, V)``
-        (``"all"``) or ``(N,)`` (``"one"``), indexed like ``features``; anchors without a
-        positive hold 0 there.
+        (``"all"``) or ``(N,)`` (``"one"``), indexed like ``features`` (local anchors when
+        gathered); anchors without a positive hold 0 there.
 
     Raises:
         ValueError: wrong shapes, fewer than two items, labels of the wrong length or dtype,
-            NaN/inf features, a bad temperature, or no anchor having any positive.
+            NaN/inf features, a bad temperature, no anchor (of any rank) having any
+            positive, or (gathered) shards of different sizes.
 
     Example:
         >>> import torch
@@ -93,35 +103,33 @@ def supcon(
             f"{fn}: features must hold at least 2 items (N * V >= 2), got shape "
             f"{tuple(features.shape)}"
         )
-    if labels is None:
-        labels = torch.arange(n, device=features.device)
-    v.check_labels(fn, labels, n)
-    v.check_same_device(fn, [("features", features), ("labels", labels)])
+    if labels is not None:
+        v.check_labels(fn, labels, n)
+        v.check_same_device(fn, [("features", features), ("labels", labels)])
     v.check_temperature(fn, temperature)
     v.check_choice(fn, "variant", variant, ("out", "in"))
     v.check_choice(fn, "contrast_mode", contrast_mode, ("all", "one"))
     v.check_reduction(fn, reduction)
     v.check_positive_float(fn, "eps", eps)
 
-    dtype = v.compute_dtype(features)
-    # View-major stacking: item r = view (r // N) of sample (r % N).
-    z = l2_normalize(features.to(dtype).transpose(0, 1).reshape(views * n, -1), eps)
-    item_labels = labels.repeat(views)
-    anchors = n if contrast_mode == "one" else views * n
-    logits = (z[:anchors] @ z.T) / temperature
-    rows = torch.arange(anchors, device=z.device)[:, None]
-    cols = torch.arange(views * n, device=z.device)[None, :]
-    others = rows != cols
-    positives = others & (item_labels[:anchors, None] == item_labels[None, :])
+    gathered = gather_distributed and distributed.is_active()
+    items = supcon_items(
+        features, labels, eps, one_view=contrast_mode == "one", gathered=gathered, fn=fn
+    )
+    z, rows = items.z, items.anchors
+    logits = (z[rows] @ z.T) / temperature
+    others = rows[:, None] != torch.arange(z.shape[0], device=z.device)[None, :]
+    positives = others & (items.labels[rows, None] == items.labels[None, :])
     log_prob = logits - masked_logsumexp(logits, others)[:, None]
     n_pos = positives.sum(dim=1)
     has_pos = n_pos > 0
-    if not bool(has_pos.any()):
+    with_pos = distributed.all_reduce_sum(has_pos.sum()) if gathered else has_pos.sum()
+    if not bool(with_pos > 0):
         raise ValueError(
             f"{fn}: no anchor has a positive (every label is unique and V = 1); "
             "the loss is undefined - pass V >= 2 views or labels with repeated classes"
         )
-    safe_count = n_pos.clamp_min(1).to(dtype)
+    safe_count = n_pos.clamp_min(1).to(z.dtype)
     if variant == "out":
         losses = -log_prob.masked_fill(~positives, 0.0).sum(dim=1) / safe_count
     else:
@@ -130,5 +138,4 @@ def supcon(
     losses = losses.masked_fill(~has_pos, 0.0)
     if reduction == "none":
         return losses.reshape(views, n).T if contrast_mode == "all" else losses
-    total = losses.sum()
-    return total / has_pos.sum().to(dtype) if reduction == "mean" else total
+    return reduce_anchors(losses, reduction, gathered=gathered, count=with_pos)

@@ -99,10 +99,10 @@ def test_correct_candidate_passes_and_reports_its_errors():
 
 
 def test_failing_input_is_shrunk_to_a_minimal_one():
-    """tau applied twice: the smallest witness has N = 2 rows of dimension 1."""
+    """tau applied twice: shrinking reaches the smallest batch (N = 2) in a tiny dimension."""
     report = oracle.check(mutants.tau_twice, "nt_xent", max_examples=100)
     z1, z2 = report.worst.sample.args
-    assert z1.shape == (2, 1) and z2.shape == (2, 1)
+    assert z1.shape == z2.shape and z1.shape[0] == 2 and z1.shape[1] <= 2
     assert report.shrink_examples > 0
     assert "minimal failing input" in str(report)
 

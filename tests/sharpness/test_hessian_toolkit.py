@@ -198,6 +198,40 @@ def test_not_converged_is_reported_when_max_iter_is_too_small():
     assert not r.converged and r.n_hvp == 3 and r.n_iter == 3
 
 
+def two_scale_diagonal():
+    """H = diag(5, 1, 1.001, 0.999): two Ritz values resolve 5 and the cluster near 1 with
+    residuals far below their distance (the r^2 / gap branch)."""
+    d = torch.tensor([5.0, 1.0, 1.001, 0.999], dtype=F64)
+    return Vector(4), lambda w, _: 0.5 * (d * w * w).sum(), (None, None)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [two_scale_diagonal, lambda: (bn_net(), F.cross_entropy, data())],
+    ids=["r2-over-gap", "residual"],
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_gaps_are_measured_to_the_other_ritz_values_residual_interval(case, seed):
+    """Two Ritz values: gap_i = (|theta_1 - theta_2| - r_other)_+ and the estimate is
+    r_i^2 / gap_i where gap_i > r_i, else r_i."""
+    model, loss, batch = case()
+    r = top_eigenvalues(model, loss, batch, k=2, stopping="gap", max_iter=2, seed=seed)
+    theta, res = r.eigenvalues, r.residuals
+    gaps = ((theta[0] - theta[1]).abs() - res.flip(0)).clamp_min(0.0)
+    torch.testing.assert_close(r.gaps, gaps, rtol=1e-12, atol=0.0)
+    expected = torch.where(gaps > res, res**2 / gaps, res)
+    torch.testing.assert_close(r.error_estimates, expected, rtol=1e-12, atol=0.0)
+
+
+def test_gap_rule_with_a_single_ritz_value_falls_back_to_the_residual():
+    """One Lanczos vector: no other Ritz value, so nothing is known about the gap (0) and
+    the estimate is the residual, not r^2 / infinity = 0."""
+    model, batch = bn_net(), data()
+    r = top_eigenvalues(model, F.cross_entropy, batch, tol=1e-3, stopping="gap", max_iter=1)
+    assert not r.converged and float(r.gaps[0]) == 0.0
+    assert torch.equal(r.error_estimates, r.residuals) and float(r.residuals[0]) > 0
+
+
 def test_trace_reports_not_converged_when_the_budget_runs_out():
     model, batch = bn_net(), data()
     r = hessian_trace(model, F.cross_entropy, batch, "hutchinson", rtol=1e-6, max_hvp=12)
@@ -270,6 +304,10 @@ class Frozen(nn.Module):
         (
             lambda: top_eigenvalues(bn_net(), F.cross_entropy, data(), which="BE"),
             r"top_eigenvalues: which must be one of \('LA', 'LM', 'SA'\)",
+        ),
+        (
+            lambda: top_eigenvalues(bn_net(), F.cross_entropy, data(), stopping="certified"),
+            r"top_eigenvalues: stopping must be one of \('residual', 'gap'\)",
         ),
         (
             lambda: hessian_trace(bn_net(), F.cross_entropy, data(), method="exact"),

@@ -1,0 +1,466 @@
+"""SupCon and CE geometry approach the regular simplex; fitting flipped labels: SupCon vs CE.
+
+Graf, Hofer, Niethammer and Kwitt, "Dissecting Supervised Contrastive Learning" (ICML 2021,
+arXiv:2102.08817; ``../shared/spec/contrastive_theory.md`` section 2) prove that SupCon and
+cross-entropy (CE) are minimised when every class collapses to one point and the class
+points form a regular simplex centred at the origin, report that trained networks get close
+to it, and find that the number of iterations needed to fit a training set whose labels are
+partly flipped grows superlinearly with the flipped fraction for SupCon but about linearly
+for CE (the Zhang et al. 2017 behaviour).  This experiment trains both losses with the
+engine (``supervised=true``) at every flipped fraction ``p`` of ``noise_levels`` (flips as
+in the authors' ``NoisyLabels``: exactly round(pN) labels, each moved to a uniformly drawn
+*other* class; :func:`amcl_lab.engine.training_set`), plus ``label_noise`` if it is not in
+the sweep, and records after every ``eval_every`` steps:
+
+* the geometry of the held-out split (clean labels) from
+  :func:`amcl_lab.metrics.simplex_report`: ``simplex_distance`` (relative Frobenius distance
+  of the centred class-mean Gram matrix to the nearest regular-simplex Gram matrix, 0 on a
+  regular simplex), ``nc1`` (within- over between-class variability, 0 when classes
+  collapse), ``simplex_max_cosine_gap`` and ``sample_cosine``.  SupCon is measured on its
+  L2-normalised projection-head embeddings (the sphere on which its loss and the theorem
+  live), CE on its encoder features (the input of the linear head);
+* ``train_accuracy`` on the labels training used (flipped ones included): CE's classifier,
+  and for SupCon the nearest-class-mean classifier of its normalised embeddings (Graf et
+  al.'s "explicit linear" head, :func:`amcl_lab.engine.nearest_mean_accuracy`); the run's
+  ``fit_step`` is the first evaluated step at which it reaches ``fit_accuracy``.
+
+Claims (per seed, geometry from the ``label_noise`` runs, fitting from the sweep):
+
+* ``supcon-simplex`` / ``ce-simplex`` (section 2.1: trained networks get close to the
+  simplex): final held-out simplex distance < 0.2.  For scale, iid Gaussian class means of
+  10 classes have distance 0.36 in 64 and 0.26 in 128 dimensions (0.27-0.44 and 0.21-0.33
+  over 200 draws), and at initialisation the distance is about 0.6; a distance that merely
+  falls is not enough, because training on shuffled labels also makes the class means
+  more random and lowers it (0.62 -> 0.41 for CE);
+* ``supcon-collapse`` / ``ce-collapse`` (the "collapse to the vertices" half): log10 of
+  final over initial ``nc1`` < -0.5, i.e. the within-class variability falls at least
+  sqrt(10)-fold.  Not merely < 0: a random network already separates digit classes, and
+  the first steps of *any* training sharpen that a little (after 40 steps on shuffled
+  labels the log ratio is -0.1 to -0.3; after 1,500 steps it is positive);
+* ``supcon-fit-superlinear`` (abstract): the exponent ``k`` of ``T(p) - T(0) = c p^k``, the
+  least-squares slope of log(T(p) - T(0)) on log p over the positive levels, ``T`` being
+  the fit step, is > 1;
+* ``ce-fit-about-linear`` (abstract): the CE exponent lies within 1 +- 0.5 (equivalence
+  claim on ``k - 1`` with margin 0.5);
+* ``supcon-fits-slower-with-noise``: the SupCon exponent exceeds the CE exponent (the
+  contrast the abstract draws).
+
+A seed whose run does not fit within ``steps`` at some level gets no exponent (NaN), which
+makes the claim inconclusive rather than silently dropping the level.
+
+Data.  ``smoke`` and ``cpu`` use the bundled 8x8 digits, a random half of the training
+images per seed (721; ``train_fraction`` 0.5) so that 30 trainings (2 losses x 5 levels x 3
+seeds) fit in four CPU minutes, and the 355 held-out images for the geometry.  The encoder
+is the engine's MLP (width 128), trained without augmentation (the authors' label-noise
+protocol), batch 128, SGD lr 0.1 with momentum 0.9 and weight decay 1e-4 as in their code,
+at a *constant* learning rate: the fit step is then a property of the optimisation, not of
+the schedule's length (a run with a longer budget repeats a shorter one step for step).
+SupCon uses one view per image (the authors' one-view batches), temperature 0.1 (their
+value) and a 64-d projection head (the engine has no bare sphere projection).  ``gpu`` is
+the authors' CIFAR-10 setting (CIFAR-stem ResNet-18, batch 256, lr 0.1, wd 1e-4, p in
+0.0, 0.1, ..., 1.0, evaluation every 500 iterations) with a 40k-iteration constant-rate
+budget instead of their decaying 100k; it needs ``--data-dir``.
+
+Result at small scale (see ``notes/issue-8-simplex.md``): both losses collapse the classes
+(``nc1`` falls 10-30x) but within the budget only SupCon's class means get close to the
+simplex; CE's features stay at the distance of random means.  Fitting flipped labels:
+SupCon's fit step grows about linearly to superlinearly (its exponent is close to 1 and
+above CE's), and CE fits every noise level almost as fast as the first (exponent far below
+1), so the CE half of the abstract's contrast is not reproduced on 721 digits with a wide
+MLP, which memorises the flipped labels almost immediately.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch.nn.functional as F
+
+from amcl_lab import engine, figures, metrics
+
+from ._protocol import Claim, ExperimentConfig, Results, train_config
+
+__all__ = ["CLAIMS", "PRESETS", "Config", "fit_exponents", "fit_step", "plot", "run"]
+
+LOSSES = ("supcon", "ce")
+SIMPLEX_THRESHOLD = 0.2  # "close to the simplex": relative Gram distance below this
+COLLAPSE_THRESHOLD = -0.5  # "collapse": log10(final / initial nc1) below this
+LINEAR_MARGIN = 0.5  # "about linear": exponent within 1 +- this
+
+
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    """The ``cpu`` preset.  ``loss`` is the contrastive arm (a SupCon variant); the CE arm
+    uses the same network without the projector.  ``label_noise`` is the flipped fraction of
+    the geometry runs (0; 0.9 makes ten-class labels independent of the images, a negative
+    control)."""
+
+    dataset: str = "digits"
+    augment: str = ""  # no augmentation (Graf et al.'s label-noise protocol)
+    views: int = 1  # one view per image, as in the authors' batches
+    train_fraction: float = 0.5  # a random half of the 1,442 training images per seed
+    encoder: str = "mlp"
+    width: int = 128
+    proj_hidden: int = 128
+    proj_dim: int = 64  # SupCon's head; the CE arm has none
+    loss: str = "supcon"
+    supervised: bool = True
+    temperature: float = 0.1  # the authors' SupCon temperature
+    batch_size: int = 128
+    lr: float = 0.1
+    weight_decay: float = 1e-4  # the authors' value
+    schedule: str = "constant"  # fit steps must not depend on the budget
+    steps: int = 1500
+    eval_every: int = 25  # resolution of the fit step
+    checkpoint_every: int = 500
+    probe_steps: int = 20
+    knn_k: int = 20
+    noise_levels: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8)  # flipped fractions
+    fit_accuracy: float = 0.99  # training accuracy that counts as fitted
+    seeds: int = 3
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        fn = type(self).__name__
+        levels = self.noise_levels
+        if (
+            list(levels) != sorted(set(levels))
+            or not levels
+            or levels[0] != 0.0
+            or levels[-1] > 1.0
+            or len(levels) < 3
+        ):
+            raise ValueError(
+                f"{fn}: noise_levels must be increasing, distinct, in [0, 1], start at 0 and "
+                f"hold at least two positive levels (an exponent needs two), got {levels}"
+            )
+        if not 0.0 < self.fit_accuracy <= 1.0:
+            raise ValueError(f"{fn}: fit_accuracy must be in (0, 1], got {self.fit_accuracy}")
+        if not self.supervised or engine.OBJECTIVES[self.loss].kind != "labels":
+            raise ValueError(
+                f"{fn}: the contrastive arm needs supervised=true and a SupCon loss "
+                f"(supcon, supcon_in), got loss={self.loss!r}, supervised={self.supervised}"
+            )
+
+    @property
+    def levels(self) -> tuple[float, ...]:
+        """Every flipped fraction trained: the sweep plus the geometry runs' level."""
+        return tuple(sorted(set(self.noise_levels) | {self.label_noise}))
+
+
+def condition(config: Config, loss: str, noise: float, seed: int) -> engine.TrainConfig:
+    """The config of one training run: arm ``loss`` ("supcon" or "ce"), flipped fraction, seed."""
+    arm = {"loss": "ce", "proj_dim": 0} if loss == "ce" else {}
+    return train_config(config, label_noise=noise, seed=seed, **arm)
+
+
+def smoke() -> Config:
+    """A small MLP for a few dozen steps: every code path in seconds."""
+    return Config(
+        width=32,
+        proj_hidden=32,
+        proj_dim=16,
+        batch_size=64,
+        steps=40,
+        eval_every=10,
+        checkpoint_every=40,
+        probe_steps=5,
+        noise_levels=(0.0, 0.5, 1.0),
+    )
+
+
+def cpu() -> Config:
+    """The cpu preset: 30 trainings of an MLP on half of the digits, three seeds."""
+    return Config()
+
+
+def gpu() -> Config:
+    """CIFAR-10, CIFAR-stem ResNet-18, the authors' label-noise recipe (spec section 2.5)."""
+    return Config(
+        dataset="cifar10",
+        train_fraction=1.0,
+        encoder="resnet18",
+        width=64,
+        proj_hidden=512,
+        proj_dim=128,
+        batch_size=256,
+        steps=40_000,
+        eval_every=500,
+        checkpoint_every=2_000,
+        probe_steps=200,
+        knn_k=200,
+        noise_levels=tuple(round(0.1 * i, 1) for i in range(11)),
+        fit_accuracy=1.0,
+        threads=0,
+    )
+
+
+PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
+
+
+def _geometry(normalize: bool) -> engine.EvalHook:
+    """Held-out simplex metrics, on L2-normalised embeddings when ``normalize``."""
+
+    def hook(held: engine.HeldOut) -> dict[str, float]:
+        z = F.normalize(held.embeddings, dim=1) if normalize else held.embeddings
+        report = metrics.simplex_report(z, held.labels)
+        return {
+            "simplex_distance": float(report.simplex_distance),
+            "simplex_max_cosine_gap": float(report.max_cosine_gap),
+            "sample_cosine": float(report.sample_cosine),
+            "nc1": float(report.nc1),
+        }
+
+    return hook
+
+
+def fit_step(history: list[dict[str, Any]], accuracy: float) -> float:
+    """First evaluated step whose ``train_accuracy`` reaches ``accuracy`` (NaN if none)."""
+    return next(
+        (float(r["step"]) for r in history if r.get("train_accuracy", -1.0) >= accuracy),
+        math.nan,
+    )
+
+
+def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
+    """Train both losses at every flipped fraction and seed; rows are every evaluation."""
+    rows: list[dict[str, Any]] = []
+    for loss in LOSSES:
+        hook = _geometry(normalize=loss != "ce")
+        for noise in config.levels:
+            for seed in run.seeds:
+                cfg = condition(config, loss, noise, seed)
+                result = engine.train(
+                    cfg, run, tag=f"{loss}-noise{noise:g}-seed{seed}", hooks=[hook]
+                )
+                labels = {
+                    "dataset": config.dataset,
+                    "loss": loss,
+                    "label_noise": noise,
+                    "sweep": noise in config.noise_levels,
+                    "geometry": noise == config.label_noise,
+                }
+                rows += result.rows(**labels)
+                step = fit_step(result.history, config.fit_accuracy)
+                last = result.final
+                rows.append(
+                    {
+                        **labels,
+                        "seed": seed,
+                        "step": last["step"],
+                        "epoch": last["epoch"],
+                        "metric": "fit_step",
+                        "value": step,
+                    }
+                )
+    return rows
+
+
+# --- claim measures ---------------------------------------------------------------------------
+
+
+def _geometry_change(loss: str, metric: str, transform: Callable[[float, float], float]) -> Any:
+    """``transform(initial, final)`` of ``metric`` in the geometry runs of ``loss``, per seed."""
+
+    def measure(table: pd.DataFrame) -> dict[int, float]:
+        mask = (table["metric"] == metric) & (table["loss"] == loss)
+        t = table[mask & table["geometry"].astype(bool)]
+        out = {}
+        for seed, s in t.dropna(subset=["value"]).groupby("seed"):
+            s = s.sort_values("step")
+            out[int(seed)] = transform(float(s["value"].iloc[0]), float(s["value"].iloc[-1]))
+        return out
+
+    return measure
+
+
+def _log_ratio(initial: float, final: float) -> float:
+    return math.log10(final / initial) if initial > 0 and final > 0 else math.nan
+
+
+def fit_exponents(table: pd.DataFrame, loss: str) -> dict[int, tuple[float, float, float]]:
+    """Per seed ``(k, c, T0)`` of ``T(p) = T0 + c p^k`` fitted to the sweep's fit steps.
+
+    ``k`` and ``log c`` are the least-squares slope and intercept of ``log(T(p) - T0)`` on
+    ``log p`` over the positive levels; NaN when a level never fitted or ``T(p) <= T0``.
+    """
+    mask = (table["metric"] == "fit_step") & (table["loss"] == loss)
+    t = table[mask & table["sweep"].astype(bool)]
+    out = {}
+    for seed, s in t.groupby("seed"):
+        steps = s.set_index("label_noise")["value"].astype(float).sort_index()
+        if 0.0 not in steps.index or (steps.index > 0).sum() < 2:
+            continue
+        t0, positive = steps.loc[0.0], steps[steps.index > 0]
+        extra = positive.to_numpy() - t0
+        if not np.all(np.isfinite(extra)) or not np.all(extra > 0) or not math.isfinite(t0):
+            out[int(seed)] = (math.nan, math.nan, t0)
+            continue
+        k, log_c = np.polyfit(np.log(positive.index.to_numpy()), np.log(extra), 1)
+        out[int(seed)] = (float(k), float(math.exp(log_c)), float(t0))
+    return out
+
+
+def _exponent(loss: str, offset: float = 0.0) -> Any:
+    def measure(table: pd.DataFrame) -> dict[int, float]:
+        return {s: k - offset for s, (k, _, _) in fit_exponents(table, loss).items()}
+
+    return measure
+
+
+def _exponent_gap(table: pd.DataFrame) -> dict[int, float]:
+    supcon, ce = fit_exponents(table, "supcon"), fit_exponents(table, "ce")
+    return {s: supcon[s][0] - ce[s][0] for s in supcon.keys() & ce.keys()}
+
+
+SOURCE = "Graf et al. 2021 (ICML, arXiv:2102.08817)"
+_SIMPLEX = "final held-out simplex distance of the class means (relative Gram distance)"
+_COLLAPSE = "log10(final / initial held-out nc1) (within- over between-class variability)"
+CLAIMS = (
+    Claim(
+        id="supcon-simplex",
+        statement="SupCon embeddings of the classes approach a regular simplex",
+        source=f"{SOURCE}, abstract and Section 2.3; contrastive_theory.md sections 2.1-2.3",
+        effect=_SIMPLEX,
+        measure=_geometry_change("supcon", "simplex_distance", lambda first, last: last),
+        direction="less",
+        threshold=SIMPLEX_THRESHOLD,
+    ),
+    Claim(
+        id="supcon-collapse",
+        statement="SupCon collapses each class towards one point",
+        source=f"{SOURCE}, abstract; contrastive_theory.md section 2.3",
+        effect=_COLLAPSE,
+        measure=_geometry_change("supcon", "nc1", _log_ratio),
+        direction="less",
+        threshold=COLLAPSE_THRESHOLD,
+    ),
+    Claim(
+        id="ce-simplex",
+        statement="CE features of the classes approach a regular simplex",
+        source=f"{SOURCE}, abstract; contrastive_theory.md section 2.4",
+        effect=_SIMPLEX,
+        measure=_geometry_change("ce", "simplex_distance", lambda first, last: last),
+        direction="less",
+        threshold=SIMPLEX_THRESHOLD,
+    ),
+    Claim(
+        id="ce-collapse",
+        statement="CE collapses each class towards one point",
+        source=f"{SOURCE}, abstract; contrastive_theory.md section 2.4",
+        effect=_COLLAPSE,
+        measure=_geometry_change("ce", "nc1", _log_ratio),
+        direction="less",
+        threshold=COLLAPSE_THRESHOLD,
+    ),
+    Claim(
+        id="supcon-fit-superlinear",
+        statement=(
+            "The iterations SupCon needs to fit the training set grow superlinearly with the "
+            "fraction of flipped labels"
+        ),
+        source=f"{SOURCE}, abstract; contrastive_theory.md section 2.5",
+        effect="exponent k of T(p) - T(0) = c p^k (fit steps vs flipped fraction)",
+        measure=_exponent("supcon"),
+        direction="greater",
+        threshold=1.0,
+    ),
+    Claim(
+        id="ce-fit-about-linear",
+        statement=(
+            "The iterations CE needs to fit the training set grow about linearly with the "
+            "fraction of flipped labels"
+        ),
+        source=f"{SOURCE}, abstract (after Zhang et al. 2017); contrastive_theory.md 2.5",
+        effect=f"CE exponent k minus 1 (about linear: within +-{LINEAR_MARGIN:g})",
+        measure=_exponent("ce", offset=1.0),
+        direction="within",
+        margin=LINEAR_MARGIN,
+    ),
+    Claim(
+        id="supcon-fits-slower-with-noise",
+        statement="SupCon's fitting time grows faster with flipped labels than CE's",
+        source=f"{SOURCE}, abstract; contrastive_theory.md section 2.5",
+        effect="exponent k, SupCon minus CE",
+        measure=_exponent_gap,
+    ),
+)
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+_NAMES = {"supcon": "SupCon", "ce": "CE"}
+
+
+def _geometry_figure(results: Results, out_dir: Path) -> list[Path]:
+    table = results.table
+    t = table[table["geometry"].astype(bool)].copy()
+    t["loss"] = t["loss"].map(_NAMES)
+    noise = sorted(t["label_noise"].unique())
+    panels = (
+        ("simplex_distance", "simplex distance of class means"),
+        ("nc1", "nc1 (within / between variability)"),
+        ("train_accuracy", "training accuracy (%)"),
+    )
+    with figures.house_style():
+        palette = dict(zip(_NAMES.values(), sns.color_palette(), strict=False))
+        fig, axes = figures.new_figure(len(panels), width="double", aspect=0.85)
+        for ax, (metric, label) in zip(axes[0], panels, strict=True):
+            m = t[t["metric"] == metric].dropna(subset=["value"]).copy()
+            if metric == "train_accuracy":
+                m["value"] = 100.0 * m["value"]
+            figures.seed_band(ax, m, "step", "value", hue="loss", markers=False, palette=palette)
+            if metric == "simplex_distance":
+                ax.axhline(SIMPLEX_THRESHOLD, color="0.4", linestyle=":", linewidth=0.8)
+            if metric == "nc1":
+                ax.set_yscale("log")
+            ax.set_xlabel("training step")
+            ax.set_ylabel(label)
+        fig.suptitle(
+            f"Held-out geometry during training (flipped fraction {', '.join(map(str, noise))}), "
+            f"mean and 95 % CI over {len(results.seeds)} seeds"
+        )
+        return figures.save(fig, out_dir / "geometry_over_training")
+
+
+def _fit_figure(results: Results, out_dir: Path) -> list[Path]:
+    table = results.table
+    t = table[(table["metric"] == "fit_step") & table["sweep"].astype(bool)].copy()
+    t["loss"] = t["loss"].map(_NAMES)
+    grid = np.linspace(0.0, float(t["label_noise"].max()), 101)
+    with figures.house_style():
+        palette = dict(zip(_NAMES.values(), sns.color_palette(), strict=False))
+        fig, axes = figures.new_figure(1, width="single", aspect=0.8)
+        ax = axes[0, 0]
+        figures.seed_band(ax, t, "label_noise", "value", hue="loss", palette=palette)
+        for loss, name in _NAMES.items():
+            fits = [f for f in fit_exponents(table, loss).values() if math.isfinite(f[0])]
+            if not fits:
+                continue
+            k, c, t0 = (float(np.mean(x)) for x in zip(*fits, strict=True))
+            _, low, high = figures.mean_ci([f[0] for f in fits])
+            ax.plot(
+                grid,
+                t0 + c * grid**k,
+                color=palette[name],
+                linestyle="--",
+                label=f"{name} fit: k = {k:.2f} [{low:.2f}, {high:.2f}]",
+            )
+        ax.set_xlabel("fraction of flipped labels")
+        ax.set_ylabel("iterations to fit the training set")
+        ax.legend()
+        ax.set_title("fits T(0) + c p^k: k mean and 95 % CI")
+        return figures.save(fig, out_dir / "fit_vs_noise")
+
+
+def plot(results: Results, out_dir: Path) -> list[Path]:
+    """Geometry over training (geometry runs) and iterations to fit vs flipped fraction."""
+    return _geometry_figure(results, out_dir) + _fit_figure(results, out_dir)
