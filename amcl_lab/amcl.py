@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _validation as v
+from . import distributed
 from .losses import amcl as amcl_losses
 from .losses import nt_xent
 from .losses._common import NORM_EPS, l2_normalize
@@ -247,6 +248,29 @@ class AMCLModel(nn.Module):
     * ``"nt_xent"``: the baseline Eq. (1.1)/(1.4), :func:`~amcl_lab.losses.nt_xent` with a
       constant temperature, summed over heads.
 
+    Data parallelism (``gather_distributed=True`` under a process group of W ranks,
+    conventions in :mod:`amcl_lab.distributed`): each view is this rank's shard of n samples
+    of a global batch of N = W n, and the loss is that of the global batch on every rank.
+    The flag is passed to the loss, and a learned temperature is computed on the rows the
+    loss compares, gathered with :func:`~amcl_lab.distributed.gather` (gradients flow back
+    to each rank's shard):
+
+    * ``"amcl_nt_xent"`` / ``"amcl_info_nce"``: the 2n local anchors ``[z_a; z_b]`` against
+      the 2N gathered candidates ``[Z_a; Z_b]`` (ranks in order), the ``(C, 2n, 2N)``
+      layout these losses take.  Each rank computes the temperatures of its own anchors
+      only, so a rank's temperature-network gradient is W times its anchors' share and the
+      mean over ranks (DDP's average) is the single-process gradient;
+    * ``"amcl_barlow_twins"``: the loss is a statistic of the whole batch, computed on every
+      rank from the gathered stacks, so the temperatures are those of the gathered channel
+      vectors ``Z[c, :, l]`` (the network is built with ``dim = N``, the global batch size)
+      and every rank holds the whole, single-process, temperature-network gradient;
+    * ``"amcl_simsiam"``: per-sample terms; the flag changes nothing (the mean of the
+      ranks' local means is the global mean);
+    * ``"nt_xent"``: the flag is passed to :func:`~amcl_lab.losses.nt_xent`.
+
+    The temperatures' gather is one extra all-gather of the head stacks per view pair, on
+    top of the loss's own.
+
     The single-head constant-temperature baseline is
     ``AMCLModel(enc, MultiHeadProjector(512, 512, 128, heads=1), 0.5, loss="nt_xent")`` and
     AMCL is ``AMCLModel(enc, MultiHeadProjector(512, 512, 128), PairTemperature(128))``, the
@@ -261,14 +285,18 @@ class AMCLModel(nn.Module):
         loss: a name from :data:`AMCL_LOSSES` (default ``"amcl_nt_xent"``).
         predictor: a module mapping a head stack ``(C, N, D)`` to ``(C, N, D)``, e.g.
             ``MultiHeadProjector(D, 512, D, heads=C)``; required by ``"amcl_simsiam"`` only.
+        gather_distributed: under an initialised process group, score the local anchors
+            against the candidates of every rank (see above); no effect without one.
         **loss_kwargs: keyword arguments of the loss (``beta``, ``mode``, ``k``,
             ``neg_regularizer``, ``lambda_offdiag``, ``decoupled``, ...).
 
     Raises:
         ValueError: an unknown loss or loss keyword, ``"nt_xent"`` with an adaptive
             temperature, a missing or unexpected predictor, a non-positive constant
-            temperature; at call time fewer than two views, a projector that does not return
-            a 3-D stack, or (Barlow Twins) a batch size other than the temperature network's.
+            temperature, a non-bool ``gather_distributed``; at call time fewer than two
+            views, a projector that does not return a 3-D stack, (Barlow Twins) a batch size
+            (global when gathered) other than the temperature network's, or (gathered, on
+            every rank) shards of different sizes.
 
     Example:
         >>> import torch
@@ -301,6 +329,7 @@ class AMCLModel(nn.Module):
         loss: str = "amcl_nt_xent",
         *,
         predictor: nn.Module | None = None,
+        gather_distributed: bool = False,
         **loss_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -317,6 +346,8 @@ class AMCLModel(nn.Module):
         if (predictor is None) == (loss == "amcl_simsiam"):
             need = "needs" if loss == "amcl_simsiam" else "takes no"
             raise ValueError(f"{fn}: loss={loss!r} {need} predictor, got {predictor!r}")
+        if not isinstance(gather_distributed, bool):
+            raise ValueError(f"{fn}: gather_distributed must be a bool, got {gather_distributed!r}")
         clash = sorted({"temperature", "reduction"} & set(loss_kwargs))
         if clash:
             raise ValueError(f"{fn}: {clash} are set by the model, not passed as loss keywords")
@@ -327,6 +358,12 @@ class AMCLModel(nn.Module):
         self.encoder, self.projector, self.predictor = encoder, projector, predictor
         self.temperature = temperature
         self.loss, self.loss_kwargs = loss, loss_kwargs
+        self.gather_distributed = gather_distributed
+        # the per-sample amcl_simsiam takes no gather_distributed
+        if "gather_distributed" in inspect.signature(AMCL_LOSSES[loss]).parameters:
+            self._call_kwargs = {**loss_kwargs, "gather_distributed": gather_distributed}
+        else:
+            self._call_kwargs = loss_kwargs
 
     def head_stack(self, x: Tensor) -> Tensor:
         """The head stack ``(C, N, D)`` of one view."""
@@ -346,34 +383,42 @@ class AMCLModel(nn.Module):
         pairs = list(itertools.combinations(stacks, 2))
         return sum(self._pair_loss(a, b) for a, b in pairs) / len(pairs)
 
-    def _pair_temperatures(self, a: Tensor, b: Tensor) -> Tensor | float:
-        if isinstance(self.temperature, PairTemperature):
-            return self.temperature.pairwise(a, b)
-        return self.temperature
+    def _global_rows(self, z: Tensor, dim: int) -> Tensor:
+        """``z`` with the rows of every rank along ``dim`` (ranks in order) when gathering.
+
+        :func:`amcl_lab.distributed.gather`: the other ranks' gradients with respect to these
+        rows flow back to this rank's shard.  ``z`` itself without gathering.
+        """
+        if self.gather_distributed and distributed.is_active():
+            return distributed.gather(z, dim=dim, fn="AMCLModel", name="the head stacks")
+        return z
 
     def _pair_loss(self, za: Tensor, zb: Tensor) -> Tensor:
-        fn, kw = AMCL_LOSSES[self.loss], self.loss_kwargs
-        if self.loss == "nt_xent":
-            return sum(nt_xent(a, b, self.temperature, **kw) for a, b in zip(za, zb, strict=True))
+        fn, kw, temperature = AMCL_LOSSES[self.loss], self._call_kwargs, self.temperature
+        if not isinstance(temperature, PairTemperature):
+            if self.loss == "nt_xent":
+                return sum(nt_xent(a, b, temperature, **kw) for a, b in zip(za, zb, strict=True))
+            if self.loss == "amcl_simsiam":
+                return fn(self.predictor(za), self.predictor(zb), za, zb, temperature, **kw)
+            return fn(za, zb, temperature, **kw)
         if self.loss in ("amcl_nt_xent", "amcl_info_nce"):
-            rows = torch.cat([za, zb], dim=1)
-            return fn(za, zb, self._pair_temperatures(rows, rows), **kw)
+            # anchors [z_a; z_b] x candidates [Z_a; Z_b] of every rank: (C, 2n, 2N)
+            anchors = torch.cat([za, zb], dim=1)
+            views = self._global_rows(anchors.unflatten(1, (2, -1)), dim=2)
+            return fn(za, zb, temperature.pairwise(anchors, views.flatten(1, 2)), **kw)
         if self.loss == "amcl_barlow_twins":
-            size = getattr(self.temperature, "dim", za.shape[1])
-            if za.shape[1] != size:
+            # the channel vectors of the batch the loss correlates (global when gathered)
+            ga, gb = self._global_rows(torch.stack([za, zb]), dim=2).unbind(0)
+            if ga.shape[1] != temperature.dim:
                 raise ValueError(
-                    f"AMCLModel: amcl_barlow_twins compares channel vectors of the batch, and the "
-                    f"temperature network was built for batch size {size}; got a batch of "
-                    f"{za.shape[1]} (keep the batch size fixed, e.g. drop_last=True)"
+                    f"AMCLModel: amcl_barlow_twins compares channel vectors of the batch, and "
+                    f"the temperature network was built for batch size {temperature.dim}; got "
+                    f"a batch of {ga.shape[1]} (the global batch when gathered; keep the batch "
+                    "size fixed, e.g. drop_last=True)"
                 )
-            tau = self._pair_temperatures(za.transpose(1, 2), zb.transpose(1, 2))
+            tau = temperature.pairwise(ga.transpose(1, 2), gb.transpose(1, 2))
             return fn(za, zb, tau, **kw)
         # amcl_simsiam: temperatures on (prediction, detached target) pairs
         pa, pb = self.predictor(za), self.predictor(zb)
-        if isinstance(self.temperature, PairTemperature):
-            tau = torch.stack(
-                [self.temperature(pa, zb.detach()), self.temperature(pb, za.detach())], 1
-            )
-        else:
-            tau = self.temperature
+        tau = torch.stack([temperature(pa, zb.detach()), temperature(pb, za.detach())], 1)
         return fn(pa, pb, za, zb, tau, **kw)

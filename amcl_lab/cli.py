@@ -104,9 +104,12 @@ def _num(x: float | None) -> str:
 
 
 def _report(args: argparse.Namespace) -> int:
-    """Build the HTML report of a runs folder."""
-    from .report import build_report
+    """Build the HTML report of a runs folder (or print its claims as Markdown)."""
+    from .report import build_report, claims_markdown
 
+    if args.markdown:
+        print(claims_markdown(args.runs_dir), end="")
+        return 0
     path = build_report(args.runs_dir, args.output)
     print(f"report: {path}")
     return 0
@@ -164,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="build one HTML page from a runs folder")
     report.add_argument("runs_dir", nargs="?", default="runs", help="default: runs")
     report.add_argument("--output", help="HTML file (default: RUNS_DIR/report.html)")
+    report.add_argument(
+        "--markdown", action="store_true", help="print every run's claims as one Markdown table"
+    )
     report.set_defaults(func=_report)
 
     _add_oracle(sub)

@@ -9,8 +9,11 @@ world size 1, every function here is the identity and the code paths equal the
 single-process ones exactly.
 
 Conventions of ``gather_distributed=True`` (:func:`~amcl_lab.losses.nt_xent`,
-:func:`~amcl_lab.losses.supcon`, :func:`~amcl_lab.losses.info_nce`, the AMCL losses and
-:mod:`amcl_lab.fast`):
+:func:`~amcl_lab.losses.supcon`, :func:`~amcl_lab.losses.info_nce`,
+:func:`~amcl_lab.losses.barlow_twins`, :func:`~amcl_lab.losses.amcl_nt_xent`,
+:func:`~amcl_lab.losses.amcl_info_nce`, :func:`~amcl_lab.losses.amcl_barlow_twins` and
+:mod:`amcl_lab.fast`; the per-sample AMCL SimSiam and MoCo losses need no gather, see
+:mod:`amcl_lab.losses.amcl`):
 
 * **Global batch.** Rank :math:`r` holds samples :math:`rn, \dots, rn + n - 1` of the global
   batch: the concatenation of the shards in rank order (:func:`gather`).  Every rank must
@@ -21,6 +24,8 @@ Conventions of ``gather_distributed=True`` (:func:`~amcl_lab.losses.nt_xent`,
   anchor exactly once (no W-fold redundant loss, unlike gathering everything and computing
   the full loss on every rank).  Instance identities are offset by :math:`rn`, so they are
   unique across ranks (spec ``peers.md`` section 6: per-rank ``arange`` labels collide).
+  The Barlow Twins losses are the exception: a ``D x D`` statistic of the whole batch, they
+  gather both views and compute the global loss on every rank (cost O(N D^2) per rank).
 * **Value.** ``reduction="mean"`` and ``"sum"`` return, **on every rank**, the value of the
   single-process loss :math:`L` on the global batch (the local sums are all-reduced;
   the mean divides by the global anchor count).  ``reduction="none"`` returns the local
@@ -32,8 +37,9 @@ Conventions of ``gather_distributed=True`` (:func:`~amcl_lab.losses.nt_xent`,
   gradient of the sum of the W returned values.  DDP averages parameter gradients over the
   W ranks, so parameter gradients equal :math:`\partial L/\partial\theta` of the
   single-process loss on the global batch exactly.  For a replicated input such as a scalar
-  temperature, a rank's gradient is W times its local anchors' contribution and the mean
-  over ranks is the single-process gradient.  This is the criterion of ``peers.md``
+  temperature, a rank's gradient is W times its local anchors' contribution (for the Barlow
+  Twins losses, the whole gradient) and the mean over ranks is the single-process
+  gradient.  This is the criterion of ``peers.md``
   section 6, "(rank input gradient) / W equals the single-process global gradient",
   satisfied by lightly's and solo-learn's GatherLayer; lightly bug #1528 (a gather whose
   backward returns the local slice without the all-reduce) loses the other ranks' terms.

@@ -365,11 +365,13 @@ class Objective(nn.Module):
 
     ``gather_distributed=True`` (set by :func:`train` under a process group) passes
     ``gather_distributed=True`` to every loss that takes it (NT-Xent, InfoNCE, SupCon, Barlow
-    Twins, the constant-temperature AMCL NT-Xent/InfoNCE/Barlow Twins): the rows are then
-    this rank's shard and the negatives (or batch statistics) those of the global batch
-    (:mod:`amcl_lab.distributed`).  The other losses, and AMCL with a learned temperature
-    (``AMCLModel`` computes pair temperatures on the local rows only), are evaluated on the
-    local shard; a ``loss_options`` entry ``gather_distributed=False`` opts out.
+    Twins, the AMCL NT-Xent/InfoNCE/Barlow Twins with a constant or a learned temperature):
+    the rows are then this rank's shard and the negatives (or batch statistics) those of the
+    global batch (:mod:`amcl_lab.distributed`).  A learned temperature is computed on the
+    same gathered rows (:class:`~amcl_lab.amcl.AMCLModel`); for Barlow Twins the network's
+    input width is then the global batch size.  The other losses are evaluated on the local
+    shard (AMCL SimSiam is per sample and needs no gather); a ``loss_options`` entry
+    ``gather_distributed=False`` opts out.
     """
 
     def __init__(self, config: TrainConfig, *, gather_distributed: bool = False) -> None:
@@ -381,8 +383,7 @@ class Objective(nn.Module):
         takes = self.spec.fn is not None and (
             "gather_distributed" in inspect.signature(self.spec.fn).parameters
         )
-        local_temperatures = self.spec.kind == "amcl" and config.adaptive_temperature
-        if gather_distributed and takes and not local_temperatures:
+        if gather_distributed and takes:
             options.setdefault("gather_distributed", True)
         self.amcl: AMCLModel | None = None
         if self.spec.kind == "amcl":
@@ -428,10 +429,12 @@ class Objective(nn.Module):
 def _amcl_model(config: TrainConfig, options: dict[str, Any]) -> AMCLModel:
     temperature: PairTemperature | float = config.temperature
     if config.adaptive_temperature:
-        # Barlow Twins compares channel vectors across the batch (amcl.md section 5): the
-        # local shard's under a process group, where learned temperatures stay local
-        shard = config.batch_size // distributed.world_size()
-        dim = shard if config.loss == "amcl_barlow_twins" else config.proj_dim
+        # Barlow Twins compares channel vectors across the batch (amcl.md section 5): those
+        # of the global batch when gathered, of the local shard otherwise
+        batch = config.batch_size
+        if not options.get("gather_distributed", False):
+            batch //= distributed.world_size()
+        dim = batch if config.loss == "amcl_barlow_twins" else config.proj_dim
         temperature = PairTemperature(dim)
     predictor = None
     if config.loss == "amcl_simsiam":

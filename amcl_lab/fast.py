@@ -49,6 +49,7 @@ from . import _validation as v
 from . import distributed
 from .losses._common import (
     NORM_EPS,
+    check_supcon_inputs,
     check_two_views,
     reduce_anchors,
     supcon_items,
@@ -236,27 +237,17 @@ def nt_xent(
 def _check_supcon(
     fn: str, features: Tensor, labels: Tensor | None, temperature: float | Tensor, options: dict
 ) -> None:
-    """The reference's input checks (same messages)."""
-    v.check_tensor(fn, "features", features, ndim=3)
-    n, views, _ = features.shape
-    if views < 1 or n < 1:
-        raise ValueError(
-            f"{fn}: features must have shape (N, V, D) with N >= 1 and V >= 1, "
-            f"got {tuple(features.shape)}"
-        )
-    if n * views < 2:
-        raise ValueError(
-            f"{fn}: features must hold at least 2 items (N * V >= 2), got shape "
-            f"{tuple(features.shape)}"
-        )
-    if labels is not None:
-        v.check_labels(fn, labels, n)
-        v.check_same_device(fn, [("features", features), ("labels", labels)])
-    v.check_temperature(fn, temperature)
-    v.check_choice(fn, "variant", options["variant"], ("out", "in"))
-    v.check_choice(fn, "contrast_mode", options["contrast_mode"], ("all", "one"))
-    v.check_reduction(fn, options["reduction"])
-    v.check_positive_float(fn, "eps", options["eps"])
+    """The reference's input checks (same messages) and the block size."""
+    check_supcon_inputs(
+        fn,
+        features,
+        labels,
+        temperature,
+        variant=options["variant"],
+        contrast_mode=options["contrast_mode"],
+        reduction=options["reduction"],
+        eps=options["eps"],
+    )
     _check_block_size(fn, options["block_size"])
 
 

@@ -11,7 +11,9 @@
   references, so it can be mailed or archived as one file), with a relative link to the
   PDF next to it when there is one.
 
-The page is written atomically.
+The page is written atomically.  :func:`claims_markdown` gives the claims of every finished
+run as one Markdown table (``amcl-lab report --markdown``), the form the README's Results
+section is pasted from.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from .engine import atomic_path
 
-__all__ = ["build_report", "find_runs", "render_report"]
+__all__ = ["build_report", "claims_markdown", "find_runs", "render_report"]
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222;
@@ -155,6 +157,35 @@ def render_report(runs_dir: str | Path, page_dir: str | Path | None = None) -> s
         + "\n".join(body)
         + "\n</body></html>\n"
     )
+
+
+def claims_markdown(runs_dir: str | Path) -> str:
+    """One Markdown table of the claims of every finished run under ``runs_dir``.
+
+    Columns: experiment, preset, claim id, measured effect, mean, 95 % confidence interval,
+    number of seeds, verdict; runs in :func:`find_runs` order, claims in their module's
+    order.  Unfinished runs (no ``results.json``) are left out.
+
+    Raises:
+        FileNotFoundError: ``runs_dir`` does not exist.
+    """
+    if not Path(runs_dir).is_dir():
+        raise FileNotFoundError(f"claims_markdown: runs folder {runs_dir} does not exist")
+    lines = [
+        "| experiment | preset | claim | effect | mean | 95 % CI | seeds | verdict |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in find_runs(runs_dir):
+        path = run / "results.json"
+        if not path.exists():
+            continue
+        config = json.loads((run / "config.json").read_text())
+        for c in json.loads(path.read_text())["claims"]:
+            ci = f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
+            cells = (config["experiment"], config["preset"], f"`{c['id']}`", c["effect"])
+            numbers = (_fmt(c["mean"]), ci, c["n_seeds"], c["verdict"])
+            lines.append("| " + " | ".join(str(x) for x in (*cells, *numbers)) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def build_report(runs_dir: str | Path = "runs", output: str | Path | None = None) -> Path:

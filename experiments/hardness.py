@@ -62,6 +62,13 @@ Two settings differ from the temperature sweep, for reasons measured here:
 the training recipe of :func:`temperature.gpu` (CIFAR-stem ResNet-18, 200 epochs, SGD with
 momentum 0.9 and weight decay 5e-4, crops down to 0.08 as in the paper, in-batch negatives
 of 512 images with the hard loss keeping alpha = 0.0819 of them); it needs ``--data-dir``.
+
+Result of the ``cpu`` preset (``docs/results.md``): all three claims
+reproduce.  The weight entropy rises with tau in every seed (2.75 nats at 0.07, about 9
+effective negatives, to 6.46 at 1.0, near the 6.56 of uniform weights over 708); the
+ordinary loss's uniformity falls from 3.40 to 2.50 across the grid while the hard loss's
+stays between 3.24 and 3.45 (Table 1's pattern, at lower absolute values: 64-d embeddings
+of 355 images).
 """
 
 from __future__ import annotations

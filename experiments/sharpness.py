@@ -74,7 +74,7 @@ ImageNet steps).  SAM's :math:`\rho` = 0.05, SAF's :math:`\lambda` = 0.3 and MES
 :math:`\tau` = 5: the papers' values.
 
 What the ``cpu`` preset found (five seeds on a shared machine; the numbers are in
-``notes/issue-8-sharpness.md``): SAM's final models are flatter than SGD's on all three
+``docs/results.md``): SAM's final models are flatter than SGD's on all three
 measures (about 20 % lower each, intervals excluding zero) and a SAM step costs about twice
 an SGD step.  SAF's final models are not flatter: their trace is higher than SGD's (not
 reproduced) and their top eigenvalue and ascent sharpness are not distinguishable from
@@ -89,8 +89,8 @@ nevertheless more accurate than SGD here, whereas SAM's accuracy gain is inconcl
 98 % accuracy on 355 test images.  SAF's step costs about 1.1x SGD's on this small CPU
 network, at the claim's bound: SAF adds no pass, but its KL and buffer work is a fixed
 millisecond or so next to a step of 15-25 ms, and timings on the shared machine vary
-between seeds; the issue-6 benchmark (``notes/issue-6-readme.md``) shows the ratio
-falling to 1.01x on a wider network.
+between seeds; the sharpness benchmark (``README.md``, section Benchmarks) shows the
+ratio falling to 1.01x on a wider network.
 
 ``gpu`` is the SAF paper's CIFAR-10 setting: CIFAR-stem ResNet-18, batch 128, lr 0.1,
 momentum 0.9, weight decay 5e-4, cosine schedule, 200 epochs, SAF/MESA hyperparameters as

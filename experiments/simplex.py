@@ -36,7 +36,8 @@ Claims (per seed, geometry from the ``label_noise`` runs, fitting from the sweep
   final over initial ``nc1`` < -0.5, i.e. the within-class variability falls at least
   sqrt(10)-fold.  Not merely < 0: a random network already separates digit classes, and
   the first steps of *any* training sharpen that a little (after 40 steps on shuffled
-  labels the log ratio is -0.1 to -0.3; after 1,500 steps it is positive);
+  labels the log ratio is -0.1 to -0.3; after 2,000 steps it is positive, +0.2 for CE and
+  +1.2 for SupCon);
 * ``supcon-fit-superlinear`` (abstract): the exponent ``k`` of ``T(p) - T(0) = c p^k``, the
   least-squares slope of log(T(p) - T(0)) on log p over the positive levels, ``T`` being
   the fit step, is > 1;
@@ -50,7 +51,10 @@ makes the claim inconclusive rather than silently dropping the level.
 
 Data.  ``smoke`` and ``cpu`` use the bundled 8x8 digits, a random half of the training
 images per seed (721; ``train_fraction`` 0.5) so that 30 trainings (2 losses x 5 levels x 3
-seeds) fit in four CPU minutes, and the 355 held-out images for the geometry.  The encoder
+seeds) fit in about four CPU minutes, and the 355 held-out images for the geometry.  The
+budget of 2,000 steps is there for the fit steps: at 1,500 one SupCon seed had not fitted
+80 % flipped labels (90 % training accuracy; it fits at step 1,550), which left its exponent
+undefined and the fitting claims inconclusive for want of a measurement.  The encoder
 is the engine's MLP (width 128), trained without augmentation (the authors' label-noise
 protocol), batch 128, SGD lr 0.1 with momentum 0.9 and weight decay 1e-4 as in their code,
 at a *constant* learning rate: the fit step is then a property of the optimisation, not of
@@ -61,13 +65,19 @@ the authors' CIFAR-10 setting (CIFAR-stem ResNet-18, batch 256, lr 0.1, wd 1e-4,
 0.0, 0.1, ..., 1.0, evaluation every 500 iterations) with a 40k-iteration constant-rate
 budget instead of their decaying 100k; it needs ``--data-dir``.
 
-Result at small scale (see ``notes/issue-8-simplex.md``): both losses collapse the classes
-(``nc1`` falls 10-30x) but within the budget only SupCon's class means get close to the
-simplex; CE's features stay at the distance of random means.  Fitting flipped labels:
-SupCon's fit step grows about linearly to superlinearly (its exponent is close to 1 and
-above CE's), and CE fits every noise level almost as fast as the first (exponent far below
-1), so the CE half of the abstract's contrast is not reproduced on 721 digits with a wide
-MLP, which memorises the flipped labels almost immediately.
+Result of the ``cpu`` preset (``docs/results.md``): both losses collapse
+the held-out classes (``nc1`` falls about 25x for SupCon and 6x for CE), but within 2,000
+steps neither reaches the simplex: SupCon's held-out distance falls steadily (0.67 -> 0.38)
+and CE's levels off near 0.34, the distance of random class means; on the training images
+the distances are similar (0.40 and 0.30 for seed 0 after 1,500 steps), so the held-out
+choice is not the reason.  At tau = 0.1 SupCon's loss saturates once the classes are apart,
+which leaves a weak pull towards equal angles, and the authors train 50 times longer.
+Fitting flipped labels: SupCon's fit step grows convexly beyond p = 0.2 (about 230 -> 1,260
+steps at p = 0.8), but the jump from p = 0 (25 steps) to 0.2 pulls the fitted exponent down
+to about 1.15, with a confidence interval that contains 1 (inconclusive); CE fits every
+level within 100-150 steps (exponent about 0.07), so CE's linear growth is not reproduced,
+and SupCon's exponent does exceed CE's: a wide MLP memorises 721 digits' flipped labels
+almost at once under cross-entropy.
 """
 
 from __future__ import annotations
@@ -117,7 +127,7 @@ class Config(ExperimentConfig):
     lr: float = 0.1
     weight_decay: float = 1e-4  # the authors' value
     schedule: str = "constant"  # fit steps must not depend on the budget
-    steps: int = 1500
+    steps: int = 2000  # every seed fits the largest flipped fraction (module docstring)
     eval_every: int = 25  # resolution of the fit step
     checkpoint_every: int = 500
     probe_steps: int = 20
@@ -407,7 +417,7 @@ def _geometry_figure(results: Results, out_dir: Path) -> list[Path]:
     noise = sorted(t["label_noise"].unique())
     panels = (
         ("simplex_distance", "simplex distance of class means"),
-        ("nc1", "nc1 (within / between variability)"),
+        ("nc1", "nc1 (within / between)"),
         ("train_accuracy", "training accuracy (%)"),
     )
     with figures.house_style():

@@ -19,13 +19,22 @@ Claims (each effect is computed per seed from the results table, over the tau gr
   rank correlation between tau and the uniformity *loss* :math:`L_{uniformity}` (lower is
   more uniform); the claim is a positive correlation.
 * ``tolerance-falls-as-tau-falls`` (Table 1, A14: tolerance increases strictly with tau):
-  Spearman's rank correlation between tau and the *label-specific* tolerance, the same-class
-  mean cosine minus the mean cosine over all distinct held-out pairs.  The subtraction
+  the least-squares slope, against log10 tau, of the *label-specific* tolerance, the
+  same-class mean cosine minus the mean cosine over all distinct held-out pairs, in cosine
+  per decade of tau; the claim is a slope above ``TOLERANCE_SLOPE`` = 0.05, a third of the
+  smallest slope in Table 1 (SVHN, 0.14 per decade; CIFAR-10 0.29).  The subtraction
   matters: the raw tolerance also rises when the embedding as a whole concentrates (every
   pair's cosine grows, labels or not), and the all-pairs mean is exactly the tolerance one
   expects under a random relabelling, so a run whose labels are shuffled has an excess of
-  about zero at every tau and cannot show the trend (``shuffle_labels``, a negative control
-  the tests run).  The raw tolerance is recorded and plotted as well.
+  about zero at every tau (``shuffle_labels``, a negative control the tests run).  The
+  threshold matters too: a random relabelling catches slightly more or fewer true
+  same-class pairs than chance, so its excess follows the real one scaled by a tiny
+  factor of either sign.  A scale-free statistic such as Spearman's rank correlation sees
+  the real ranking in it: on the ``cpu`` models, three seeds of shuffled labels reported a
+  positive rank correlation with a confidence interval above 0 in 23 of 300 relabellings,
+  while the slope of the shuffled excess had a standard deviation of 0.0013 and never
+  exceeded 0.005 in magnitude (300 relabellings), against 0.15-0.17 with the real labels.
+  The raw tolerance is recorded and plotted as well.
 * ``accuracy-peaks-at-intermediate-tau`` (section 1.8: the ordinary loss peaks at tau = 0.2
   or 0.3, a reverse U; Table 1's 0.07 and 1.0 columns are both worse than 0.3): the probe
   accuracy at an interior tau minus the better of the two end points of the grid, in points.
@@ -56,6 +65,16 @@ Documented choices: the uniformity and tolerance are measured on the projector o
 embedding the loss sees, as the paper measures its memory-bank features), the probe on the
 encoder output; the probe is L-BFGS logistic regression on standardised features (the
 engine's), not 100 epochs of SGD.
+
+Result of the ``cpu`` preset (``docs/results.md``): uniformity and the
+label-specific tolerance follow tau as in Table 1 (rank correlation 0.9 for uniformity in
+every seed, tolerance slope 0.165 cosine per decade [0.137, 0.193]; the one exception to
+monotony is tau = 0.07, still less uniform and more tolerant than 0.15 after 250 steps, the
+slow start described above).  The probe accuracy does not peak inside the grid: it falls
+from about 94.6 % at tau = 0.07-0.15 to 91.8 % at 1.2, so the reverse U is not seen
+(inconclusive).  Table 1's drop at 0.07 comes after 200 epochs with 50,000 memory-bank
+negatives, where the small tau has made the embedding intolerant of same-class neighbours;
+after 36 short epochs on MNIST-5k the small-tau models are not yet in that regime.
 """
 
 from __future__ import annotations
@@ -82,6 +101,7 @@ __all__ = [
     "CLAIMS",
     "PRESETS",
     "TAU_LABEL",
+    "TOLERANCE_SLOPE",
     "Config",
     "final_values",
     "log_axis",
@@ -94,6 +114,9 @@ __all__ = [
 
 # random stream of the shuffled-label control (the engine uses 1-5, projector 101-103)
 _STREAM_SHUFFLE = 201
+#: Smallest tolerance trend that counts (cosine per decade of tau): a third of Table 1's
+#: smallest, SVHN's (0.197 - 0.032) / log10(1 / 0.07) = 0.14; far above shuffled labels' noise.
+TOLERANCE_SLOPE = 0.05
 
 
 @dataclass(frozen=True)
@@ -232,27 +255,42 @@ def final_values(table: pd.DataFrame, metric: str) -> pd.DataFrame:
 def _by_seed(
     values: pd.DataFrame, statistic: Callable[[np.ndarray, np.ndarray], float]
 ) -> dict[int, float]:
+    """``statistic(temperatures, values)`` per seed, temperatures increasing."""
     out = {}
     for seed, t in values.groupby("seed"):
         t = t.sort_values("temperature")
-        x, y = t["temperature"].to_numpy(float), t["value"].to_numpy(float)
-        enough = len(x) >= 3 and np.ptp(y) > 0  # a trend needs three points that differ
-        out[int(seed)] = statistic(x, y) if enough else math.nan
+        out[int(seed)] = statistic(t["temperature"].to_numpy(float), t["value"].to_numpy(float))
     return out
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    if len(x) < 3 or np.ptp(y) == 0:  # a rank trend needs three points that differ
+        return math.nan
+    return float(stats.spearmanr(x, y).statistic)
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    if len(np.unique(x)) < 2:
+        return math.nan
+    return float(np.polyfit(np.log10(x), y, 1)[0])
 
 
 def spearman_by_seed(values: pd.DataFrame) -> dict[int, float]:
     """Per seed, Spearman's rank correlation between ``temperature`` and ``value``.
 
     ``values`` has one row per (seed, temperature); a seed with fewer than three
-    temperatures or a constant value gets NaN (no trend can be measured).
+    temperatures or a constant value gets NaN (no rank trend can be measured).
     """
-    return _by_seed(values, lambda x, y: float(stats.spearmanr(x, y).statistic))
+    return _by_seed(values, _spearman)
 
 
 def slope_by_seed(values: pd.DataFrame) -> dict[int, float]:
-    """Per seed, the least-squares slope of ``value`` against log10 ``temperature``."""
-    return _by_seed(values, lambda x, y: float(np.polyfit(np.log10(x), y, 1)[0]))
+    """Per seed, the least-squares slope of ``value`` against log10 ``temperature``.
+
+    A constant value has slope 0 (a flat curve is a measurement, not a missing one); a seed
+    with fewer than two temperatures gets NaN.
+    """
+    return _by_seed(values, _slope)
 
 
 def _uniformity_trend(table: pd.DataFrame) -> dict[int, float]:
@@ -266,7 +304,7 @@ def _excess_tolerance(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _tolerance_trend(table: pd.DataFrame) -> dict[int, float]:
-    return spearman_by_seed(_excess_tolerance(table))
+    return slope_by_seed(_excess_tolerance(table))
 
 
 def _interior_optimum(table: pd.DataFrame) -> dict[int, float]:
@@ -310,10 +348,11 @@ CLAIMS = (
         ),
         source=f"{SOURCE}; spec contrastive_theory.md 1.8 (A14)",
         effect=(
-            "Spearman rank correlation between tau and the held-out tolerance minus the mean "
-            "cosine of all distinct held-out pairs (its chance level) over the tau grid"
+            "slope of the held-out tolerance minus the mean cosine of all distinct held-out "
+            "pairs (its chance level) against log10 tau (cosine per decade of tau)"
         ),
         measure=_tolerance_trend,
+        threshold=TOLERANCE_SLOPE,
     ),
     Claim(
         id="accuracy-peaks-at-intermediate-tau",

@@ -28,7 +28,9 @@ Claims (each over the seeds, effects in accuracy points of the backbone's linear
   section 4.3): 4 views on 50 % (8 views on 25 %) match 2 views on 100 %.  "Match" is a
   non-inferiority statement with a margin of 2 points: reproduced when the 95 % CI of
   (m views on the fraction - 2 views on all) lies above -2 points, not reproduced when it
-  lies at or below -2, inconclusive otherwise (being better still matches).
+  lies at or below -2, inconclusive otherwise (being better still matches).  A seed whose
+  two-view reference did not learn (gain over its step-0 probe <= the margin) has no
+  effect, so probes at chance cannot "match" (the runs' step-0 evaluations are kept).
 
 Data.  ``smoke`` and ``cpu`` use the synthetic clustered augmentation graph of the
 ``projector`` experiment (10 classes x 10 images x 2 points, drawn per seed; the encoder is

@@ -114,6 +114,40 @@ def two_view_similarities(
     )
 
 
+def check_supcon_inputs(
+    fn: str,
+    features: Tensor,
+    labels: Tensor | None,
+    temperature: float | Tensor,
+    *,
+    variant: str,
+    contrast_mode: str,
+    reduction: str,
+    eps: float,
+) -> None:
+    """The input checks of SupCon (the reference and the fast path raise the same errors)."""
+    v.check_tensor(fn, "features", features, ndim=3)
+    n, views, _ = features.shape
+    if views < 1 or n < 1:
+        raise ValueError(
+            f"{fn}: features must have shape (N, V, D) with N >= 1 and V >= 1, "
+            f"got {tuple(features.shape)}"
+        )
+    if n * views < 2:
+        raise ValueError(
+            f"{fn}: features must hold at least 2 items (N * V >= 2), got shape "
+            f"{tuple(features.shape)}"
+        )
+    if labels is not None:
+        v.check_labels(fn, labels, n)
+        v.check_same_device(fn, [("features", features), ("labels", labels)])
+    v.check_temperature(fn, temperature)
+    v.check_choice(fn, "variant", variant, ("out", "in"))
+    v.check_choice(fn, "contrast_mode", contrast_mode, ("all", "one"))
+    v.check_reduction(fn, reduction)
+    v.check_positive_float(fn, "eps", eps)
+
+
 class SupConItems(NamedTuple):
     """The items of a multi-viewed batch and which of them are this call's anchors.
 

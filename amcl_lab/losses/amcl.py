@@ -360,10 +360,11 @@ def amcl_nt_xent(
             rank's shard (n samples) of a global batch of N = W n: the 2n local anchors
             search their negatives among the 2N rows of every rank, ``temperature`` is then
             laid out ``(C, 2n, 2N)`` (local anchor row of ``[z1; z2]``, row of the gathered
-            ``[Z1; Z2]``, ranks in order: local sample ``i`` is global sample ``r n + i``),
-            ``k`` is bounded by the global N, and ``"mean"``/``"sum"`` return the value of the
-            global batch on every rank (conventions in :mod:`amcl_lab.distributed`).  No
-            effect without a process group.
+            ``[Z1; Z2]``, ranks in order: local sample ``i`` is global sample ``r n + i``;
+            :class:`amcl_lab.amcl.AMCLModel` with ``gather_distributed=True`` builds it from
+            a learned temperature), ``k`` is bounded by the global N, and ``"mean"``/``"sum"``
+            return the value of the global batch on every rank (conventions in
+            :mod:`amcl_lab.distributed`).  No effect without a process group.
 
     Returns:
         A scalar, or for ``reduction="none"`` the ``(2N,)`` head-summed per-anchor losses

@@ -129,9 +129,7 @@ def barlow_twins(
         the official training script uses 0.0051.
     """
     v.check_positive_float("barlow_twins", "lambda_offdiag", lambda_offdiag, allow_zero=True)
-    c = cross_correlation(
-        z1, z2, eps=eps, variance=variance, gather_distributed=gather_distributed
-    )
+    c = cross_correlation(z1, z2, eps=eps, variance=variance, gather_distributed=gather_distributed)
     diagonal = torch.diagonal(c)
     on_diag = (1.0 - diagonal).pow(2).sum()
     eye = torch.eye(c.shape[0], dtype=torch.bool, device=c.device)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .. import _validation as v
 from .. import distributed
-from ._common import NORM_EPS, masked_logsumexp, reduce_anchors, supcon_items
+from ._common import (
+    NORM_EPS,
+    check_supcon_inputs,
+    masked_logsumexp,
+    reduce_anchors,
+    supcon_items,
+)
 
 __all__ = ["supcon"]
 
@@ -91,26 +96,17 @@ def supcon(
         anchors; the default here is the mean, like every public implementation.
     """
     fn = "supcon"
-    v.check_tensor(fn, "features", features, ndim=3)
+    check_supcon_inputs(
+        fn,
+        features,
+        labels,
+        temperature,
+        variant=variant,
+        contrast_mode=contrast_mode,
+        reduction=reduction,
+        eps=eps,
+    )
     n, views, _ = features.shape
-    if views < 1 or n < 1:
-        raise ValueError(
-            f"{fn}: features must have shape (N, V, D) with N >= 1 and V >= 1, "
-            f"got {tuple(features.shape)}"
-        )
-    if n * views < 2:
-        raise ValueError(
-            f"{fn}: features must hold at least 2 items (N * V >= 2), got shape "
-            f"{tuple(features.shape)}"
-        )
-    if labels is not None:
-        v.check_labels(fn, labels, n)
-        v.check_same_device(fn, [("features", features), ("labels", labels)])
-    v.check_temperature(fn, temperature)
-    v.check_choice(fn, "variant", variant, ("out", "in"))
-    v.check_choice(fn, "contrast_mode", contrast_mode, ("all", "one"))
-    v.check_reduction(fn, reduction)
-    v.check_positive_float(fn, "eps", eps)
 
     gathered = gather_distributed and distributed.is_active()
     items = supcon_items(

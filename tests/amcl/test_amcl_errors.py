@@ -98,6 +98,9 @@ def _model(**kwargs):
         pytest.param({"reduction": "sum"}, "set by the model", id="reduction_kwarg"),
         pytest.param({"temperature": -0.5}, "temperature must be finite and > 0", id="tau<0"),
         pytest.param({"temperature": nn.Identity()}, "temperature must be", id="tau_module"),
+        pytest.param(
+            {"gather_distributed": "yes"}, "gather_distributed must be a bool", id="gather_str"
+        ),
     ],
 )
 def test_model_rejects_bad_construction(kwargs, match):

@@ -6,10 +6,13 @@ the single-process value on the concatenated batch, and rank r's shard gradient 
 equals the single-process gradient of those rows (float64, 1e-10).  Replicated inputs (a
 scalar temperature, a MoCo queue) get W times their local share, so their mean over ranks is
 the single-process gradient.  Per-sample losses (AMCL SimSiam and MoCo) take no gather: the
-mean of the local values is the global value, with the same gradient convention.  All cases
-run in one 2-rank launch; the parent computes the references.  Negative controls: a gather
-without the backward all-reduce (lightly #1528) and local-only negatives both fail the
-criterion.
+mean of the local values is the global value, with the same gradient convention.
+:class:`~amcl_lab.amcl.AMCLModel` with a learned :class:`~amcl_lab.amcl.PairTemperature`
+is checked the same way, the temperature network's parameters being replicated inputs: the
+mean over ranks of their gradients (DDP's average) is the single-process gradient.  All
+cases run in one 2-rank launch; the parent computes the references.  Negative controls: a
+gather without the backward all-reduce (lightly #1528), local-only negatives and learned
+temperatures of the local rows only all fail the criterion.
 """
 
 from __future__ import annotations
@@ -20,8 +23,11 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.func import functional_call
 
 from amcl_lab import distributed, fast, losses
+from amcl_lab.amcl import AMCLModel, PairTemperature
 
 from ddp_launch import launch
 
@@ -94,6 +100,48 @@ def _features(seed: int, views: int, labels: list[int] | None) -> dict:
     if labels is not None:
         out["labels"] = (torch.tensor(labels), "rows")
     return out
+
+
+def _learned_model(
+    loss: str, dim: int, seed: int, **kwargs: object
+) -> tuple[Callable[[dict[str, torch.Tensor], bool], torch.Tensor], Callable[[], dict]]:
+    """An identity-encoder AMCLModel with a float64 PairTemperature whose parameters are
+    replicated inputs: ``(call, parameter inputs)`` for a :class:`Case`."""
+    template = PairTemperature(dim, hidden=4, tau_min=0.05, tau_max=1.0).double()
+    names = [f"temperature.{k}" for k, _ in template.named_parameters()]
+    predictor = {"predictor": nn.Identity()} if loss == "amcl_simsiam" else {}
+
+    def parameters() -> dict[str, tuple[torch.Tensor, str]]:
+        params = template.named_parameters()
+        return {
+            f"temperature.{k}": (_randn(*p.shape, seed=seed + i), "replicated")
+            for i, (k, p) in enumerate(params)
+        }
+
+    def call(x: dict[str, torch.Tensor], gather: bool) -> torch.Tensor:
+        model = AMCLModel(
+            nn.Identity(),  # the views are head stacks already
+            nn.Identity(),
+            template,
+            loss,
+            gather_distributed=gather,
+            **predictor,
+            **kwargs,
+        )
+        views = tuple(x[k] for k in sorted(x) if k.startswith("z"))
+        return functional_call(model, {k: x[k] for k in names}, views)
+
+    return call, parameters
+
+
+def _learned_case(loss: str, views: int, dim: int, seed: int, **kwargs: object) -> Case:
+    call, parameters = _learned_model(loss, dim, seed, **kwargs)
+    names = tuple(f"z{i + 1}" for i in range(views))
+    return Case(
+        lambda: {**_head_stacks(names, seed=seed), **parameters()},
+        call,
+        per_sample=loss == "amcl_simsiam",
+    )
 
 
 # labels shared across ranks; in "sparse" only rank 1 holds anchors with a positive (V = 1)
@@ -212,6 +260,16 @@ CASES: dict[str, Case] = {
         ),
         per_sample=True,
     ),
+    # AMCLModel with a learned PairTemperature: local anchors x gathered candidates
+    "model-amcl_nt_xent-topk": _learned_case(
+        "amcl_nt_xent", 2, D, seed=22, beta=0.01, mode="topk", k=5
+    ),
+    "model-amcl_info_nce-3-views": _learned_case("amcl_info_nce", 3, D, seed=23, beta=0.01),
+    # channel vectors of the global batch: the network's width is the global N
+    "model-amcl_barlow_twins": _learned_case(
+        "amcl_barlow_twins", 2, N, seed=24, lambda_offdiag=0.1, beta=0.01, omega_dim="batch"
+    ),
+    "model-amcl_simsiam": _learned_case("amcl_simsiam", 2, D, seed=25, beta=0.01),  # per sample
     "fast.nt_xent": Case(
         lambda: _two_views(11),
         lambda x, g: fast.nt_xent(x["z1"], x["z2"], 0.3, block_size=2, gather_distributed=g),
@@ -270,6 +328,14 @@ def _ranks(rank: int, world_size: int) -> dict:
     finally:
         distributed.gather = exact
     out["local-only"] = _evaluate(CASES["nt_xent"], _local(CASES["nt_xent"], rank), False)
+    # learned temperatures of the local rows only, tiled to the (C, 2n, 2N) layout
+    model = CASES["model-amcl_nt_xent-topk"]
+    gathered = AMCLModel._global_rows
+    AMCLModel._global_rows = lambda self, z, dim: torch.cat([z] * world_size, dim)
+    try:
+        out["local-temperatures"] = _evaluate(model, _local(model, rank), True)
+    finally:
+        AMCLModel._global_rows = gathered
     # unequal shards: rank 1 drops a sample; every rank must raise, naming the shapes
     z = _randn(N_LOCAL - rank, D, seed=20)
     try:
@@ -358,6 +424,26 @@ def test_gather_without_all_reduce_backward_gives_wrong_gradients(ranks):
     assert min(errors) > 1e-3, errors
     # the forward value is unaffected, which is why the bug went unnoticed
     assert all(_max_error(r["naive-gather"]["value"], ref["value"]) <= TOL for r in ranks)
+
+
+def test_learned_temperatures_of_local_rows_give_another_loss(ranks):
+    """AMCLModel must compute the temperatures of its anchors against the gathered
+    candidates: the local rows' temperatures (in the same layout) are caught."""
+    ref = _reference(CASES["model-amcl_nt_xent-topk"])
+    assert all(_max_error(r["local-temperatures"]["value"], ref["value"]) > 1e-3 for r in ranks)
+
+
+def test_learned_temperature_gradients_are_averaged_over_ranks(ranks):
+    """The temperature network's gradient on one rank is W times its anchors' share: neither
+    one rank's gradient nor the sum over ranks is the single-process one; the mean is."""
+    name = "model-amcl_nt_xent-topk"
+    ref = _reference(CASES[name])["grads"]
+    weights = [k for k in ref if k.startswith("temperature.")]
+    for k in weights:
+        per_rank = [r[name]["grads"][k] for r in ranks]
+        assert all(_max_error(g, ref[k]) > 1e-6 for g in per_rank), k
+        assert _max_error(sum(per_rank), ref[k]) > 1e-6, k
+        assert _max_error(sum(per_rank) / W, ref[k]) <= TOL, k
 
 
 def test_unequal_shards_raise_on_every_rank(ranks):

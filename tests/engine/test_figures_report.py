@@ -7,9 +7,9 @@ import base64
 import pandas as pd
 import pytest
 
-from amcl_lab import figures
+from amcl_lab import cli, figures
 from amcl_lab.engine import write_json
-from amcl_lab.report import build_report, find_runs
+from amcl_lab.report import build_report, claims_markdown, find_runs
 
 
 def _curve_figure():
@@ -113,3 +113,16 @@ def test_report_of_a_missing_folder_is_an_error(tmp_path):
         build_report(tmp_path / "nothing")
     out = build_report(tmp_path, tmp_path / "out" / "page.html")
     assert "No runs found" in out.read_text()
+
+
+def test_claims_markdown_lists_the_claims_of_finished_runs(tmp_path, capsys):
+    _fake_run(tmp_path, "alpha", "r1")
+    _fake_run(tmp_path, "beta", "r2", finished=False)
+    table = claims_markdown(tmp_path)
+    lines = table.splitlines()
+    assert lines[0].startswith("| experiment | preset | claim |") and len(lines) == 3
+    assert lines[2] == "| alpha | smoke | `c` | gain (pp) | 1.5 | [0.5, 2.5] | 3 | reproduced |"
+    assert cli.main(["report", str(tmp_path), "--markdown"]) == 0
+    assert capsys.readouterr().out == table
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        claims_markdown(tmp_path / "nothing")

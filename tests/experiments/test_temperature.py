@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -84,15 +87,55 @@ def test_uniformity_claim_is_the_rank_correlation_of_the_data():
     assert evaluate_claim(claim, _table("uniformity", flat)).verdict == "inconclusive"
 
 
+def test_trend_statistics_per_seed():
+    """Spearman needs a varying value; a flat curve has slope exactly 0, not NaN."""
+    values = _table("v", {0: [1.0, 2.0, 4.0], 1: [3.0, 3.0, 3.0], 2: [2.0, 1.0, 1.5]})
+    rho = temperature.spearman_by_seed(values)
+    assert rho[0] == pytest.approx(1.0) and math.isnan(rho[1]) and rho[2] == pytest.approx(-0.5)
+    slope = temperature.slope_by_seed(values)
+    assert slope[1] == pytest.approx(0.0, abs=1e-12)
+    assert slope[0] == pytest.approx(np.polyfit(np.log10([0.1, 0.3, 1.0]), [1.0, 2.0, 4.0], 1)[0])
+    one_tau = values[values["temperature"] == 0.3]
+    assert all(math.isnan(x) for x in temperature.slope_by_seed(one_tau).values())
+
+
 def test_tolerance_claim_uses_the_excess_over_the_all_pairs_similarity():
     """Raw tolerance that rises only because every pair gets closer is not the claim."""
     claim = CLAIMS["tolerance-falls-as-tau-falls"]
     chance = {s: [0.0, 0.25, 0.5] for s in range(3)}
     global_only = {s: [0.25, 0.5, 0.75] for s in range(3)}  # the same excess at every tau
     table = pd.concat([_table("tolerance", global_only), _table("tolerance_chance", chance)])
-    assert evaluate_claim(claim, table).verdict == "inconclusive"  # no trend to rank
+    result = evaluate_claim(claim, table)
+    assert result.per_seed == pytest.approx({"0": 0.0, "1": 0.0, "2": 0.0}, abs=1e-12)
+    assert result.verdict == "not reproduced"
     labelled = {s: [0.25, 0.625, 1.0] for s in range(3)}  # excess 0.25, 0.375, 0.5
     table = pd.concat([_table("tolerance", labelled), _table("tolerance_chance", chance)])
+    result = evaluate_claim(claim, table)
+    slope = np.polyfit(np.log10([0.1, 0.3, 1.0]), [0.25, 0.375, 0.5], 1)[0]
+    assert result.per_seed == pytest.approx({"0": slope, "1": slope, "2": slope})
+    assert result.verdict == "reproduced"
+
+
+def test_a_faint_copy_of_the_trend_is_not_a_tolerance_trend():
+    """What shuffled labels give: the real excess scaled by a tiny factor of random sign.
+
+    Its ranking is the real one, so a rank correlation would call it reproduced when the
+    tiny factors happen to share a sign; the slope threshold does not.
+    """
+    claim = CLAIMS["tolerance-falls-as-tau-falls"]
+    grid = (0.07, 0.15, 0.3, 0.6, 1.2)
+    real = [0.336, 0.325, 0.462, 0.532, 0.495]  # the cpu preset's excess, seed 0
+    zeros = {s: [0.0] * 5 for s in range(3)}
+    faint = {s: [f * x for x in real] for s, f in enumerate((0.01, 0.004, 0.007))}
+    table = pd.concat([_table("tolerance", faint, grid), _table("tolerance_chance", zeros, grid)])
+    assert temperature.spearman_by_seed(_table("v", faint, grid)) == pytest.approx(
+        {0: 0.8, 1: 0.8, 2: 0.8}
+    )
+    result = evaluate_claim(claim, table)
+    assert 0 < result.mean < claim.threshold / 10
+    assert result.verdict == "not reproduced"
+    full = dict.fromkeys(range(3), real)
+    table = pd.concat([_table("tolerance", full, grid), _table("tolerance_chance", zeros, grid)])
     assert evaluate_claim(claim, table).verdict == "reproduced"
 
 
