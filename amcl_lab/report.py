@@ -184,7 +184,8 @@ def claims_markdown(runs_dir: str | Path) -> str:
             ci = f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
             cells = (config["experiment"], config["preset"], f"`{c['id']}`", c["effect"])
             numbers = (_fmt(c["mean"]), ci, c["n_seeds"], c["verdict"])
-            lines.append("| " + " | ".join(str(x) for x in (*cells, *numbers)) + " |")
+            escaped = (str(x).replace("|", "\\|") for x in (*cells, *numbers))  # keep columns
+            lines.append("| " + " | ".join(escaped) + " |")
     return "\n".join(lines) + "\n"
 
 

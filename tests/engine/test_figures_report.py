@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pandas as pd
 import pytest
@@ -122,6 +123,13 @@ def test_claims_markdown_lists_the_claims_of_finished_runs(tmp_path, capsys):
     lines = table.splitlines()
     assert lines[0].startswith("| experiment | preset | claim |") and len(lines) == 3
     assert lines[2] == "| alpha | smoke | `c` | gain (pp) | 1.5 | [0.5, 2.5] | 3 | reproduced |"
+    piped = _fake_run(tmp_path, "gamma", "r3") / "results.json"
+    results = json.loads(piped.read_text())
+    results["claims"][0]["effect"] = "L(w + rho g/|g|) - L(w)"
+    write_json(piped, results)
+    table = claims_markdown(tmp_path)
+    assert r"L(w + rho g/\|g\|) - L(w)" in table  # a pipe in a cell would split the column
+    assert all(line.count(" | ") == 7 for line in table.splitlines()[2:])
     assert cli.main(["report", str(tmp_path), "--markdown"]) == 0
     assert capsys.readouterr().out == table
     with pytest.raises(FileNotFoundError, match="does not exist"):
