@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from amcl_lab.samples import SampleInput
 
@@ -334,3 +336,40 @@ def check_finite_value_and_gradient(loss: Loss, sample: SampleInput) -> None:
     for i, g in zip(leaves.floating_indices(), grads, strict=True):
         assert g is not None, f"input {i} receives no gradient"
         assert torch.isfinite(g).all(), f"non-finite gradient for input {i}: {sample.summary()}"
+
+
+def violates(
+    check: Callable[[Callable[..., object], object], None],
+    fn: Callable[..., object],
+    strategy: st.SearchStrategy,
+    *,
+    max_examples: int = 30,
+) -> bool:
+    """True when some drawn sample makes ``check(fn, sample)`` fail an assertion.
+
+    The runner of every mutation battery: a deliberately broken ``fn`` must make some check
+    fail, and the reference must make none fail.  Derandomized (the same examples on every
+    run, whatever the Hypothesis profile) and stopped at the first failing example without
+    shrinking it: a mutant only has to be caught, not explained.  Any exception other than
+    ``AssertionError`` is a bug in the check (or a crash of ``fn``) and propagates.
+    """
+
+    @settings(
+        max_examples=max_examples,
+        database=None,
+        derandomize=True,
+        deadline=None,
+        phases=(Phase.explicit, Phase.generate),
+        report_multiple_bugs=False,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    @given(strategy)
+    def run(sample: object) -> None:
+        check(fn, sample)
+
+    try:
+        run()
+    except AssertionError:
+        return True
+    return False

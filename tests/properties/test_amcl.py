@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from amcl_lab import (
@@ -747,41 +747,12 @@ BATTERY = {
 }
 
 
-def _violates(check, loss, strategy) -> bool:
-    """True when some drawn sample makes ``check`` fail an assertion for ``loss``.
-
-    Like ``test_mutation.py``'s runner, but it stops at the first failing example instead of
-    shrinking it (a mutant only has to be caught, not explained); any other exception is a
-    bug in the check and propagates.
-    """
-
-    @settings(
-        max_examples=30,
-        database=None,
-        derandomize=True,
-        deadline=None,
-        phases=(Phase.explicit, Phase.generate),
-        report_multiple_bugs=False,
-        suppress_health_check=list(HealthCheck),
-        print_blob=False,
-    )
-    @given(strategy)
-    def run(sample):
-        check(loss, sample)
-
-    try:
-        run()
-    except AssertionError:
-        return True
-    return False
-
-
 @pytest.mark.mutation
 @pytest.mark.parametrize("mutant", AMCL_MUTANTS, ids=lambda m: m.name)
 def test_every_amcl_mutant_violates_at_least_one_property(mutant):
     """Every broken variant fails at least one of the checks the reference passes above."""
     caught = any(
-        _violates(check, mutant.fn, strategy) for check, strategy in BATTERY[mutant.target]
+        checks.violates(check, mutant.fn, strategy) for check, strategy in BATTERY[mutant.target]
     )
     assert caught, f"mutant {mutant.name!r} ({mutant.mistake}) passed every AMCL property"
 
@@ -809,7 +780,7 @@ def test_each_amcl_property_catches_the_mistake_it_targets(mutant):
     P10 a wrong Omega, P13 a missing stop-gradient or halving."""
     check = TARGETED[mutant.name]
     strategy = next(s for c, s in BATTERY[mutant.target] if c is check)
-    assert _violates(check, mutant.fn, strategy), f"{check.__name__} misses {mutant.name}"
+    assert checks.violates(check, mutant.fn, strategy), f"{check.__name__} misses {mutant.name}"
 
 
 def test_amcl_mutants_cover_the_mistakes_named_in_the_issue():

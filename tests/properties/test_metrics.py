@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 from metrics import numpy_metrics as ref
 
@@ -705,36 +705,20 @@ MUTANTS = [
 ]
 
 
-def _fails(check, fn, strategy) -> bool:
-    @settings(
-        max_examples=40,
-        database=None,
-        derandomize=True,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        print_blob=False,
-    )
-    @given(strategy)
-    def run(sample):
-        check(fn, sample)
-
-    try:
-        run()
-    except AssertionError:
-        return True
-    return False
-
-
 @pytest.mark.mutation
 @pytest.mark.parametrize("target", sorted(BATTERY))
 def test_every_metric_passes_its_mutation_battery(target):
     fn = getattr(metrics, target)
-    assert not any(_fails(check, fn, strategy) for check, strategy in BATTERY[target])
+    assert not any(
+        checks.violates(check, fn, strategy, max_examples=40) for check, strategy in BATTERY[target]
+    )
 
 
 @pytest.mark.mutation
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m[1].__name__.strip("_"))
 def test_every_metric_mutant_violates_a_property(mutant):
     target, fn, mistake = mutant
-    caught = any(_fails(check, fn, strategy) for check, strategy in BATTERY[target])
+    caught = any(
+        checks.violates(check, fn, strategy, max_examples=40) for check, strategy in BATTERY[target]
+    )
     assert caught, f"{target} mutant ({mistake}) passed every property"

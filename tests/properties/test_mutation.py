@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
 
 from amcl_lab import registry
 from amcl_lab.losses import nt_xent
@@ -56,43 +55,20 @@ BATTERY = {
 }
 
 
-def _fails(check, loss, strategy) -> bool:
-    @settings(
-        max_examples=60,
-        database=None,
-        derandomize=True,
-        deadline=None,
-        suppress_health_check=list(HealthCheck),
-        print_blob=False,
-    )
-    @given(strategy)
-    def run(sample):
-        check(loss, sample)
-
-    try:
-        run()
-    except Exception as error:  # Hypothesis groups several distinct failures
-        return _only_assertions(error)
-    return False
-
-
-def _only_assertions(error: BaseException) -> bool:
-    """True for an AssertionError or a group made only of them (not a crash in the check)."""
-    if isinstance(error, AssertionError):
-        return True
-    inner = getattr(error, "exceptions", None)
-    return bool(inner) and all(_only_assertions(e) for e in inner)
-
-
 @pytest.mark.parametrize("prop", sorted(BATTERY))
 def test_reference_passes_every_property_of_the_battery(prop):
     check, strategy = BATTERY[prop]
-    assert not _fails(check, nt_xent, strategy), f"the reference nt_xent fails {prop}"
+    assert not checks.violates(check, nt_xent, strategy, max_examples=60), (
+        f"the reference nt_xent fails {prop}"
+    )
 
 
 @pytest.mark.parametrize("mutant", MUTANTS, ids=lambda m: m.name)
 def test_every_mutant_violates_at_least_one_property(mutant):
-    caught = any(_fails(check, mutant.fn, strategy) for check, strategy in BATTERY.values())
+    caught = any(
+        checks.violates(check, mutant.fn, strategy, max_examples=60)
+        for check, strategy in BATTERY.values()
+    )
     assert caught, f"mutant {mutant.name!r} ({mutant.mistake}) passed every property"
 
 
