@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from experiment_runs import smoke_rows
 from scipy import stats
 
-from amcl_lab import engine
 from amcl_lab.experiments import VERDICTS, evaluate_claim, load, resolve_config, run_experiment
 
 amcl = load("amcl")
@@ -47,9 +47,7 @@ def test_smoke_run_writes_histograms_claims_and_figures(smoke):
 def test_identical_arms_show_no_advantage(tmp_path):
     """The control: an "AMCL" arm configured like the baseline must not be reported better."""
     overrides = ("loss=nt_xent", "heads=1", "loss_options=")
-    config = resolve_config(amcl, "amcl", "smoke", overrides)
-    run = engine.open_run(tmp_path, "amcl", config, preset="smoke", seeds=config.seed_list)
-    table = pd.DataFrame(amcl.run(config, run))
+    table = smoke_rows("amcl", overrides, tmp_path)
     for claim_id in ADVANTAGE:
         result = evaluate_claim(CLAIMS[claim_id], table)
         assert result.per_seed == {"0": 0.0, "1": 0.0, "2": 0.0}, claim_id

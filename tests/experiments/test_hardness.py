@@ -7,9 +7,10 @@ import math
 import pandas as pd
 import pytest
 import torch
+from experiment_runs import smoke_rows
 
 from amcl_lab import engine, metrics
-from amcl_lab.experiments import VERDICTS, evaluate_claim, load, resolve_config, run_experiment
+from amcl_lab.experiments import VERDICTS, evaluate_claim, load, run_experiment
 
 hardness = load("hardness")
 CLAIMS = {c.id: c for c in hardness.CLAIMS}
@@ -41,11 +42,7 @@ def test_smoke_run_writes_rows_claims_and_figures(smoke):
 
 def test_all_negatives_make_the_hard_loss_nt_xent_and_break_the_hard_claims(tmp_path):
     """The broken condition: alpha = 1 keeps every negative, so both losses train alike."""
-    config = resolve_config(hardness, "hardness", "smoke", ("hard_fraction=1.0", "steps=3"))
-    run = engine.open_run(
-        tmp_path, "hardness", config, preset="smoke", seeds=config.seed_list, quiet=True
-    )
-    table = pd.DataFrame(hardness.run(config, run))
+    table = smoke_rows("hardness", ("hard_fraction=1.0", "steps=3"), tmp_path)
     unif = table[table["metric"] == "uniformity"].set_index(["seed", "temperature", "step"])
     by_loss = {loss: t["value"].sort_index() for loss, t in unif.groupby("loss")}
     assert by_loss["hard_contrastive"].equals(by_loss["nt_xent"])  # bit for bit

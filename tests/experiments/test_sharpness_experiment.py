@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+from experiment_runs import smoke_rows
 
 from amcl_lab import engine
 from amcl_lab.data import load_dataset
@@ -110,13 +111,8 @@ def test_claims_without_their_conditions_are_inconclusive(smoke):
 
 def test_sam_at_rho_zero_and_saf_at_weight_zero_are_sgd_and_reproduce_nothing(tmp_path):
     """Broken conditions: SAM with rho = 0 and SAF with lambda = 0 train exactly as SGD."""
-    config = dataclasses.replace(
-        experiment.smoke(), rho=0.0, saf_weight=0.0, optimizers=("sgd", "sam", "saf")
-    )
-    run = engine.open_run(
-        tmp_path, "sharpness", config, preset="smoke", seeds=config.seed_list, quiet=True
-    )
-    table = pd.DataFrame(experiment.run(config, run))
+    overrides = ("rho=0.0", "saf_weight=0.0", "optimizers=sgd,sam,saf")
+    table = smoke_rows("sharpness", overrides, tmp_path)
     by_claim = {r.id: r for r in evaluate_claims(experiment.CLAIMS, table)}
     for claim in [*SHARPNESS_CLAIMS, "sam-more-accurate", "saf-more-accurate"]:
         result = by_claim[claim]

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from experiment_runs import smoke_rows
 
-from amcl_lab import engine
 from amcl_lab.experiments import VERDICTS, evaluate_claim, load, resolve_config, run_experiment
 
 simplex = load("simplex")
@@ -53,11 +53,7 @@ def test_shuffled_labels_never_reproduce_the_geometry_claims(smoke, tmp_path):
     must be worse (larger) than with the clean labels.
     """
     overrides = ("label_noise=0.9", "noise_levels=0,0.5,0.9")
-    config = resolve_config(simplex, "simplex", "smoke", overrides)
-    run = engine.open_run(
-        tmp_path, "simplex", config, preset="smoke", seeds=config.seed_list, quiet=True
-    )
-    table = pd.DataFrame(simplex.run(config, run))
+    table = smoke_rows("simplex", overrides, tmp_path)
     assert set(table[table["geometry"].astype(bool)]["label_noise"]) == {0.9}
     clean = smoke[1].table
     assert evaluate_claim(CLAIMS["ce-collapse"], clean).verdict == "reproduced"

@@ -7,20 +7,12 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from experiment_runs import smoke_rows
 
-from amcl_lab import engine
-from amcl_lab.experiments import VERDICTS, evaluate_claim, load, resolve_config, run_experiment
+from amcl_lab.experiments import VERDICTS, evaluate_claim, load, run_experiment
 
 temperature = load("temperature")
 CLAIMS = {c.id: c for c in temperature.CLAIMS}
-
-
-def _run_rows(name: str, overrides: tuple[str, ...], out) -> pd.DataFrame:
-    """The results table of ``name``'s smoke preset with ``overrides`` (no figures)."""
-    module = load(name)
-    config = resolve_config(module, name, "smoke", overrides)
-    run = engine.open_run(out, name, config, preset="smoke", seeds=config.seed_list, quiet=True)
-    return pd.DataFrame(module.run(config, run))
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +40,7 @@ def test_smoke_run_writes_rows_claims_and_figures(smoke):
 def test_shuffled_labels_change_only_the_tolerance_and_never_reproduce_its_claim(smoke, tmp_path):
     """The negative control: same training, permuted held-out labels for the tolerance."""
     table = smoke[1].table
-    control = _run_rows("temperature", ("shuffle_labels=true",), tmp_path)
+    control = smoke_rows("temperature", ("shuffle_labels=true",), tmp_path)
     keys = ["seed", "temperature", "step", "metric"]
 
     def values(t: pd.DataFrame, metric: str) -> pd.Series:
