@@ -336,9 +336,25 @@ def test_finite_value_and_gradient_over_the_whole_domain(name, dtype, data):
 @pytest.mark.parametrize("name", _STABLE)
 @given(data=st.data())
 def test_half_precision_inputs_are_computed_in_float32(name, dtype, data):
-    """float16/bfloat16 inputs give a finite float32 result, down to tau = 1e-3."""
+    """float16/bfloat16 inputs give a finite float32 result, down to tau = 1e-3.
+
+    The gradient of a half-precision input comes back in that dtype, so it is finite
+    wherever the exact gradient fits the dtype: entries whose float32 gradient (same rounded
+    inputs) exceeds its largest value, about 1/(tau |z|) for a row of tiny norm |z| (2e6 at
+    tau = 1e-3, |z| = 1e-3, beyond float16's 65504), overflow by necessity and are not
+    checked.
+    """
     spec = registry.get(name)
     sample = data.draw(spec.strategy(dtype=torch.float64)).to(dtype)
     value = sample.call(spec)
-    assert value.dtype == torch.float32
-    checks.check_finite_value_and_gradient(spec, sample)
+    assert value.dtype == torch.float32 and torch.isfinite(value).all(), value
+    half, wide = sample.to(requires_grad=True), sample.to(torch.float32, requires_grad=True)
+    floating = half.floating_indices()
+    grads = [
+        torch.autograd.grad(s.call(spec).sum(), [s.args[i] for i in floating], allow_unused=True)
+        for s in (half, wide)
+    ]
+    for i, g_half, g_wide in zip(floating, *grads, strict=True):
+        assert g_half is not None, f"input {i} receives no gradient"
+        fits = g_wide.abs() < torch.finfo(dtype).max
+        assert torch.isfinite(g_half[fits]).all(), f"non-finite gradient of input {i}"
