@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from experiment_runs import assert_saved_claims_recompute, doctored_probe
 
 from amcl_lab.experiments import VERDICTS, Results, evaluate_claim, evaluate_claims, run_experiment
 from amcl_lab.experiments import projector as experiment
@@ -55,12 +56,7 @@ def test_smoke_run_writes_the_grid_claims_and_figures(smoke):
 
 
 def test_saved_claims_are_recomputed_from_the_saved_table(smoke):
-    _, results = smoke
-    for saved in results.claims:
-        again = evaluate_claim(CLAIMS[saved["id"]], results.table)
-        assert again.verdict == saved["verdict"]
-        stored = {k: math.nan if x is None else x for k, x in saved["per_seed"].items()}
-        assert again.per_seed == pytest.approx(stored, nan_ok=True)  # nan is saved as null
+    assert_saved_claims_recompute(smoke[1], CLAIMS)
 
 
 def test_plot_redraws_from_the_saved_results(smoke, tmp_path):
@@ -80,17 +76,8 @@ def _cell(table: pd.DataFrame, spec: tuple[str, str]) -> pd.Series:
 def _doctored(
     table: pd.DataFrame, final: dict[tuple[str, str], float], other: float, init: float = 0.1
 ) -> pd.DataFrame:
-    """``table`` with its probe accuracies replaced: ``init`` at step 0, ``final[cell]`` (or
-    ``other``) at the last step, plus a little seed-dependent noise so CIs are not points."""
-    out = table.copy()
-    probe = out["metric"] == "linear_probe"
-    noise = np.random.default_rng(0).normal(0.0, 0.002, len(out))
-    out.loc[probe, "value"] = init + noise[probe]
-    last = probe & (out["step"] == out["step"].max())
-    out.loc[last, "value"] = other + noise[last]
-    for spec, value in final.items():
-        out.loc[last & _cell(out, spec), "value"] = value + noise[last & _cell(out, spec)]
-    return out
+    """Probe accuracies: ``final[cell]`` (or ``other``) at the end, ``init`` before."""
+    return doctored_probe(table, final, _cell, other, init)
 
 
 @pytest.mark.parametrize("claim_id", list(CLAIMS))

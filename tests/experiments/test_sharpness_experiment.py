@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 import pytest
-from experiment_runs import smoke_rows
+from experiment_runs import assert_saved_claims_recompute, smoke_rows
 
 from amcl_lab import engine
 from amcl_lab.data import load_dataset
@@ -46,15 +46,7 @@ def test_smoke_run_writes_rows_claims_and_figures(smoke):
 
 
 def test_claims_are_recomputed_from_the_saved_table(smoke):
-    _, results = smoke
-    table = results.table
-    for saved in results.claims:
-        again = evaluate_claim(CLAIMS[saved["id"]], table)
-        assert again.verdict == saved["verdict"]
-        assert again.per_seed == pytest.approx(saved["per_seed"])
-        assert [again.mean, again.ci_low, again.ci_high] == pytest.approx(
-            [saved["mean"], saved["ci_low"], saved["ci_high"]], nan_ok=True
-        )
+    assert_saved_claims_recompute(smoke[1], CLAIMS)
 
 
 def _scaled(table: pd.DataFrame, optimizer: str, metric: str, factor: float) -> pd.DataFrame:

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from experiment_runs import assert_saved_claims_recompute, doctored_probe
 
 from amcl_lab.experiments import VERDICTS, Results, evaluate_claim, evaluate_claims, run_experiment
 from amcl_lab.experiments import views as experiment
@@ -72,12 +73,7 @@ def test_every_condition_keeps_the_compute_fixed():
 
 
 def test_saved_claims_are_recomputed_from_the_saved_table(smoke):
-    _, results = smoke
-    for saved in results.claims:
-        again = evaluate_claim(CLAIMS[saved["id"]], results.table)
-        assert again.verdict == saved["verdict"]
-        stored = {k: math.nan if x is None else x for k, x in saved["per_seed"].items()}
-        assert again.per_seed == pytest.approx(stored, nan_ok=True)  # nan is saved as null
+    assert_saved_claims_recompute(smoke[1], CLAIMS)
 
 
 def test_plot_redraws_from_the_saved_results(smoke, tmp_path):
@@ -88,21 +84,16 @@ def test_plot_redraws_from_the_saved_results(smoke, tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
+def _cell(table: pd.DataFrame, key: tuple[int, float]) -> pd.Series:
+    """Rows of ``table`` with ``key = (views, fraction)``."""
+    return (table["views"] == key[0]) & np.isclose(table["fraction"], key[1])
+
+
 def _doctored(
     table: pd.DataFrame, final: dict[tuple[int, float], float], other: float, init: float = 0.1
 ) -> pd.DataFrame:
-    """``table`` with its probe accuracies replaced: ``init`` at step 0, ``final[cell]`` (or
-    ``other``) at the last step, plus a little noise so the CIs are not points."""
-    out = table.copy()
-    probe = out["metric"] == "linear_probe"
-    noise = np.random.default_rng(0).normal(0.0, 0.002, len(out))
-    out.loc[probe, "value"] = init + noise[probe]
-    last = probe & (out["step"] == out["step"].max())
-    out.loc[last, "value"] = other + noise[last]
-    for (views, fraction), value in final.items():
-        cell = last & (out["views"] == views) & np.isclose(out["fraction"], fraction)
-        out.loc[cell, "value"] = value + noise[cell]
-    return out
+    """Probe accuracies: ``final[(views, fraction)]`` (or ``other``) at the end, ``init`` before."""
+    return doctored_probe(table, final, _cell, other, init)
 
 
 @pytest.mark.parametrize("claim_id", list(CLAIMS))
