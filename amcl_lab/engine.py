@@ -28,7 +28,7 @@ thread count (CUDA kernels may be non-deterministic).
 Runs write to ``<out>/<experiment>/<run-id>/`` (:class:`Run`): ``config.json`` (resolved
 config, seeds, package versions, device, git revision), ``metrics.jsonl`` (one line per
 evaluation), ``results.json`` (the tidy results table and claims), ``figures/`` and
-``checkpoints/``.  Every file is written atomically (temporary file + ``os.replace``).
+``checkpoints/``.  Every file is written atomically (:func:`amcl_lab.io.atomic_path`).
 """
 
 from __future__ import annotations
@@ -42,17 +42,13 @@ import itertools
 import json
 import math
 import os
-import platform
 import random
-import subprocess
 import sys
 import typing
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +63,7 @@ from . import _validation as v
 from . import distributed, losses, metrics, registry
 from .amcl import AMCL_LOSSES, AMCLModel, PairTemperature
 from .data import DATASETS, Augmentation, ImageData, Split, load_dataset
+from .io import atomic_path, git_revision, json_safe, package_versions, write_json
 from .models import (
     ENCODERS,
     LinearClassifier,
@@ -89,17 +86,14 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "apply_overrides",
-    "atomic_path",
     "config_dict",
     "derive_seed",
-    "json_safe",
     "knn_accuracy",
     "linear_probe",
     "nearest_mean_accuracy",
     "open_run",
     "train",
     "training_set",
-    "write_json",
 ]
 
 CHECKPOINT_FORMAT = 1
@@ -886,87 +880,6 @@ def _embed(network: Network, x: Tensor) -> Tensor:
     out = network(x)
     network.train(was_training)
     return (out.embeddings[0] if out.embeddings is not None else out.features).float()
-
-
-# --- atomic files and run folders --------------------------------------------------------------
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically.
-
-    Whatever is written to the yielded path becomes ``path`` only when the block finishes
-    without error (``os.replace`` after an ``fsync``), so a killed process leaves either the
-    old file or the new one, never a truncated one.  The file is created by the writer, so
-    it gets the usual permissions (umask).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def json_safe(obj: Any) -> Any:
-    """``obj`` with NaN and infinities replaced by ``None`` (standard JSON has neither)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {k: json_safe(val) for k, val in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(val) for val in obj]
-    return obj
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented, standard JSON (NaN -> null), atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
-
-
-VERSIONED = ("torch", "numpy", "scipy", "scikit-learn", "matplotlib", "seaborn", "pandas")
-
-
-def package_versions() -> dict[str, str | None]:
-    """Python, amcl_lab and the versions of the packages results depend on."""
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("amcl-lab", *VERSIONED):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def git_revision() -> str | None:
-    """``HEAD`` of the checkout the package runs from (``+dirty`` if modified), else None."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD", "--show-toplevel"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        # a non-editable install inside some other repository must not report its HEAD
-        if rev.returncode or Path(rev.stdout.split()[-1]).resolve() != root:
-            return None
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return rev.stdout.split()[0] + ("+dirty" if status.stdout.strip() else "")
 
 
 @dataclass

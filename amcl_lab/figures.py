@@ -35,7 +35,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
-from .engine import atomic_path
+from .io import atomic_path
 
 __all__ = ["PNG_DPI", "WIDTHS", "house_style", "mean_ci", "new_figure", "save", "seed_band"]
 

@@ -1011,7 +1011,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         return 2
     print(report)
     if args.json is not None:
-        from .engine import write_json  # atomic; imported here to keep the oracle light
+        from .io import write_json
 
         write_json(args.json, report.to_dict())
     return 0 if report.passed else 1

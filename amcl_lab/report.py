@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .engine import atomic_path
+from .io import atomic_path
 
 __all__ = ["build_report", "claims_markdown", "find_runs", "render_report"]
 

@@ -364,7 +364,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from amcl_lab.engine import atomic_path
+    from amcl_lab.io import atomic_path
 
     rows = [r for r in result["rows"] if r.get("status") == "ok"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -393,7 +393,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def environment(args: argparse.Namespace) -> dict[str, Any]:
-    from amcl_lab.engine import package_versions
+    from amcl_lab.io import package_versions
 
     device = torch.device(args.device)
     if device.type == "cuda":
@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args)
         return 0
 
-    from amcl_lab.engine import write_json
+    from amcl_lab.io import write_json
 
     json_path, png_path = args.out / "bench_losses.json", args.out / "bench_losses.png"
     if args.plot_only:

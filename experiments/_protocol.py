@@ -23,6 +23,7 @@ import torch
 from amcl_lab import _validation as v
 from amcl_lab import engine
 from amcl_lab.figures import mean_ci
+from amcl_lab.io import write_json
 
 __all__ = [
     "VERDICTS",
@@ -223,7 +224,7 @@ class Results:
 
     def save(self, run_dir: str | Path) -> None:
         """Write ``<run_dir>/results.json`` atomically (non-finite numbers become null)."""
-        engine.write_json(Path(run_dir) / "results.json", dataclasses.asdict(self))
+        write_json(Path(run_dir) / "results.json", dataclasses.asdict(self))
 
 
 _PACKAGE = __name__.rpartition(".")[0]

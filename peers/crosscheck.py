@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from amcl_lab import oracle
-from amcl_lab.engine import package_versions, write_json
+from amcl_lab.io import package_versions, write_json
 
 import peer_cases as pc
 

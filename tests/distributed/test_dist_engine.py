@@ -31,10 +31,10 @@ from amcl_lab.engine import (
     Objective,
     TrainConfig,
     build_optimisation,
-    json_safe,
     open_run,
     train,
 )
+from amcl_lab.io import json_safe
 from amcl_lab.models import Network
 
 from ddp_launch import launch

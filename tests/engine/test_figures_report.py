@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from amcl_lab import cli, figures
-from amcl_lab.engine import write_json
+from amcl_lab.io import write_json
 from amcl_lab.report import build_report, claims_markdown, find_runs
 
 

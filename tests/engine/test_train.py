@@ -14,7 +14,6 @@ from amcl_lab import losses
 from amcl_lab.engine import (
     Objective,
     TrainConfig,
-    atomic_path,
     batch_indices,
     config_dict,
     derive_seed,
@@ -24,6 +23,7 @@ from amcl_lab.engine import (
     open_run,
     train,
 )
+from amcl_lab.io import atomic_path
 from amcl_lab.models import NetworkOutput
 
 # A tiny, fast training run on the bundled digits.
