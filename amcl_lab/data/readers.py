@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .datasets import ImageData, Split
+from .images import ImageData, Split
 
 __all__ = ["load_cifar10", "load_cifar100", "load_stl10", "load_stl10_unlabeled"]
 
