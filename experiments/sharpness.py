@@ -410,7 +410,7 @@ def step_costs(
             network, objective, opt = states[name]
             sync()
             start = time.perf_counter()
-            engine._step(network, objective, opt, views, labels, index, epoch)
+            engine.train_step(network, objective, opt, views, labels, index, epoch)
             sync()
             if r >= config.timing_warmup:
                 times[name].append(time.perf_counter() - start)

@@ -249,9 +249,10 @@ def test_saf_buffer_gathers_under_the_engine():
     config = dataclasses.replace(
         TINY, loss="ce", supervised=True, proj_dim=0, optimizer="saf", views=1
     )
-    from amcl_lab.engine import _cached_dataset, build_network
+    from amcl_lab.engine import build_network
+    from amcl_lab.engine.batches import cached_dataset
 
-    split = _cached_dataset(config.dataset, config.data_dir)
+    split = cached_dataset(config.dataset, config.data_dir)
     network = build_network(config, split)
     objective = Objective(config)
     for gather in (False, True):

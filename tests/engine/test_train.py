@@ -387,11 +387,12 @@ def test_training_subset_and_flipped_labels_are_seeded_and_exact():
 
 
 def test_train_accuracy_uses_training_labels_and_probes_use_clean_ones():
-    from amcl_lab.engine import _cached_dataset, evaluate, training_set
+    from amcl_lab.engine import evaluate, training_set
+    from amcl_lab.engine.batches import cached_dataset
 
     cfg = dataclass_replace(SUPERVISED, steps=20, eval_every=0, lr=0.5, batch_size=128)
     result = train(cfg)
-    split = _cached_dataset(cfg.dataset, cfg.data_dir)
+    split = cached_dataset(cfg.dataset, cfg.data_dir)
     device = torch.device("cpu")
     clean = evaluate(result.network, split, cfg, device, 0)
     noisy_cfg = dataclass_replace(cfg, label_noise=1.0)

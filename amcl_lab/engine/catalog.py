@@ -1,0 +1,124 @@
+"""The names a :class:`~amcl_lab.engine.config.TrainConfig` may hold, and what each means.
+
+* :data:`OBJECTIVES`: loss name -> :class:`ObjectiveSpec` (how the training step calls it);
+* :data:`GEOMETRY`: held-out metric name -> :data:`EvalHook` on a :class:`HeldOut` split;
+* :data:`OPTIMIZERS` and :data:`SCHEDULES`: optimiser and learning-rate schedule names.
+
+The tables sit at the bottom of the engine: the config validates against them, and the
+modules that act on a config (:mod:`.objectives`, :mod:`.evaluation`, :mod:`.build`) look
+names up in them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from torch import Tensor
+
+from .. import losses, metrics, registry
+from ..amcl import AMCL_LOSSES
+
+__all__ = [
+    "GEOMETRY",
+    "OBJECTIVES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "EvalHook",
+    "HeldOut",
+    "ObjectiveSpec",
+]
+
+#: Optimiser names; ``sam``/``asam``/``saf``/``mesa`` come from :mod:`amcl_lab.optim`.
+OPTIMIZERS = ("sgd", "adamw", "sam", "asam", "saf", "mesa")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class ObjectiveSpec:
+    """How :class:`~amcl_lab.engine.objectives.Objective` calls a loss.
+
+    ``kind``: ``"pairwise"`` (``fn(z_a, z_b)`` on two views, averaged over view pairs),
+    ``"labels"`` (``fn(features (N, V, D), labels)``), ``"multiview"``
+    (``fn(views (N, V, D))``), ``"amcl"`` (through :class:`~amcl_lab.amcl.AMCLModel`) or
+    ``"ce"`` (cross-entropy on the classifier's logits).  ``fixed`` are keyword arguments of
+    every call (a registry variant's ``fixed_kwargs``).
+    """
+
+    kind: str
+    fn: Callable[..., Tensor] | None
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _objectives() -> dict[str, ObjectiveSpec]:
+    kinds = {("z1", "z2"): "pairwise", ("query", "key", "queue"): "pairwise"}
+    kinds[("features", "labels")] = "labels"
+    table: dict[str, ObjectiveSpec] = {}
+    for name, spec in registry.REGISTRY.items():
+        if spec.inputs in kinds:
+            table[name] = ObjectiveSpec(kinds[spec.inputs], spec.fn, spec.fixed_kwargs)
+    table["multiview_barlow_twins"] = ObjectiveSpec("multiview", losses.multiview_barlow_twins)
+    table["invariance_orthogonality"] = ObjectiveSpec(
+        "multiview", losses.invariance_orthogonality_loss
+    )
+    for name, fn in AMCL_LOSSES.items():
+        if name.startswith("amcl_"):
+            table[name] = ObjectiveSpec("amcl", fn)
+    table["ce"] = ObjectiveSpec("ce", None)
+    return table
+
+
+#: Loss name -> :class:`ObjectiveSpec`: every two-view and SupCon loss of the registry,
+#: the multi-view losses, the AMCL losses (MoCo excepted: it needs a momentum encoder and a
+#: queue) and ``"ce"``.
+OBJECTIVES: dict[str, ObjectiveSpec] = _objectives()
+
+
+class HeldOut:
+    """The held-out (test) split as the geometry hooks see it.
+
+    ``features`` ``(N, F)``: encoder output; ``embeddings`` ``(N, D)``: first projection
+    head (the features when there is no projector); ``labels`` ``(N,)``;
+    :attr:`view_pair` ``(2, N, D)``: embeddings of two augmented views of every image
+    (computed on first use, with a generator fixed by the run's seed and step).
+    """
+
+    def __init__(
+        self,
+        features: Tensor,
+        embeddings: Tensor,
+        labels: Tensor,
+        views: Callable[[], Tensor],
+    ) -> None:
+        self.features, self.embeddings, self.labels = features, embeddings, labels
+        self._views = views
+
+    @cached_property
+    def view_pair(self) -> Tensor:
+        return self._views()
+
+
+#: A geometry hook: held-out data -> named scalar metrics.
+EvalHook = Callable[[HeldOut], Mapping[str, float]]
+
+
+def _simplex(h: HeldOut) -> dict[str, float]:
+    report = metrics.simplex_report(h.embeddings, h.labels)
+    return {
+        "simplex_distance": float(report.simplex_distance),
+        "simplex_max_cosine_gap": float(report.max_cosine_gap),
+        "nc1": float(report.nc1),
+    }
+
+
+#: Geometry metrics selectable by name in ``TrainConfig.geometry`` (:mod:`amcl_lab.metrics`),
+#: computed on the held-out split.
+GEOMETRY: dict[str, EvalHook] = {
+    "alignment": lambda h: {"alignment": float(metrics.alignment(*h.view_pair))},
+    "uniformity": lambda h: {"uniformity": float(metrics.uniformity(h.embeddings))},
+    "tolerance": lambda h: {"tolerance": float(metrics.tolerance(h.embeddings, h.labels))},
+    "effective_rank": lambda h: {"effective_rank": float(metrics.effective_rank(h.features))},
+    "simplex": _simplex,
+}

@@ -1,0 +1,286 @@
+"""How a run trains: :func:`train`, one step (:func:`train_step`), resume from checkpoints.
+
+:func:`train` builds the network, objective and optimisation of a :class:`TrainConfig`,
+evaluates before the first step, every ``eval_every`` steps and after the last, checkpoints
+every ``checkpoint_every`` steps into its :class:`~amcl_lab.engine.runs.Run` and, for a
+resumed run, continues from the checkpoint exactly where the uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from .. import distributed
+from ..data import Augmentation
+from ..models import Network
+from ..optim import frozen_bn_stats
+from .batches import STREAM_AUGMENT, batch_indices, cached_dataset, generator, training_set
+from .build import Optimisation, build_network, build_optimisation
+from .config import TrainConfig, config_dict, resolve_device
+from .evaluation import EvalHook, evaluate
+from .objectives import Objective
+from .runs import CHECKPOINT_FORMAT, Run, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+__all__ = ["TrainResult", "train", "train_step"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    ``history``: one record per evaluation (``step``, ``epoch``, ``train_loss`` = mean loss
+    since the previous evaluation, ``linear_probe``, ``knn``, classifier and geometry
+    metrics); ``network`` and ``objective``: the trained modules (on the run's device).
+    """
+
+    tag: str
+    config: TrainConfig
+    history: list[dict[str, Any]]
+    network: Network
+    objective: Objective
+
+    @property
+    def final(self) -> dict[str, Any]:
+        """The last evaluation record."""
+        return self.history[-1]
+
+    def rows(self, **condition: Any) -> list[dict[str, Any]]:
+        """The history as tidy rows ``{**condition, seed, step, epoch, metric, value}``."""
+        return [
+            {
+                **condition,
+                "seed": self.config.seed,
+                "step": r["step"],
+                "epoch": r["epoch"],
+                "metric": k,
+                "value": val,
+            }
+            for r in self.history
+            for k, val in r.items()
+            if k not in ("run", "seed", "step", "epoch")
+        ]
+
+
+def train(
+    config: TrainConfig,
+    run: Run | None = None,
+    tag: str = "train",
+    hooks: Sequence[EvalHook] = (),
+) -> TrainResult:
+    """Train one model as ``config`` says, checkpointing into ``run`` and resuming from it.
+
+    With a ``run``, evaluations are appended to its ``metrics.jsonl`` and a checkpoint
+    ``checkpoints/<tag>.pt`` is written every ``checkpoint_every`` steps and at the end.  If
+    the run is resumed and the checkpoint exists, training continues from it (or, for a
+    finished run, the stored model and history are returned without training).
+
+    Evaluations happen before the first step (the randomly initialised network), every
+    ``eval_every`` steps and after the last step.
+
+    Data parallelism: under a process group of W ranks (``torchrun``,
+    :mod:`amcl_lab.distributed`) every rank draws the same global batch of ``batch_size``
+    images and their views from the ``(seed, step)`` order and keeps its contiguous block of
+    ``batch_size / W`` (the equivalent of a ``DistributedSampler`` over that order); the
+    network (and a loss with parameters) is wrapped in ``DistributedDataParallel``;
+    contrastive losses gather their negatives over ranks (:class:`Objective`) and SAF its
+    logits, so the gradients are those of the single-process loss on the global batch,
+    BatchNorm statistics aside (per-rank batches; ``SyncBatchNorm`` is CUDA-only); SAM
+    perturbs with each rank's own gradient (m-sharpness, :class:`~amcl_lab.optim.SAM`).
+    Rank 0 evaluates (the record is broadcast, so every rank returns the same history),
+    logs and writes checkpoints; ``train_loss`` is the mean over ranks; every rank resumes
+    from the same checkpoint.
+
+    Raises:
+        ValueError: an inconsistent config (e.g. a batch larger than the training set,
+            supervised training on unlabelled images, a batch not divisible by the number
+            of processes), or a checkpoint of another config.
+        FloatingPointError: the training loss became NaN or infinite.
+    """
+    fn = "train"
+    device = run.device if run is not None else resolve_device(config.device)
+    split = cached_dataset(config.dataset, config.data_dir)
+    training = training_set(split, config)
+    n_train = len(training[0])
+    if config.batch_size > n_train:
+        raise ValueError(
+            f"{fn}: batch_size {config.batch_size} exceeds the {n_train} training images "
+            f"of {config.dataset!r} (train_fraction={config.train_fraction})"
+        )
+    if config.supervised and bool((training[1] < 0).any()):
+        raise ValueError(f"{fn}: supervised training needs labels; {config.dataset!r} has none")
+    parallel, ranks = distributed.is_active(), distributed.world_size()
+    if config.batch_size % ranks:
+        raise ValueError(
+            f"{fn}: batch_size {config.batch_size} must be divisible by the {ranks} processes "
+            "(each takes an equal shard of every batch)"
+        )
+    per_epoch = n_train // config.batch_size
+    torch.manual_seed(config.seed)
+    network = build_network(config, split).to(device)
+    objective = Objective(config, gather_distributed=parallel).to(device)
+    opt = build_optimisation(
+        config, network, objective, n_train, split.num_classes, gather_distributed=parallel
+    )
+    for module in opt.extras().values():
+        module.to(device)
+    images = training[0].to(device)
+    aug = Augmentation(config.augment, crop_min_scale=config.crop_min_scale)
+
+    step, history = 0, []
+    loss_sum, loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
+    ckpt = run.checkpoint(tag) if run is not None else None
+    if ckpt is not None and distributed.on_main(ckpt.exists):  # rank 0 decides for all
+        if not run.resume:  # type: ignore[union-attr]
+            raise ValueError(f"{fn}: {ckpt} exists; resume the run instead of overwriting it")
+        state = load_checkpoint(ckpt, device)
+        if state["config"] != config_dict(config):
+            raise ValueError(f"{fn}: {ckpt} was written by a different config")
+        network.load_state_dict(state["network"])
+        objective.load_state_dict(state["objective"])
+        opt.optimizer.load_state_dict(state["optimizer"])
+        opt.scheduler.load_state_dict(state["scheduler"])
+        for name, module in opt.extras().items():
+            module.load_state_dict(state["extras"][name])
+        set_rng_state(state["rng"])
+        step, history = state["step"], state["history"]
+        loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
+        run.truncate_metrics(tag, step)  # type: ignore[union-attr]
+        if state["done"]:
+            return TrainResult(tag, config, history, network, objective)
+    elif run is not None and run.resume:
+        run.truncate_metrics(tag, -1)  # killed before its first checkpoint: start over
+    model, loss_fn = network, objective  # what the steps call: DDP wrappers when parallel
+    if parallel:
+        model = DistributedDataParallel(network)
+        if any(p.requires_grad for p in objective.parameters()):
+            loss_fn = DistributedDataParallel(objective)
+
+    def check_finite(at: int) -> float:
+        nonlocal loss_sum
+        if parallel:  # the mean over ranks, the same on every rank (and in checkpoints)
+            loss_sum = distributed.all_reduce_sum(loss_sum) / ranks
+        mean_loss = float(loss_sum) / loss_count if loss_count else float("nan")
+        if loss_count and not math.isfinite(mean_loss):
+            raise FloatingPointError(
+                f"{fn}: the training loss of {tag!r} became non-finite before step {at} "
+                f"(loss={config.loss!r}, lr={config.lr}); lower the learning rate or check "
+                "the loss options"
+            )
+        return mean_loss
+
+    def record(at: int) -> None:
+        nonlocal loss_sum, loss_count
+        mean_loss = check_finite(at)
+        entry = {"run": tag, "seed": config.seed, "step": at, "epoch": at / per_epoch}
+        entry["train_loss"] = mean_loss
+        entry.update(
+            distributed.on_main(evaluate, network, split, config, device, at, hooks, training)
+        )
+        history.append(entry)
+        loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+        if run is not None:
+            run.log(entry)
+
+    def checkpoint(done: bool) -> None:
+        if ckpt is None or not distributed.is_main():
+            return
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "config": config_dict(config),
+            "step": step,
+            "done": done,
+            "network": network.state_dict(),
+            "objective": objective.state_dict(),
+            "optimizer": opt.optimizer.state_dict(),
+            "scheduler": opt.scheduler.state_dict(),
+            "extras": {k: m.state_dict() for k, m in opt.extras().items()},
+            "rng": rng_state(),
+            "history": history,
+            "loss_sum": loss_sum,
+            "loss_count": loss_count,
+        }
+        save_checkpoint(ckpt, payload)
+
+    if step == 0 and not history:
+        record(0)
+    network.train()
+    quiet = run.quiet if run is not None else False
+    silent = quiet or not distributed.is_main()
+    bar = tqdm(
+        total=config.steps, initial=step, desc=tag, disable=True if silent else None, leave=False
+    )
+    while step < config.steps:
+        index = batch_indices(n_train, config.batch_size, config.seed, step)
+        x = images.batch(index, device)
+        labels = images.labels[index.to(device)]
+        views = aug.views(x, config.views, generator(config.seed, step, STREAM_AUGMENT))
+        if parallel:  # this rank's block of the global batch (views drawn as for one process)
+            index, labels = distributed.shard(index), distributed.shard(labels)
+            views = distributed.shard(views, dim=1)
+        loss = train_step(model, loss_fn, opt, views, labels, index, step // per_epoch)
+        loss_sum += loss.detach().double()
+        loss_count += 1
+        opt.scheduler.step()
+        step += 1
+        bar.update(1)
+        if step == config.steps or (config.eval_every and step % config.eval_every == 0):
+            record(step)
+        if step == config.steps or step % config.checkpoint_every == 0:
+            check_finite(step)  # never checkpoint diverged weights
+            checkpoint(step == config.steps)
+    bar.close()
+    distributed.sync_buffers(network)  # rank 0's BatchNorm statistics, as in its checkpoint
+    return TrainResult(tag, config, history, network, objective)
+
+
+def train_step(
+    network: Network | DistributedDataParallel,
+    objective: Objective | DistributedDataParallel,
+    opt: Optimisation,
+    views: Tensor,
+    labels: Tensor,
+    index: Tensor,
+    epoch: int,
+) -> Tensor:
+    """One optimiser step on ``views`` ``(V, B, C, H, W)``; returns the loss at the weights.
+
+    SAM/ASAM take the second forward/backward at the perturbed weights with BatchNorm
+    statistics frozen (``docs/optim-api.md``); SAF and MESA add their distillation term on
+    the first view's logits (SAF keyed by the images' dataset rows, its epoch counter being
+    ``epoch``), and MESA's teacher is updated after every step.  Under DDP, SAM's first pass
+    runs in ``no_sync``: each rank perturbs with its own gradient (m-sharpness).
+    """
+    v_count, b = views.shape[:2]
+    flat = views.reshape(v_count * b, *views.shape[2:])
+    first_pass = distributed.no_sync(network, objective) if opt.two_pass else nullcontext()
+    with first_pass:
+        out = network(flat)
+        loss = objective(out, v_count, labels)
+        if opt.saf is not None or opt.mesa is not None:
+            assert out.logits is not None  # build_optimisation requires a classifier
+            first = out.logits[:b]
+            if opt.saf is not None:
+                loss = loss + opt.saf(first, index.to(first.device), epoch)
+            if opt.mesa is not None:
+                loss = loss + opt.mesa(first, views[0], epoch)
+        loss.backward()
+    if opt.two_pass:
+        opt.optimizer.first_step(zero_grad=True)  # type: ignore[attr-defined]
+        with frozen_bn_stats(network):
+            objective(network(flat), v_count, labels).backward()
+        opt.optimizer.second_step(zero_grad=True)  # type: ignore[attr-defined]
+    else:
+        opt.optimizer.step()
+        opt.optimizer.zero_grad(set_to_none=True)
+    if opt.mesa is not None:
+        opt.mesa.update(opt.logits)
+    return loss
