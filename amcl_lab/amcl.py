@@ -3,8 +3,12 @@ wrapper that turns views into an AMCL (or baseline) loss.
 
 The losses themselves are the pure functions of :mod:`amcl_lab.losses.amcl`; the modules
 here only produce their inputs: head stacks ``(C, N, D)`` and per-pair temperatures.
-Source: Wang et al., "Adaptive Multi-head Contrastive Learning", ECCV 2024
-(``../shared/spec/amcl.md`` sections 2, 5 and 12).
+Source: L. Wang, P. Koniusz, T. Gedeon, L. Zheng, "Adaptive Multi-head Contrastive
+Learning", ECCV 2024, arXiv:2310.05615: the heads and the shared temperature network of its
+model-comparison figure, the losses of its Table 2 and the temperature bounds of its
+Eq. (3); where the paper leaves details open, the second official code release
+(``LeiWangR/cl``, ``amcl/losses.py`` and ``amcl/models.py``).  The choices are listed in the
+README, "AMCL: documented choices".
 """
 
 from __future__ import annotations
@@ -113,7 +117,7 @@ class PairTemperature(nn.Module):
     :math:`\eta = \tau_{\min}` and :math:`\iota = \tau_{\max} - \tau_{\min}` are the bounds of
     Eq. (3) of [Wang2024]_ (the second code release's ``TemperatureHead``).
 
-    Properties (P1, P2): :math:`T` lies in :math:`(\tau_{\min}, \tau_{\max})` and decreases in
+    Properties: :math:`T` lies in :math:`(\tau_{\min}, \tau_{\max})` and decreases in
     the score :math:`r = \langle\phi(\bar a), \phi(\bar b)\rangle` (a larger score gives a
     smaller temperature), equals the midpoint at :math:`r = 0`, is symmetric in
     :math:`(a, b)` and invariant to positive rescaling of either vector.  In floating point

@@ -100,8 +100,9 @@ class Objective(nn.Module):
 def _amcl_model(config: TrainConfig, options: dict[str, Any]) -> AMCLModel:
     temperature: PairTemperature | float = config.temperature
     if config.adaptive_temperature:
-        # Barlow Twins compares channel vectors across the batch (amcl.md section 5): those
-        # of the global batch when gathered, of the local shard otherwise
+        # Barlow Twins compares channel vectors across the batch (the second AMCL code
+        # release's BatchVectorTemperatureHead): those of the global batch when gathered,
+        # of the local shard otherwise
         batch = config.batch_size
         if not options.get("gather_distributed", False):
             batch //= distributed.world_size()

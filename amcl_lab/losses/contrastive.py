@@ -3,7 +3,8 @@
 Both losses work on cosine similarities of L2-normalised embeddings divided by a temperature
 and are evaluated with a masked log-sum-exp, so they stay finite for temperatures down to
 1e-3 in float32.  Conventions (which anchors, which candidates, how the mean is taken) are
-explicit arguments; ``../shared/spec/peers.md`` section 4 lists how peers differ.
+explicit arguments; ``docs/conventions.md``, "How peer libraries differ", lists how lightly,
+pytorch-metric-learning and other implementations differ.
 """
 
 from __future__ import annotations

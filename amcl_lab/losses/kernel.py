@@ -12,10 +12,34 @@ equivalent loss on :math:`d \times d` statistics, an *invariance* term plus an
 a training step can estimate from :math:`m \ge 2` views per image; Barlow Twins with many
 views (:func:`multiview_barlow_twins`) is the practical instance the source paper trains.
 
-Formulas, conventions and the test identities are in ``../shared/spec/projectors.md``
-(section 2 for the kernel, 4.2 for the multi-view losses).  The paper's own equation numbers
-and symbols are not confirmed; equations are cited by the spec's numbering.  The finite
-augmentation graphs these functions are tested on come from :mod:`amcl_lab.data.synthetic`.
+The source paper is Ghosh, Agrawal, Sodhani, Oberman, Richards, "Harnessing small projectors
+and multiple views for efficient vision pretraining" (NeurIPS 2024, arXiv:2312.10725; arXiv
+lists Agrawal first).  Its abstract states the idealized loss and its "functionally
+equivalent" reformulation; this module writes them as two exact identities, cited below
+as (K1) and (K2) because amcl_lab has not matched them to the paper's equation numbers.
+With :math:`G_{ij} = \mathbb E_a[f_i(a) f_j(a)]` (uncentred) and
+:math:`\mathrm{Inv}(F) = \sum_i \mathbb E_x \mathrm{Var}_{a \mid x}[f_i(a)]`:
+
+.. math::
+
+    \lVert T - FF^*\rVert_{HS}^2
+        = \lVert T\rVert_{HS}^2 - d + 2\,\mathrm{Inv}(F) + \lVert G - I_d\rVert_F^2
+        \qquad \text{(K1)}
+
+and, for :math:`T_c = (1 - c)I + cT`,
+
+.. math::
+
+    \lVert T_c - FF^*\rVert_{HS}^2
+        = \lVert T_c\rVert_{HS}^2 - d + 2c\,\mathrm{Inv}(F) + \lVert G - I_d\rVert_F^2.
+        \qquad \text{(K2)}
+
+Both follow from expanding the square and the law of total variance,
+:math:`\langle f, Tf\rangle = \lVert f\rVert^2 - \mathbb E_x \mathrm{Var}_{a \mid x} f`;
+``proofs_checks/kernel_equivalence.py`` checks them to about 1e-15.  The multi-view losses
+follow the authors' code (``kumarkrishna/fastssl``, ``fastssl/models/barlow_twins.py``,
+``BarlowTwinLoss``).  The finite augmentation graphs these functions are tested on come
+from :mod:`amcl_lab.data.synthetic`.
 """
 
 from __future__ import annotations
@@ -104,7 +128,7 @@ def kernel_loss(features: Tensor, kernel: Tensor, marginal: Tensor, *, c: float 
     rows and columns by :math:`\sqrt{p}`, HaoChen et al.'s normalised-adjacency form).
     ``features[a, i]`` is :math:`f_i(a)`, ``kernel`` is :math:`k`, ``marginal`` is :math:`p`
     and ``c`` is :math:`c`.  Implements the idealized loss of [Agrawal2024]_, the left side
-    of Eq. (1) (``c = 1``) and of Eq. (2) of ``projectors.md`` section 2.3.  Its minimisers
+    of (K1) (``c = 1``) and of (K2) in the module docstring.  Its minimisers
     are the top-:math:`d` eigenfunctions of :math:`T_c` scaled by the square roots of their
     (positive) eigenvalues, up to a rotation :math:`F \mapsto FQ`, which leaves the loss
     unchanged (:meth:`~amcl_lab.data.synthetic.AugmentationGraph.optimal_features`).
@@ -151,8 +175,8 @@ def kernel_loss(features: Tensor, kernel: Tensor, marginal: Tensor, *, c: float 
            arXiv:2106.04156.
 
     .. note:: Documented choice.
-        The source states the loss for the kernel operator; its exact symbols are not
-        confirmed (spec section 2.4), so the implemented content is Eq. (1)-(2) of the spec:
+        The source states the loss for the kernel operator; amcl_lab has not checked its
+        exact symbols against the paper, so the implemented content is (K1)-(K2):
         the unnormalised HS norm in :math:`L^2(p)` (no division by :math:`M` or :math:`d`),
         with the identity operator's kernel :math:`\mathrm{diag}(1/p)` in :math:`T_c`.
     """
@@ -202,8 +226,9 @@ def invariance_orthogonality_loss(
 
     with :math:`G` the uncentred Gram matrix of the features over all augmented points.
     ``views[n, a]`` is the feature vector of view :math:`a` of image :math:`n` and ``beta``
-    is :math:`\beta`.  Implements :math:`L_\beta` of Eq. (2) of ``projectors.md`` section 2.3,
-    the reformulation of [Agrawal2024]_: for every :math:`c > 0`,
+    is :math:`\beta`.  Implements :math:`L_\beta`, the right side of (K2) (module
+    docstring) divided by :math:`2c`, the reformulation of [Agrawal2024]_: for every
+    :math:`c > 0`,
 
     .. math::
 
@@ -259,9 +284,9 @@ def invariance_orthogonality_loss(
            NeurIPS 2024, arXiv:2312.10725.
 
     .. note:: Documented choice.
-        The paper trains Barlow Twins and VICReg as instances of this loss and its own
-        symbols are not confirmed (spec section 2.4); the function implements the exact
-        right side of the spec's Eq. (2) divided by :math:`2c`, with the *uncentred* Gram
+        The paper trains Barlow Twins and VICReg as instances of this loss; amcl_lab has not
+        checked the paper's own symbols, so the function implements the exact right side
+        of (K2) divided by :math:`2c`, with the *uncentred* Gram
         (the identity needs :math:`\mathbb E[f f^\top]`, not a covariance) and the unbiased
         within-image variance for sampled views.  A biased :math:`1/m` variance would
         under-weight invariance by :math:`(m-1)/m` (checked in ``tests/properties``).
@@ -318,7 +343,8 @@ def multiview_barlow_twins(
     (each view against the mean of all views, itself included; :math:`\lambda` is
     ``lambda_offdiag``, the orthogonality weight :math:`\beta` of the reformulated loss).
     Implements the multi-view Barlow Twins of [Agrawal2024]_ as their code trains it
-    (``projectors.md`` section 4.2, fastssl's "multipatch v3"), reducing to Eq. (1) of
+    (``kumarkrishna/fastssl``, ``BarlowTwinLoss``, the "multipatch v3" form of its
+    :math:`m > 2` case), reducing to Eq. (1) of
     [Zbontar2021]_ for :math:`m = 2`.  :math:`\bar Z` is a Monte-Carlo estimate of the
     view-averaged feature :math:`A^*f`, so :math:`\bar{\mathcal C}` estimates the
     :math:`T`-weighted Gram :math:`F^\top T F` with a bias of (within-image covariance)/m:
@@ -400,7 +426,10 @@ def multiview_barlow_twins(
 # --- the projector-dimension and orthogonality knobs -------------------------------------
 
 #: Orthogonality weights (Barlow Twins' lambda) tuned per projector dimension d in the
-#: paper's experiment scripts (``projectors.md`` section 3.3, values read from the code).
+#: paper's experiment scripts, read from ``kumarkrishna/fastssl``:
+#: ``sbatch_sh_files/final_exps/BarlowTwins_lambda_pdim_res.sh`` (CIFAR-10), its STL-10
+#: counterpart (the commented "optimized" array) and, on the branch ``arna/imagenet-try``,
+#: ``BarlowTwins_lambda_pdim_res_imagenet100.sh``.
 #: Only unambiguous entries: STL-10 d = 2048 and ImageNet-100 d in {4096, 1024} list two
 #: values and are left out.  beta * d stays within about 1.5 to 6.6, i.e. beta ~ 1/d.
 TUNED_BETA: Mapping[str, Mapping[int, float]] = MappingProxyType(
@@ -437,7 +466,7 @@ def beta_for_dim(dim: int, *, beta_times_dim: float = 3.0) -> float:
     The paper's claim is that a small projector works when the orthogonality constraint is
     strengthened, with the tuned :math:`\beta` inversely proportional to :math:`d`
     ([Agrawal2024]_; the tuned values of :data:`TUNED_BETA` have :math:`\beta d` between 1.5
-    and 6.6, ``projectors.md`` section 3.3).  ``beta_times_dim`` is :math:`c_\beta`.
+    and 6.6).  ``beta_times_dim`` is :math:`c_\beta`.
 
     Args:
         dim: projector output dimension :math:`d \ge 1`.
