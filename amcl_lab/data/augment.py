@@ -1,7 +1,10 @@
 r"""Batched tensor augmentations: the five families of the SimCLR/AMCL ablation, m >= 2 views.
 
-A pipeline is chosen by a string of family letters (``../shared/spec/amcl.md`` section 9.2,
-the contrastive2021 study that AMCL's Fig. 1 builds on):
+A pipeline is chosen by a string of family letters, the flags of the augmentation study in
+the ``MIFA-Lab/contrastive2021`` code (its ``readme.md``; lightly's ``SimCLRCollateFunction``
+settings) that Fig. 1 of Wang et al., "Adaptive Multi-head Contrastive Learning" (ECCV 2024,
+arXiv:2310.05615) builds on, and the ``--augs`` flag of the first AMCL code release
+(``LeiWangR/cl``, ``train_eval.py``):
 
 ====  ==========================  ==========================  ========================
 flag  transform                   enabled                     disabled
@@ -28,11 +31,12 @@ without colour).
 
 .. note:: Documented choice.
     Turning ``a`` off means a minimum crop scale of 1, i.e. the crop is the whole image; the
-    second AMCL code release always cropped, which breaks the 1-to-5 family ablation
-    (``amcl.md`` section 11.2).  Crops are continuous (sub-pixel boxes resampled bilinearly)
-    rather than torchvision's integer boxes; ten candidate boxes are tried per image and the
-    whole image is the fallback, as in torchvision.  Jitter applies its four factors in a
-    fixed order (torchvision shuffles them per call).
+    second AMCL code release (``LeiWangR/cl`` at commit ``755799d``) always applies
+    ``RandomResizedCrop(scale=(0.08, 1))``, which breaks the 1-to-5 family ablation; the
+    first release and contrastive2021 use minimum scale 1.  Crops are continuous (sub-pixel
+    boxes resampled bilinearly) rather than torchvision's integer boxes; ten candidate boxes
+    are tried per image and the whole image is the fallback, as in torchvision.  Jitter
+    applies its four factors in a fixed order (torchvision shuffles them per call).
 """
 
 from __future__ import annotations

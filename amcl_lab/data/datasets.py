@@ -1,7 +1,8 @@
 """Image datasets as uint8 tensors with fixed train/test splits, and the dataset registry.
 
 Two datasets ship inside wheels the package already depends on, so experiments run offline
-with nothing to download (``../shared/spec/peers.md`` section 10):
+with nothing to download (which wheels bundle which images: ``docs/conventions.md``,
+"Offline data"):
 
 * ``"digits"``: scikit-learn's handwritten digits, 1,797 grey 8x8 images with values 0-16,
   10 classes (174-183 images each);

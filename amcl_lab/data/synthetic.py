@@ -6,7 +6,9 @@ An augmentation graph has :math:`n` clean images with probabilities :math:`p(x)`
 then a small matrix: the marginal :math:`p(a) = \sum_x p(x)\,p(a \mid x)`, the positive-pair
 joint :math:`w(a, a') = \sum_x p(x)\,p(a \mid x)\,p(a' \mid x)` (two independent
 augmentations of one image), the kernel :math:`k = w / (p\,p^\top)` and the eigenpairs of its
-integral operator :math:`T` on :math:`L^2(p)` (``../shared/spec/projectors.md`` section 2.2).
+integral operator :math:`T` on :math:`L^2(p)` (the augmentation graph of HaoChen et al.,
+NeurIPS 2021, arXiv:2106.04156, and the kernel reading of Ghosh, Agrawal et al.,
+NeurIPS 2024, arXiv:2312.10725).
 The losses of :mod:`amcl_lab.losses.kernel` are tested, proved and demonstrated on these
 graphs, and :meth:`AugmentationGraph.sample_views` draws the ``m`` views per image that a
 training step sees.
@@ -165,7 +167,8 @@ class AugmentationGraph:
         :math:`T_c = (1 - c)I + cT`, which are those of :math:`T`, scaled by
         :math:`\sqrt{\max(0, 1 - c + c\lambda_k)}`.  Every rotation :math:`F^* Q` is a
         minimiser too; the minimum is the energy of the remaining eigenvalues of :math:`T_c`
-        (``projectors.md`` section 2.5, item 4).  With :math:`c = 1/(2\beta)` the squared
+        (the sum of squares of its eigenvalues beyond the top ``dim``, plus those of any
+        negative ones among the top ``dim``).  With :math:`c = 1/(2\beta)` the squared
         feature norms are the target norms :math:`\max(0, 1 - (1 - \lambda_k)/(2\beta))`.
 
         Args:
@@ -269,7 +272,8 @@ class AugmentationGraph:
         :math:`m \ge 2` and, for the stratified sample, converges to :math:`k` as :math:`m`
         grows: its mean squared error falls at every :math:`m` (asymptotically like
         :math:`1/m`, faster for small :math:`m`), the sense in which more augmentations
-        approximate the loss better (``projectors.md`` section 4.1).  The true marginal
+        approximate the loss better (the multiple-views claim of Ghosh, Agrawal et al.,
+        arXiv:2312.10725, abstract).  The true marginal
         :math:`p` is used, and pairs of a view with itself are excluded: including them (the
         mean-of-views reading) adds a bias of order :math:`1/m`.
 
@@ -339,8 +343,8 @@ def random_augmentation_graph(
     :math:`p(x)` is a normalised vector of uniform draws; :math:`p(a \mid x) \propto
     u_{xa}^{s}` with :math:`u_{xa}` uniform and :math:`s` = ``sparsity``, so each image puts
     most of its mass on a few augmented points and different images overlap a little.  The
-    defaults (12 images, 40 points, power 6, float64) are the setup on which the spec's
-    identities were confirmed (``projectors.md`` section 2.5).
+    defaults (12 images, 40 points, power 6, float64) are the setup of the kernel identities'
+    tests and of ``proofs_checks/kernel_equivalence.py``.
 
     Args:
         num_images: :math:`n \ge 1`.
@@ -390,7 +394,8 @@ def clustered_augmentation_graph(
     class overlap the top eigenfunctions of :math:`T` after the constant are (close to)
     class indicators, so a linear probe on the top-:math:`d` features recovers ``labels``
     once :math:`d \ge` ``num_classes``; smaller overlaps make image identity compete with
-    class identity (the "subsampling ansatz" picture of ``projectors.md`` section 4.1).
+    class identity (the "subsampling ansatz" figure in the appendix of Ghosh, Agrawal et
+    al., arXiv:2312.10725).
 
     Args:
         num_classes: number of classes, >= 1.

@@ -764,7 +764,8 @@ def augmentation_graphs(
     """Random :class:`~amcl_lab.data.synthetic.AugmentationGraph` objects (small by default).
 
     Probabilities are drawn in [0.05, 1] and normalised, with ``p(a | x)`` either used as
-    drawn or raised to the 6th power (sparse, as the spec's test graphs).
+    drawn or raised to the 6th power (sparse, as
+    :func:`~amcl_lab.data.synthetic.random_augmentation_graph` by default).
     """
     _check_size("images", images, 1)
     _check_size("augmentations", augmentations, 1)
