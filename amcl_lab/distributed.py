@@ -23,7 +23,8 @@ Conventions of ``gather_distributed=True`` (:func:`~amcl_lab.losses.nt_xent`,
   anchors against the candidates of every rank, so the W ranks together compute each
   anchor exactly once (no W-fold redundant loss, unlike gathering everything and computing
   the full loss on every rank).  Instance identities are offset by :math:`rn`, so they are
-  unique across ranks (spec ``peers.md`` section 6: per-rank ``arange`` labels collide).
+  unique across ranks (per-rank ``arange`` labels collide: with them pytorch-metric-learning's
+  ``DistributedLossWrapper`` returns a wrong loss and gradient).
   The Barlow Twins losses are the exception: a ``D x D`` statistic of the whole batch, they
   gather both views and compute the global loss on every rank (cost O(N D^2) per rank).
 * **Value.** ``reduction="mean"`` and ``"sum"`` return, **on every rank**, the value of the
@@ -39,10 +40,10 @@ Conventions of ``gather_distributed=True`` (:func:`~amcl_lab.losses.nt_xent`,
   single-process loss on the global batch exactly.  For a replicated input such as a scalar
   temperature, a rank's gradient is W times its local anchors' contribution (for the Barlow
   Twins losses, the whole gradient) and the mean over ranks is the single-process
-  gradient.  This is the criterion of ``peers.md``
-  section 6, "(rank input gradient) / W equals the single-process global gradient",
-  satisfied by lightly's and solo-learn's GatherLayer; lightly bug #1528 (a gather whose
-  backward returns the local slice without the all-reduce) loses the other ranks' terms.
+  gradient.  This is the criterion "(rank input gradient) / W equals the single-process global
+  gradient" of ``docs/conventions.md``, "Distributed losses", satisfied by lightly's and
+  solo-learn's GatherLayer; lightly bug #1528 (a gather whose backward returns the local slice
+  without the all-reduce) loses the other ranks' terms.
 
 Argument errors that one rank detects on its own inputs (NaN, wrong dimensions) are raised
 on that rank only; ``torchrun`` then stops the others.  Collectives must be called by every

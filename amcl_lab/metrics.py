@@ -12,8 +12,12 @@ Every function validates its inputs with :mod:`amcl_lab._validation` (bad input 
 ``ValueError`` naming the function and the argument) and computes in the inputs' dtype
 (float16/bfloat16 promoted to float32), so float64 inputs give float64-exact results.  The
 functions are differentiable where the quantity is, so they can serve as objectives.
-Formulas and conventions: ``../shared/spec/contrastive_theory.md`` sections 1.3, 1.6, 2.3-2.5
-and ``../shared/spec/projectors.md`` section 5.
+Each function's docstring gives its formula, the paper and equation it implements and its
+documented choices: Wang & Isola (ICML 2020, arXiv:2005.10242) for alignment and uniformity;
+Wang & Liu (CVPR 2021, arXiv:2012.09740) Eq. 5 for the negative weights and Eqs. 10-11 for
+uniformity and tolerance; Graf et al. (ICML 2021, arXiv:2102.08817) and Papyan et al. (PNAS
+2020, arXiv:2008.08186) for the simplex report; Roy & Vetterli (EUSIPCO 2007) and Stringer
+et al. (Nature 2019) for the spectrum metrics.
 """
 
 from __future__ import annotations
@@ -645,8 +649,8 @@ def spectrum_decay(
     (y_k - \hat y_k)^2 / \sum_k w_k (y_k - \bar y_w)^2` of the same fit
     (:math:`y_k = \log\lambda_k`, :math:`\bar y_w` the :math:`w`-weighted mean).  The
     :math:`1/k` weights compensate for the log-spaced density of ranks.  This is the
-    eigenspectrum-decay estimator of [Stringer2019]_ as used by fastssl for
-    [Agrawal2022]_ (``../shared/spec/projectors.md`` section 5).
+    eigenspectrum-decay estimator of [Stringer2019]_ as used for [Agrawal2022]_ by the
+    authors' code (``kumarkrishna/fastssl``, ``fastssl/utils/powerlaw.py``).
 
     Args:
         z: ``(N, D)`` embeddings, N >= 2, finite, floating.

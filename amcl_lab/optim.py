@@ -12,8 +12,11 @@ training loop:
   :class:`SAF` (past logits from the buffer) and :class:`MESA` (an EMA teacher, updated by
   :func:`ema_update_`) add the term to the training loss at no or little extra cost.
 
-The training-loop protocol of each piece is in ``docs/optim-api.md``; the facts, defaults
-and pitfalls behind every choice are in ``../shared/spec/sharpness.md`` sections 2-3.
+The training-loop protocol of each piece is in ``docs/optim-api.md``.  Each docstring names
+the paper behind it (Foret et al., ICLR 2021, arXiv:2010.01412; Kwon et al., ICML 2021,
+arXiv:2102.11600; Du et al., NeurIPS 2022, arXiv:2205.14083) and the released code whose
+defaults or pitfalls a documented choice follows or avoids (``davda54/sam``,
+``SamsungLabs/ASAM``, ``AngusDujw/SAF``).
 """
 
 from __future__ import annotations
@@ -203,7 +206,8 @@ class SAM(torch.optim.Optimizer):
     W ranks' gradients taken at their own perturbed points: SAM's m-sharpness with m the
     per-rank batch, a sum of independent inner maximisations over disjoint shards, which is
     how the SAM paper runs on several accelerators and generalised better than a global
-    perturbation (Sections 3 and 4.1 of [Foret2021]_; ``sharpness.md`` section 2.2).
+    perturbation (Sections 3 and 4.1 of [Foret2021]_; the ``model.no_sync()`` recipe of the
+    ``davda54/sam`` README).
     :meth:`second_step` restores the same saved weights on every rank, so the ranks stay in
     sync.  Without ``no_sync`` DDP's all-reduce in the first backward silently makes the
     perturbation the global-batch one (m = global batch).  :func:`amcl_lab.engine.train`
@@ -354,7 +358,8 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
     ``momentum=0``.  Only attributes are changed and restored on exit (even after an
     exception), no tensor is written, so graphs built inside stay valid for a backward
     after the block.  Use it around SAM's second forward so that one SAM step updates the
-    statistics exactly as one ordinary forward does (davda54/sam issue #17, spec 2.5).
+    statistics exactly as one ordinary forward does (davda54/sam issue #17: both passes
+    updated the running statistics).
 
     Args:
         model: any module; modules without running statistics are ignored.
@@ -371,7 +376,7 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
         ``num_batches_tracked`` is not incremented either, so ``momentum=None``
         (cumulative average) stays correct and a SAM step leaves every buffer equal to a
         plain step's.  davda54's ``disable_running_stats`` sets ``momentum=0`` instead,
-        which still increments the counter (spec section 2.5, pitfall 1).
+        which still increments the counter (``example/utility/bypass_bn.py`` there).
     """
     changed: list[tuple[nn.Module, str, Any]] = []
     for module in model.modules():
@@ -675,15 +680,15 @@ class SAF(_TrajectoryRegularizer):
         is 0 there (never a uniform target).
 
     .. note:: Data parallelism.
-        A sample's target must be its own output ``lag`` epochs ago whichever rank computed
-        it.  The released code keeps one buffer per process while ``DistributedSampler``
-        reshuffles samples across ranks every epoch, so with W ranks a read finds the right
-        logits with probability about 1/W and otherwise older logits or zeros (a uniform
-        target) - ``sharpness.md`` section 3.4.  With ``gather_distributed=True`` every rank
-        all-gathers ``(indices, logits)`` each step and writes all of them, so every rank
-        holds the whole buffer (``lag * N * C`` values per rank, as in the released code) and
-        reads its own samples' targets exactly.  Sharding the buffer by index would divide
-        the memory by W at the price of an all-to-all exchange per step; not provided.
+        A sample's target must be its own output ``lag`` epochs ago whichever rank computed it.
+        The released code (``AngusDujw/SAF``, ``SAF_train.py``) keeps one buffer per process
+        while timm's ``DistributedSampler`` reshuffles samples across ranks every epoch, so with
+        W ranks a read finds the right logits with probability about 1/W and otherwise older
+        logits or zeros (a uniform target).  With ``gather_distributed=True`` every rank
+        all-gathers ``(indices, logits)`` each step and writes all of them, so every rank holds
+        the whole buffer (``lag * N * C`` values per rank, as in the released code) and reads
+        its own samples' targets exactly.  Sharding the buffer by index would divide the memory
+        by W at the price of an all-to-all exchange per step; not provided.
     """
 
     def __init__(
