@@ -538,14 +538,15 @@ register(
 
 # The zero row makes every similarity of its anchor an exact tie (selection by lowest index) and
 # normalisation discontinuous; a finite-difference step of 1e-6 is not small against
-# tau = 1e-5.  Those samples are checked analytically instead (P9, P10, P16).
+# tau = 1e-5.  Those samples are checked analytically instead (the exact-gradient and
+# finiteness tests of tests/properties/test_amcl.py).
 _AMCL_OVERRIDES = (
     Override("gradcheck", "normalisation is discontinuous at a zero row", sample="zero_row"),
     Override("gradcheck", "a 1e-6 finite-difference step is 10% of tau=1e-5", sample="tau_floor"),
     *(
         Override(
             "precision",
-            "the temperature gradient (~1/tau^2) overflows float16 below tau ~ 4e-3 (P16: fp32)",
+            "the temperature gradient (~1/tau^2) overflows float16 below tau ~ 4e-3 (use fp32)",
             sample=name,
             dtype=torch.float16,
         )
@@ -886,8 +887,8 @@ register(
 # --- kernel losses (issue 5) ---
 # The idealized kernel loss takes (features, kernel, marginal) on a finite augmentation graph;
 # the invariance + orthogonality loss and multi-view Barlow Twins take (N, m, D) views.
-# Their identities (Eq. 1-2 of projectors.md, m = 2 reductions, rotation invariance) are
-# checked in tests/properties/test_kernel.py against NumPy float64 formulas.
+# Their identities ((K1)-(K2) of amcl_lab.losses.kernel, m = 2 reductions, rotation
+# invariance) are checked in tests/properties/test_kernel.py against NumPy float64 formulas.
 
 PROPERTIES.update(
     {
@@ -1013,7 +1014,7 @@ register(
     LossSpec(
         name="kernel_loss",
         fn=losses.kernel_loss,
-        citation="Agrawal et al. 2024 idealized loss; projectors.md Eq. 1-2",
+        citation="Agrawal et al. 2024 (arXiv:2312.10725) idealized loss; losses.kernel (K1)-(K2)",
         conventions="HS norm in L2(p) on M points, T_c = (1-c)I + cT, no normalisation by M or d",
         inputs=("features", "kernel", "marginal"),
         strategy=ams.kernel_samples,
@@ -1031,7 +1032,7 @@ register(
     LossSpec(
         name="invariance_orthogonality",
         fn=losses.invariance_orthogonality_loss,
-        citation="Agrawal et al. 2024 reformulated loss; projectors.md Eq. 2",
+        citation="Agrawal et al. 2024 (arXiv:2312.10725) reformulated loss; losses.kernel (K2)",
         conventions="(N, m, D) views, unbiased within-image variance + beta sum (G - I)^2",
         inputs=("views",),
         strategy=ams.invariance_orthogonality_samples,
