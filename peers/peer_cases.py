@@ -1,8 +1,9 @@
 """The peer libraries as oracle candidates: how each is called, and where it differs.
 
 Every :class:`PeerCase` maps one peer loss (lightly 1.6.0, pytorch-metric-learning 2.9.0) onto
-an amcl_lab reference through the oracle's adapters, using the settings of
-``../shared/spec/peers.md`` section 3.  A case either agrees on a stated input domain or
+an amcl_lab reference through the oracle's adapters, with the call settings under which the
+peer computes the reference's quantity (``docs/conventions.md``, "Peer libraries as
+oracles"; each case's ``call`` string).  A case either agrees on a stated input domain or
 carries a documented difference with a minimal reproduction (:data:`REPRODUCTIONS`): a
 tiny input, the reference's value and the peer's value.  ``peers/test_peers.py`` asserts
 both; ``peers/crosscheck.py`` prints the table for the README.  No peer code is copied:

@@ -4,18 +4,23 @@ Each statement is checked numerically, printed with its evidence and PASS/FAIL; 
 exits non-zero if any statement fails.  ``--fast`` shrinks the grids (the test suite runs
 that mode); ``nox -s proofs`` runs the full grids.
 
-1. P14, the Gaussian identity: for unit vectors,
+1. The Gaussian identity: for unit vectors,
    |a - b|^2 / (2 tau) + (d'/2) log tau = -sim(a, b) / tau + Omega(tau), exactly.
-2. P11, the optimal positive temperature: argmin over tau in [eta, tau_max] of
+2. The optimal positive temperature: argmin over tau in [eta, tau_max] of
    -s/tau + beta Omega(tau) is 2 (beta - s) / (beta d') (clipped to the range) when s < beta,
    and the floor eta when s >= beta; checked against scipy.optimize.
 3. The negative term s/tau - beta Omega(tau) has no interior minimum on [eta, tau_max]: scipy
    ends on a boundary, the only stationary point (s < beta) is a maximum, and a dense grid
    finds nothing below the better boundary.
-4. P6, the sandwich: AMCL <= NT-Xent (decoupled) <= AMCL + log(2N - 2), and the InfoNCE
+4. The sandwich: AMCL <= NT-Xent (decoupled) <= AMCL + log(2N - 2), and the InfoNCE
    analogue with log(2N - 1), on random batches.
 
-Source: ``../shared/spec/amcl.md`` sections 6-8 (the derivation is a reconstruction [I]).
+Source: L. Wang, P. Koniusz, T. Gedeon, L. Zheng, "Adaptive Multi-head Contrastive Learning",
+ECCV 2024, arXiv:2310.05615: the losses of Table 2 and the abstract's statement that they
+come from a maximum-likelihood estimation over head-wise posteriors of the positives.  The
+derivation checked here (an isotropic Gaussian per pair whose variance is the temperature)
+is amcl_lab's reconstruction, not the paper's text; it reproduces Table 2 and the Omega of
+both official code releases (``LeiWangR/cl``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ def _omega(tau: float, dim: int) -> float:
 
 
 def check_gaussian_identity(draws: int, rng: np.random.Generator) -> tuple[bool, str]:
-    """P14 over random unit vectors, dimensions and temperatures in [eta, tau_max]."""
+    """Gaussian identity over random unit vectors, dimensions and temperatures in [eta, tau_max]."""
     worst = 0.0
     for _ in range(draws):
         dim = int(rng.integers(1, 2049))
@@ -72,7 +77,7 @@ def _grid(fast: bool) -> list[tuple[float, float, int]]:
 
 
 def check_optimal_positive_temperature(fast: bool) -> tuple[bool, str]:
-    """P11: closed form vs scipy, in log tau, and the objective at both points."""
+    """Optimal positive temperature: closed form vs scipy, in log tau, and the objective at both."""
     worst_log, worst_value, interior = 0.0, 0.0, 0
     for s, beta, dim in _grid(fast):
 
@@ -127,7 +132,7 @@ def check_negative_term_has_no_interior_minimum(fast: bool) -> tuple[bool, str]:
 
 
 def check_sandwich(batches: int, rng: np.random.Generator) -> tuple[bool, str]:
-    """P6 per anchor with C = 1 and a constant temperature."""
+    """The sandwich per anchor with C = 1 and a constant temperature."""
     worst_low, worst_high = math.inf, math.inf
     for _ in range(batches):
         n, dim = int(rng.integers(2, 17)), int(rng.integers(2, 33))
@@ -159,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     statements = [
         (
-            "P14 Gaussian identity: |a-b|^2/(2 tau) + (d'/2) log tau = -sim/tau + Omega(tau)",
+            "Gaussian identity: |a-b|^2/(2 tau) + (d'/2) log tau = -sim/tau + Omega(tau)",
             lambda: check_gaussian_identity(200 if args.fast else 5000, rng),
         ),
         (
-            "P11 argmin_tau -s/tau + beta Omega(tau) = 2(beta - s)/(beta d') if s < beta, else eta",
+            "argmin_tau -s/tau + beta Omega(tau) = 2(beta - s)/(beta d') if s < beta, else eta",
             lambda: check_optimal_positive_temperature(args.fast),
         ),
         (
@@ -171,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: check_negative_term_has_no_interior_minimum(args.fast),
         ),
         (
-            "P6 sandwich: AMCL <= NT-Xent <= AMCL + log N (decoupled and InfoNCE forms)",
+            "sandwich: AMCL <= NT-Xent <= AMCL + log N (decoupled and InfoNCE forms)",
             lambda: check_sandwich(50 if args.fast else 2000, rng),
         ),
     ]

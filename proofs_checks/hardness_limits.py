@@ -1,10 +1,12 @@
 """Proof check: the InfoNCE gradient's weights over negatives and their temperature limits.
 
-Claim (Wang & Liu, CVPR 2021, Eqs. 4-7; ``../shared/spec/contrastive_theory.md`` sections
-1.2-1.4, statements A3-A7).  For an NT-Xent anchor i with negative similarities s_j (2N - 2
-of them, K in total) the gradient puts relative weight r_j = softmax(s / tau)_j on negative
-j.  As tau -> 0 the weights become one-hot on the hardest negative: with Delta the gap
-between the hardest and the second-hardest similarity, eps = 1 - r_max satisfies
+Claim (F. Wang, H. Liu, "Understanding the Behaviour of Contrastive Loss", CVPR 2021,
+arXiv:2012.09740, Eqs. 4-7, and its statement that the entropy of the relative penalties
+falls with tau; the rates and bounds below are derived here).  For an NT-Xent anchor i
+with negative similarities s_j (2N - 2 of them, K in total) the gradient puts relative
+weight r_j = softmax(s / tau)_j on negative j.  As tau -> 0 the weights become one-hot on
+the hardest negative: with Delta the gap between the hardest and the second-hardest
+similarity, eps = 1 - r_max satisfies
 |tau log(eps) + Delta| <= tau log(K - 1) once eps <= 1/2 (exponential rate e^(-Delta/tau)),
 and the entropy H(r) = h(eps) + eps * H(rest), with h the binary entropy and
 0 <= H(rest) <= log(K - 1), goes to 0 (to log m on an m-way tie).  As tau -> infinity they
@@ -84,7 +86,7 @@ def check_softmax(z1, z2, neg) -> None:
         worst = max(worst, np.abs(r - expected).max(), np.abs(r.sum(axis=1) - 1).max())
     statement(
         "H1",
-        "weights are softmax(s_neg / tau) over the 2N - 2 negatives and sum to 1 (Eq. 5, A3)",
+        "weights are softmax(s_neg / tau) over the 2N - 2 negatives and sum to 1 (Eq. 5)",
         worst < 1e-12,
         f"13 temperatures in [1e-3, 1e3], {neg.shape[0]} anchors: largest deviation {worst:.1e}",
     )
@@ -136,7 +138,7 @@ def check_tie_limit() -> None:
     ok = abs(entropy[0] - math.log(2)) < 1e-12 and abs(share[0] - 1.0) < 1e-12
     statement(
         "H3",
-        "tau -> 0 with an m-way tie for the hardest negative: H(r) -> log m (A4)",
+        "tau -> 0 with an m-way tie for the hardest negative: H(r) -> log m",
         ok,
         f"m = 2 at cosine 0.9, tau = 1e-3: H = {entropy[0]:.15f}, log 2 = {math.log(2):.15f}; "
         f"share of the 2 hardest = {share[0]:.15f}",
@@ -189,7 +191,7 @@ def check_entropy_derivative_and_monotonicity(z1, z2, neg) -> None:
     statement(
         "H5",
         "dH/dtau = Var_r(s)/tau^3 >= 0: the entropy grows with tau, and the mass of the 3 "
-        "hardest negatives shrinks (A4, A5)",
+        "hardest negatives shrinks",
         worst_rel < 1e-6 and increments >= -1e-14 and share_increments <= 1e-14,
         f"central differences vs Var_r(s)/tau^3 at tau in (0.05, 0.2, 1, 5): worst relative "
         f"error {worst_rel:.1e}; on 40 temperatures in [0.02, 5] the smallest entropy step is "
@@ -210,7 +212,7 @@ def check_loss_limits(z1, z2, pos, neg) -> None:
         rows.append(f"tau={tau:g}: max|tau L - hinge| {np.abs(dev).max():.1e} <= {bound:.1e}")
     statement(
         "H6",
-        "tau -> 0: tau L_i -> max(s_max - s_pos, 0), within tau log(2N - 1) (Eq. 6, A6)",
+        "tau -> 0: tau L_i -> max(s_max - s_pos, 0), within tau log(2N - 1) (Eq. 6)",
         ok,
         "; ".join(rows),
     )
@@ -228,7 +230,7 @@ def check_loss_limits(z1, z2, pos, neg) -> None:
     statement(
         "H7",
         "tau -> infinity: the remainder of Eq. 7's first-order expansion is Var_M(s)/(2 tau^2) "
-        "+ O(tau^-3) (A7)",
+        "+ O(tau^-3) (Eq. 7)",
         ok,
         "; ".join(rows),
     )

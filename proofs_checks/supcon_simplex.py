@@ -1,10 +1,12 @@
 """Proof check: SupCon and cross-entropy minimisers collapse to a regular simplex (Graf et al.).
 
-Claim (Graf, Hofer, Niethammer, Kwitt, ICML 2021; ``../shared/spec/contrastive_theory.md``
-sections 2.2-2.4, statements B1-B8).  Take K balanced classes of n samples, features on the
-sphere of radius rho in dimension h >= K - 1, and the SupCon loss L_out summed over the
-anchors that have a positive, summed over *all* multisets of size b >= 3 drawn from the
-N = nK samples.  Then
+Claim (F. Graf, C. Hofer, M. Niethammer, R. Kwitt, "Dissecting Supervised Contrastive
+Learning", ICML 2021, arXiv:2102.08817; the closed forms below are the ones the authors
+evaluate in their code, ``plus-rkwitt/py_supcon_vs_ce``, ``Notebooks/supcon_figures.ipynb``
+and ``explore_results.ipynb``, not a transcription of the paper's theorems).  Take K
+balanced classes of n samples, features on the sphere of radius rho in dimension h >= K - 1,
+and the SupCon loss L_out summed over the anchors that have a positive, summed over *all*
+multisets of size b >= 3 drawn from the N = nK samples.  Then
 
     L_SC >= sum_{l=2..b} l * M_l * log(l - 1 + (b - l) exp(-rho^2 K / (K - 1))),
     M_l = K * C(n + l - 1, l) * C(n (K - 1) + b - l - 1, b - l),
@@ -17,7 +19,7 @@ equality at the same collapsed simplex with aligned, centred, equal-norm class w
 How it is checked.  The bounds are evaluated from the formulas above with ``math.comb``,
 independently of amcl_lab.  The SupCon objective is the library's
 ``amcl_lab.losses.supcon`` (the code under test): features of radius rho at temperature 1
-equal unit features at temperature 1/rho^2 (B1), and the library normalises, so the script
+equal unit features at temperature 1/rho^2, and the library normalises, so the script
 passes unit vectors with ``temperature = 1/rho^2``.  For speed the optimiser minimises the
 same per-batch L_out written once in batched form over all multisets; statement S3 shows
 that this batched objective equals the sum of ``supcon(..., reduction="sum")`` over the
@@ -52,6 +54,9 @@ torch.set_num_threads(1)  # tiny problems: threading only adds overhead
 GAP_TOL = 1e-6  # relative gap between the best optimised value and the bound
 ROUNDING = 1e-12  # a value may undershoot the bound by rounding only
 SIMPLEX_TOL = 1e-4  # simplex distance and within-class spread of the minimiser
+#: (K, n, b, rho^2) -> closed-form minimum: the first is the "theory" value printed in the
+#: authors' notebook (supcon_figures.ipynb, 3 classes of 2, b = 9); the second an
+#: independent float64 evaluation on a small instance.
 REGRESSION = {(3, 2, 9, 1.0): 25205.688636803963, (3, 2, 4, 1.0): 247.37727230953}
 
 RESULTS: list[bool] = []
@@ -165,7 +170,7 @@ def check_regression_values() -> None:
         rel = abs(value - expected) / expected
         statement(
             f"S1 (K={k}, n={n}, b={b}, rho={rho2:g})",
-            "closed-form SupCon minimum equals the spec's regression value (B2)",
+            "closed-form SupCon minimum equals the regression value",
             rel < 1e-12,
             f"closed form {value!r} vs {expected!r}, relative difference {rel:.1e}",
         )
@@ -179,7 +184,7 @@ def check_counting_identity() -> None:
         worst = max(worst, abs(lhs - k * multisets(n * k, b)))
     statement(
         "S2",
-        "sum_l M_l = K * C(N + b - 1, b): every multiset counted once per class (B3)",
+        "sum_l M_l = K * C(N + b - 1, b): every multiset counted once per class",
         worst == 0,
         f"exact integer identity on {len(grid)} (K, n, b) triples, largest mismatch {worst}",
     )
@@ -244,7 +249,7 @@ def check_caveats(rng: np.random.Generator) -> None:
     worst = max(abs(float(total(unit_rows(torch.randn(n * k, 3))))) for _ in range(5))
     statement(
         "S5 (b=2)",
-        "with b = 2 every batch term is 0, so the total is 0 for any configuration (B5)",
+        "with b = 2 every batch term is 0, so the total is 0 for any configuration",
         worst == 0.0,
         f"largest |total| over 5 random configurations: {worst:.1e}",
     )
@@ -265,7 +270,7 @@ def check_caveats(rng: np.random.Generator) -> None:
     statement(
         "S6 (batch [0,0,1,2])",
         "a single unbalanced batch is not minimised by the simplex: the theorem needs the "
-        "sum over all multisets (B5)",
+        "sum over all multisets",
         ok and best < at_simplex,
         f"optimised {best:.6f} (exact 2 log(1 + 2e^-2) = {exact_min:.6f}) < simplex "
         f"{at_simplex:.6f} (exact 2 log(1 + 2e^-1.5) = {exact_simplex:.6f})",
@@ -288,7 +293,7 @@ def check_ce_bound_holds(rng: np.random.Generator, draws: int) -> None:
         gaps.append(float(cross_entropy(z, w, labels)) - bound)
     statement(
         "S7",
-        "CE >= log(1 + (K-1) exp(-rho_Z sqrt(K) |W|_F / (K-1))) for features in the ball (B7)",
+        "CE >= log(1 + (K-1) exp(-rho_Z sqrt(K) |W|_F / (K-1))) for features in the ball",
         min(gaps) >= 0,
         f"{draws} random (Z, W) draws, K={k}, h={h}, rho_Z={rho_z}: smallest gap {min(gaps):.4f}",
     )
