@@ -118,7 +118,7 @@ def test_model_rejects_one_view_and_a_single_head_projector_output():
 
 
 def test_barlow_twins_model_refuses_a_batch_size_other_than_the_temperature_networks():
-    """P15: the Barlow Twins temperature network compares N-dimensional channel vectors, so
+    """The Barlow Twins temperature network compares N-dimensional channel vectors, so
     the model is tied to one batch size."""
     model = _model(loss="amcl_barlow_twins", temperature=PairTemperature(4))
     model(*_views(n=4))

@@ -41,7 +41,7 @@ def test_box_resampling_matches_grid_sample():
 
 
 def test_crop_with_min_scale_one_is_the_whole_image():
-    """amcl.md section 11.2: family a off means min scale 1, i.e. no crop at all."""
+    """Family a off means min scale 1, i.e. no crop at all (the first AMCL release's reading)."""
     x = _images()
     assert torch.equal(A.random_resized_crop(x, _gen(), scale=(1.0, 1.0)), x)
     assert torch.equal(Augmentation("a", crop_min_scale=1.0)(x, _gen()), x)

@@ -1,6 +1,7 @@
 """Global-batch negatives: the distributed losses equal the single-process ones (2 gloo ranks).
 
-Criterion (``peers.md`` section 6, conventions in :mod:`amcl_lab.distributed`): with W ranks
+Criterion (``docs/conventions.md``, "Distributed losses"; conventions in
+:mod:`amcl_lab.distributed`): with W ranks
 each holding a shard of the global batch and ``gather_distributed=True``, every rank returns
 the single-process value on the concatenated batch, and rank r's shard gradient divided by W
 equals the single-process gradient of those rows (float64, 1e-10).  Replicated inputs (a

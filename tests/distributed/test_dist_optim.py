@@ -1,11 +1,13 @@
 """SAF's trajectory buffer and SAM's perturbation under data parallelism (2 gloo ranks).
 
-* SAF (``sharpness.md`` section 3.4): under a shuffling ``DistributedSampler`` a sample moves
-  between ranks every epoch; with ``gather_distributed=True`` its target must still be its
-  own logits from exactly ``lag`` epochs ago.  A per-rank buffer (the released code) must
-  miss about half of them at W = 2: the negative control.
-* SAM (``sharpness.md`` section 2.2): under DDP with the first pass in ``no_sync`` each rank
-  perturbs with its local gradient (m-sharpness); without it, with the global one.
+* SAF (Du et al., NeurIPS 2022, arXiv:2205.14083; released code ``AngusDujw/SAF``): under a
+  shuffling ``DistributedSampler`` a sample moves between ranks every epoch; with
+  ``gather_distributed=True`` its target must still be its own logits from exactly ``lag``
+  epochs ago.  A per-rank buffer (the released code) must miss about half of them at W = 2:
+  the negative control.
+* SAM (Foret et al., ICLR 2021, arXiv:2010.01412, Sections 3 and 4.1; the ``no_sync`` recipe
+  of ``davda54/sam``): under DDP with the first pass in ``no_sync`` each rank perturbs with
+  its local gradient (m-sharpness); without it, with the global one.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Unit tests of the synthetic augmentation graphs (``amcl_lab.data.synthetic``).
 
-Expected values are computed here in NumPy from p(x) and p(a | x) (spec section 2.2).
+Expected values are computed here in NumPy from p(x) and p(a | x) (the definitions in the
+:mod:`amcl_lab.data.synthetic` docstring).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def test_graph_matrices_match_their_definitions(graph):
 
 @given(ams.augmentation_graphs())
 def test_spectrum_lies_in_zero_one_with_the_constant_on_top(graph):
-    """T is PSD with eigenvalues in [0, 1]; its top eigenfunction is the constant 1 (spec 2.2)."""
+    """T is PSD with eigenvalues in [0, 1]; its top eigenfunction is the constant 1."""
     values, functions = graph.eigenpairs
     p = _np(graph.marginal)
     assert values[0].item() == pytest.approx(1.0, abs=1e-10)
@@ -70,7 +71,7 @@ def test_eigenfunctions_satisfy_t_phi_equals_lambda_phi(graph, data):
 
 @given(ams.augmentation_graphs(), st.data())
 def test_quadratic_form_of_t_is_the_energy_of_view_averaged_features(graph, data):
-    """Spec 2.5 item 5: <f, T f> = E_x (E_{a|x} f)^2; and ||operator_matrix||_F = ||T||_HS."""
+    """T = A A*: <f, T f> = E_x (E_{a|x} f)^2; and ||operator_matrix||_F = ||T||_HS."""
     f = np.array(
         data.draw(
             st.lists(

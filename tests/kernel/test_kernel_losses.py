@@ -184,7 +184,7 @@ def test_beta_times_dim_must_be_positive(product):
 
 
 def test_tuned_cifar10_betas_keep_beta_times_dim_between_1_5_and_6_6():
-    """Spec 3.3: the tuned lambda of the CIFAR-10 scripts has lambda * d in [1.5, 6.6]."""
+    """The tuned lambda of the fastssl CIFAR-10 scripts has lambda * d in [1.5, 6.6]."""
     products = [beta * d for d, beta in TUNED_BETA["barlow_twins_cifar10"].items()]
     assert min(products) == pytest.approx(1.536) and max(products) == pytest.approx(6.5536)
     with pytest.raises(TypeError):

@@ -1,7 +1,8 @@
 """Independent float64 NumPy references for :mod:`amcl_lab.metrics`, written as plain loops.
 
-Each function follows the formula in the spec (``../shared/spec/contrastive_theory.md``
-sections 1.3, 1.6, 2.3; ``projectors.md`` section 5) term by term and never imports
+Each function follows the formula of the paper its :mod:`amcl_lab.metrics` counterpart cites
+(Wang & Isola 2020; Wang & Liu 2021, Eqs. 5, 10, 11; Graf et al. 2021; Roy & Vetterli 2007;
+Stringer et al. 2019) term by term and never imports
 amcl_lab, so comparing the library against it checks two separately written programs.
 Where a quantity has a second, differently derived form (the simplex distance via the
 eigenvalues of the class-mean Gram matrix, NC1 via an explicit pseudo-inverse of the

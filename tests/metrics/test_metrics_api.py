@@ -1,8 +1,8 @@
 """Unit tests of :mod:`amcl_lab.metrics`: bad input, conventions, dtypes, regression values.
 
 Bad input must raise a ``ValueError`` (``TypeError`` for a non-tensor) whose message names the
-function and the argument (``_validation`` contract).  Regression values cite their source in
-``../shared/spec/``.
+function and the argument (``_validation`` contract).  Regression values cite their source
+(a paper, or the closed form they are computed from).
 """
 
 from __future__ import annotations
@@ -130,7 +130,11 @@ def test_negative_weights_use_the_nt_xent_anchor_and_negative_order():
     [(10, 0.4646), (100, 0.4968)],
 )
 def test_regular_simplex_class_means_have_the_spec_angular_similarity(classes, angular):
-    """B8 / section 2.5: 1 - arccos(-1/(K-1))/pi = 0.4646 (K = 10) and 0.4968 (K = 100)."""
+    """Regular simplex: angular similarity 1 - arccos(-1/(K-1))/pi = 0.4646 (K = 10), 0.4968 (100).
+
+    The measure of Graf et al.'s notebooks (``plus-rkwitt/py_supcon_vs_ce``); the values follow
+    from the class-mean cosine -1/(K-1) of a regular simplex.
+    """
     vertices = torch.eye(classes, dtype=F64) * 2.5 + 1.0  # a simplex off the origin
     labels = torch.arange(classes).repeat(2)
     report = metrics.simplex_report(vertices[labels], labels)

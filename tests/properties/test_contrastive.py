@@ -181,7 +181,7 @@ def test_negative_weights_tend_to_uniform_as_tau_goes_to_infinity(sample):
 
 @given(ams.two_view_samples(min_temperature=1.0, max_temperature=1.0))
 def test_large_temperature_limit_is_the_simple_loss(sample):
-    """(M tau/(M-1)) (L - log M) -> L_simple with lambda = 1/(M-1), M = 2N-1 (Eq. 7, A7)."""
+    """(M tau/(M-1)) (L - log M) -> L_simple with lambda = 1/(M-1), M = 2N-1 (Eq. 7)."""
     z1, z2 = sample.args
     m = 2 * z1.shape[0] - 1
     simple = float(simple_contrastive(z1, z2))
@@ -290,7 +290,7 @@ def test_collinear_embeddings_give_log_2n_minus_1(n, d, tau):
 
 @given(ams.hard_negative_samples())
 def test_hard_loss_never_exceeds_nt_xent_and_equals_it_with_all_negatives(sample):
-    """L_hard <= L (fewer denominator terms), with equality for k = all negatives (A10)."""
+    """L_hard <= L (fewer denominator terms), with equality for k = all negatives."""
     z1, z2 = sample.args
     tau = sample.kwargs["temperature"]
     full = checks.as_numpy(nt_xent(z1, z2, tau, reduction="none"))

@@ -1,9 +1,11 @@
-"""Properties of the kernel losses (Agrawal et al. 2024; ``../shared/spec/projectors.md``).
+"""Properties of the kernel losses (Ghosh, Agrawal et al. 2024, arXiv:2312.10725).
 
 Each test is named after the statement it checks: agreement with independent NumPy float64
-formulas, the exact equivalence Eq. (1)-(2) between the idealized loss and the
-invariance + orthogonality loss, rotation invariance, the m = 2 reductions, and the
-statistical claims about multiple views (section 2.5 items 7-8, section 4.1).  Deliberately
+formulas, the exact equivalence (K1)-(K2) between the idealized loss and the
+invariance + orthogonality loss (the identities of the :mod:`amcl_lab.losses.kernel`
+docstring), rotation invariance, the m = 2 reductions, and the statistical claims about
+multiple views (the 1/m bias of mean-of-views statistics, the unbiased m/(m-1) within-image
+variance, kernel estimates that improve with m).  Deliberately
 broken versions at the end must each violate at least one of these checks.
 """
 
@@ -75,7 +77,7 @@ def np_population_invariance_orthogonality(f, prior, cond, beta: float) -> float
 
 
 def np_multiview_barlow(z, lam, standardize="per_view", normalize=False, eps=1e-5, ddof=0):
-    """Multi-view Barlow Twins as the paper's code computes it (spec section 4.2)."""
+    """Multi-view Barlow Twins as the paper's code computes it (fastssl's ``BarlowTwinLoss``)."""
     z = np.array(z, dtype=np.float64)
     n, m, d = z.shape
     if normalize:  # rows of norm below 1e-8 become zero (the library's documented choice)
@@ -164,7 +166,7 @@ def check_population_value(loss, graph, features: torch.Tensor, beta: float) -> 
 
 
 def check_equivalence(kernel, efficient, graph, features: torch.Tensor, c: float) -> None:
-    """Eq. (2): ||T_c - FF*||^2 = ||T_c||^2 - d + 2c L_{1/(2c)}(F)."""
+    """(K2): ||T_c - FF*||^2 = ||T_c||^2 - d + 2c L_{1/(2c)}(F)."""
     hs = float((np_operator_eigenvalues(_np(graph.prior), _np(graph.conditional), c) ** 2).sum())
     d = features.shape[1]
     views, weights = graph.population_views(features)
@@ -175,7 +177,7 @@ def check_equivalence(kernel, efficient, graph, features: torch.Tensor, c: float
         hs - d + 2.0 * c * l_beta,
         rtol=0.0,
         atol=RTOL * (hs + d + 2.0 * c * abs(l_beta)),
-        what=f"Eq. (2) at c={c}",
+        what=f"(K2) at c={c}",
     )
 
 
@@ -194,7 +196,7 @@ def check_multiview_barlow_value(loss, sample: SampleInput) -> None:
 
 
 def check_two_view_barlow(loss, views: torch.Tensor, lam: float, variance: str) -> None:
-    """m = 2 with per-view standardisation is standard Barlow Twins (spec 2.5 item 9)."""
+    """m = 2 with per-view standardisation is standard Barlow Twins."""
     checks.assert_close(
         float(loss(views, lam, variance=variance)),
         float(barlow_twins(views[:, 0], views[:, 1], lam, variance=variance)),
@@ -220,7 +222,7 @@ def check_two_view_invariance_orthogonality(loss, views: torch.Tensor, beta: flo
 
 @given(ams.kernel_samples())
 def test_kernel_loss_equals_the_hs_norm_in_l2_p(sample):
-    """||T_c - FF*||_HS^2 = sum p(a)p(b)(k_c(a,b) - f(a).f(b))^2 (spec 2.2, Eq. (2) left side)."""
+    """||T_c - FF*||_HS^2 = sum p(a)p(b)(k_c(a,b) - f(a).f(b))^2 (left side of (K2))."""
     check_kernel_value(kernel_loss, sample)
 
 
@@ -232,7 +234,7 @@ def test_sampled_loss_is_unbiased_variance_plus_beta_gram_penalty(sample):
 
 @given(ams.augmentation_graphs(), st.integers(1, 4), st.sampled_from((0.0, 0.5, 3.0)), st.data())
 def test_population_loss_is_expected_variance_plus_beta_gram_penalty(graph, d, beta, data):
-    """With weights p(x)p(a|x) the loss is the exact L_beta(F) of the graph (spec Eq. (2))."""
+    """With weights p(x)p(a|x) the loss is the exact L_beta(F) of the graph ((K2))."""
     f = data.draw(ams.embeddings(rows=graph.num_augmentations, dim=d, min_norm=0.1, max_norm=10))
     check_population_value(invariance_orthogonality_loss, graph, f, beta)
 
@@ -243,7 +245,7 @@ def test_multiview_barlow_twins_matches_the_papers_code(sample):
     check_multiview_barlow_value(multiview_barlow_twins, sample)
 
 
-# --- 2. the equivalence Eq. (1)-(2) -----------------------------------------------------------
+# --- 2. the equivalence (K1)-(K2) -------------------------------------------------------------
 
 
 def test_equivalence_is_declared_by_both_losses():
@@ -257,7 +259,7 @@ def test_equivalence_is_declared_by_both_losses():
     st.data(),
 )
 def test_idealized_loss_is_invariance_plus_beta_orthogonality_up_to_a_constant(graph, d, c, data):
-    """Eq. (2): ||T_c - FF*||^2 = ||T_c||^2 - d + 2c (Inv + ||G - I||^2 / (2c)), rel. 1e-10."""
+    """(K2): ||T_c - FF*||^2 = ||T_c||^2 - d + 2c (Inv + ||G - I||^2 / (2c)), rel. 1e-10."""
     f = data.draw(ams.embeddings(rows=graph.num_augmentations, dim=d, min_norm=0.1, max_norm=10))
     check_equivalence(kernel_loss, invariance_orthogonality_loss, graph, f, c)
 
@@ -288,7 +290,7 @@ def test_loss_is_invariant_to_an_orthogonal_map_of_the_features(name, data):
     st.sampled_from(("biased", "unbiased")),
 )
 def test_multiview_barlow_twins_with_two_views_is_barlow_twins(views, lam, variance):
-    """Spec 2.5 item 9: for m = 2 the multi-view loss is standard Barlow Twins."""
+    """For m = 2 the multi-view loss is standard Barlow Twins."""
     check_two_view_barlow(multiview_barlow_twins, views, lam, variance)
 
 
@@ -309,7 +311,7 @@ def _spec_graph(seed: int = 0):
 
 
 def test_multiview_kernel_estimate_is_unbiased_and_converges_as_views_grow():
-    """Spec 4.1: the kernel estimated from m views per image approaches k; error falls with m.
+    """The kernel estimated from m views per image approaches k; the error falls with m.
 
     Every image of the graph gets m views (stratified, weighted by p(x)); the estimate's
     HS error sum p p (k_hat - k)^2 must fall significantly at every doubling of m, and the
@@ -357,7 +359,7 @@ def _conditional_moments(graph, f: np.ndarray):
 
 
 def test_mean_of_views_correlation_has_a_one_over_m_bias():
-    """Spec 2.5 item 7: E[Zbar^T Zbar / B] = F^T T F + E_x Cov_{a|x}[f] / m for m views.
+    """Mean-of-views bias: E[Zbar^T Zbar / B] = F^T T F + E_x Cov_{a|x}[f] / m for m views.
 
     Zbar is the mean embedding over m i.i.d. views (the statistic multi-view Barlow Twins
     decorrelates): it estimates the T-weighted Gram with a bias that decays as 1/m.
@@ -379,7 +381,7 @@ def test_mean_of_views_correlation_has_a_one_over_m_bias():
 
 
 def test_sampled_invariance_term_is_unbiased_for_every_number_of_views():
-    """Spec 2.5 item 8: the m/(m-1)-corrected within-image variance is unbiased for Inv(F).
+    """The m/(m-1)-corrected within-image variance is unbiased for Inv(F).
 
     With beta = 0 the sampled loss is the invariance estimate; its mean over batches must
     match E_x sum_i Var_{a|x} f_i for m = 2, 4, 8 (a 1/m variance would miss by (m-1)/m).

@@ -1,11 +1,12 @@
 """Properties of the representation-geometry metrics (:mod:`amcl_lab.metrics`).
 
 Each test is named after the statement it checks; the docstring gives the statement and its
-source (``../shared/spec/contrastive_theory.md`` A3-A5, A12, A13, B8; ``projectors.md``
-section 5).  The checks are functions of the implementation under test, so the mutation test
-at the end runs the same checks against deliberately broken metrics and requires each to be
-caught.  Expected values come from closed forms or from the float64 NumPy loops in
-``tests/metrics/numpy_metrics.py``, never from amcl_lab.
+source (Wang & Isola 2020; Wang & Liu 2021, Eqs. 4-5, 10-11; Graf et al. 2021; Roy & Vetterli
+2007; Stringer et al. 2019; full references in :mod:`amcl_lab.metrics`).  The checks are
+functions of the implementation under test, so the mutation test at the end runs the same checks
+against deliberately broken metrics and requires each to be caught.  Expected values come from
+closed forms or from the float64 NumPy loops in ``tests/metrics/numpy_metrics.py``, never from
+amcl_lab.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def check_tolerance_value(tolerance, z: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def check_tolerance_of_collapsed_classes(tolerance, z: torch.Tensor, y: torch.Tensor) -> None:
-    """If every class sits on one direction (any norms), the tolerance is exactly 1 (A13)."""
+    """If every class sits on one direction (any norms), the tolerance is exactly 1."""
     directions = ref.unit(z.numpy())[y.numpy()]  # sample i takes the direction of row y_i
     collapsed = directions * np.linspace(0.5, 3.0, len(y))[:, None]
     value = float(tolerance(_t(collapsed), y))
@@ -206,7 +207,7 @@ def check_isotropic_effective_rank(effective_rank, n: int, r: int, scale: float,
     assert abs(value - r) <= 1e-9 * r, f"isotropic rank-{r} batch has effective rank {value}"
 
 
-# --- uniformity and alignment (Wang & Isola 2020; Wang & Liu A12) ------------------------------
+# --- uniformity and alignment (Wang & Isola 2020; Wang & Liu 2021) -----------------------------
 
 
 @given(ams.embeddings(rows=st.integers(2, 9), dim=st.integers(1, 6)), potential_scales, st.data())
@@ -229,7 +230,7 @@ def test_equally_spaced_points_minimise_uniformity_on_the_circle(points, t):
 
 @given(ams.embeddings(rows=st.integers(2, 8), dim=st.integers(1, 8)), potential_scales)
 def test_uniformity_lies_between_the_simplex_bound_and_zero(z, t):
-    """-2tN/(N-1) <= L <= 0 for N <= d + 1 points (A12; Jensen), and L <= 0 always."""
+    """-2tN/(N-1) <= L <= 0 for N <= d + 1 points (Jensen), and L <= 0 always."""
     n, d = z.shape
     value = float(metrics.uniformity(z, t))
     assert value <= 1e-15
@@ -239,7 +240,7 @@ def test_uniformity_lies_between_the_simplex_bound_and_zero(z, t):
 
 @given(st.integers(2, 7), potential_scales, seeds, st.floats(1e-2, 1e2))
 def test_regular_simplex_attains_the_uniformity_lower_bound(n, t, seed, radius):
-    """Equality in A12: a centred regular simplex of any size and radius has L = -2tN/(N-1)."""
+    """Jensen equality: a centred regular simplex of any size and radius has L = -2tN/(N-1)."""
     vertices = regular_simplex(n, n - 1 if n > 2 else 1, radius, seed)
     value = float(metrics.uniformity(_t(vertices), t))
     assert math.isclose(value, -2 * t * n / (n - 1), rel_tol=1e-12), value
@@ -280,7 +281,7 @@ def test_alignment_is_zero_iff_the_views_coincide(z, scales, data):
     assert float(metrics.alignment(z, moved)) >= distance**2 / z.shape[0] * (1 - 1e-9)
 
 
-# --- tolerance (Wang & Liu Eq. 11, A13) ----------------------------------------------------------
+# --- tolerance (Wang & Liu Eq. 11) ---------------------------------------------------------------
 
 
 @given(labelled_embeddings())
@@ -291,19 +292,19 @@ def test_tolerance_is_the_pooled_mean_cosine_of_same_class_pairs(sample):
 
 @given(labelled_embeddings(min_per_class=2))
 def test_tolerance_lies_in_minus_one_one(sample):
-    """T is a mean of cosines, so -1 <= T <= 1 (A13)."""
+    """T is a mean of cosines, so -1 <= T <= 1."""
     assert -1 - 1e-12 <= float(metrics.tolerance(*sample)) <= 1 + 1e-12
 
 
 @given(labelled_embeddings(min_per_class=2))
 def test_tolerance_is_one_when_every_class_is_collapsed(sample):
-    """Every class on one point gives T = 1: tolerance alone is not a quality measure (A13)."""
+    """Every class on one point gives T = 1: tolerance alone is not a quality measure."""
     check_tolerance_of_collapsed_classes(metrics.tolerance, *sample)
 
 
 @given(labelled_embeddings(min_per_class=2), seeds)
 def test_tolerance_is_invariant_to_relabelling_classes_and_rotations(sample, seed):
-    """Renaming classes, permuting samples or rotating embeddings leaves T unchanged (A13)."""
+    """Renaming classes, permuting samples or rotating embeddings leaves T unchanged."""
     z, y = sample
     rng = np.random.default_rng(seed)
     names = torch.from_numpy(rng.permutation(10) * 7 - 20)  # an injective renaming
@@ -327,7 +328,7 @@ def test_literal_tolerance_is_the_conditional_one_scaled_by_the_same_class_share
     checks.assert_close(literal, expected, rtol=1e-10, atol=1e-14, what="literal")
 
 
-# --- negative weights (Wang & Liu Eqs. 4-5, A3-A5) ----------------------------------------------
+# --- negative weights (Wang & Liu Eqs. 4-5) ------------------------------------------------------
 
 
 @given(ams.two_view_samples(min_temperature=1e-2, max_temperature=1e2), st.data())
@@ -359,7 +360,7 @@ def test_negative_weights_are_the_nt_xent_gradient_shares(sample):
 
 @given(ams.two_view_samples(), st.data())
 def test_negative_weights_do_not_depend_on_the_positive(sample, data):
-    """Anchor i's weights ignore its positive: replacing z2[i] leaves row i unchanged (A3)."""
+    """Anchor i's weights ignore its positive: replacing z2[i] leaves row i unchanged."""
     z1, z2 = sample.args
     i = data.draw(st.integers(0, z1.shape[0] - 1))
     other = z2.clone()
@@ -390,7 +391,7 @@ def test_entropy_tends_to_zero_as_tau_goes_to_zero_for_distinct_similarities(pai
 
 @given(ams.two_view_samples(), ams.temperatures(min_value=1e-2, max_value=1e2))
 def test_entropy_of_negative_weights_is_non_decreasing_in_temperature(sample, other_tau):
-    """dH/dtau = Var_r(s)/tau^3 >= 0 (A4), so tau1 < tau2 gives H(tau1) <= H(tau2)."""
+    """dH/dtau = Var_r(s)/tau^3 >= 0, so tau1 < tau2 gives H(tau1) <= H(tau2)."""
     z1, z2 = sample.args
     low, high = sorted((sample.kwargs["temperature"], other_tau))
     h_low = checks.as_numpy(metrics.negative_weights(z1, z2, low).entropy)
@@ -420,7 +421,7 @@ def test_weight_summaries_are_ordered_as_renyi_entropies(sample, data):
     assert np.all(top1 <= share + 1e-15)
 
 
-# --- simplex report (Graf et al. 2021, B8; Papyan et al. 2020) ------------------------------------
+# --- simplex report (Graf et al. 2021; Papyan et al. 2020) ----------------------------------------
 
 
 @given(simplex_configurations())
@@ -513,7 +514,7 @@ def test_simplex_report_is_invariant_to_rotation_translation_and_relabelling(sam
     )
 
 
-# --- spectrum (Roy & Vetterli 2007; projectors.md section 5) -----------------------------------
+# --- spectrum (Roy & Vetterli 2007; Stringer et al. 2019) ---------------------------------------
 
 
 def _has_spread(z: torch.Tensor) -> bool:

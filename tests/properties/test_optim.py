@@ -1,4 +1,5 @@
-"""SAM / ASAM, SAF and MESA against their update rules (spec ``sharpness.md`` 7.2-7.3).
+"""SAM / ASAM, SAF and MESA against their update rules (Foret et al. 2021; Kwon et al. 2021; Du
+et al. 2022; full references in :mod:`amcl_lab.optim`).
 
 Each test is named after the statement it checks; expected values are computed here in
 float64 NumPy (or by an explicit plain-optimizer run), never by calling the code under test.
@@ -78,7 +79,7 @@ def count_passes(module: nn.Module, counts: dict[str, int], prefix: str) -> None
 
 @given(seed=seeds, steps=st.integers(1, 4), momentum=st.sampled_from([0.0, 0.9]))
 def test_rho_zero_reproduces_the_base_optimizer_bitwise(seed, steps, momentum):
-    """rho = 0: SAM's trajectory is the base optimizer's, bit for bit (spec 7.2)."""
+    """rho = 0: SAM's trajectory is the base optimizer's, bit for bit."""
     sam_model, plain_model = small_net(seed), small_net(seed)
     sam = SAM(sam_model.parameters(), torch.optim.SGD, rho=0.0, lr=0.1, momentum=momentum)
     plain = torch.optim.SGD(plain_model.parameters(), lr=0.1, momentum=momentum)
@@ -134,7 +135,7 @@ def test_one_sam_sgd_step_on_a_quadratic_has_the_closed_form(spectrum, seed, rho
 
 @given(seed=seeds, rho=rhos, adaptive=st.booleans())
 def test_closure_api_equals_two_call_api(seed, rho, adaptive):
-    """step(closure) gives the same weights as first_step / second_step (spec 7.2)."""
+    """step(closure) gives the same weights as first_step / second_step (davda54/sam's API)."""
     a, b = small_net(seed, batchnorm=True), small_net(seed, batchnorm=True)
     kwargs = {"rho": rho, "adaptive": adaptive, "lr": 0.1, "momentum": 0.9}
     opt_a = SAM(a.parameters(), torch.optim.SGD, **kwargs)
@@ -185,7 +186,7 @@ def test_bn_statistics_are_updated_twice_without_the_context_manager():
 
 
 def test_sam_step_runs_two_forwards_and_two_backwards():
-    """One SAM step = 2 forward + 2 backward passes on the same batch (spec 7.2)."""
+    """One SAM step = 2 forward + 2 backward passes on the same batch (SAM, Algorithm 1)."""
     model = small_net(0)
     counts: dict[str, int] = {}
     count_passes(model, counts, "model")
@@ -232,7 +233,7 @@ def test_kl_term_is_non_negative(pair, tau, weight):
 
 @given(pair=logit_pairs, tau=temperatures)
 def test_kl_term_and_its_gradient_vanish_when_logits_are_unchanged(pair, tau):
-    """Current logits = stored logits: value 0 and gradient 0 (spec 7.3)."""
+    """Current logits = stored logits: value 0 and gradient 0."""
     z = torch.tensor(pair[0], requires_grad=True)
     loss = trajectory_loss(z, z.detach().clone(), tau, 0.3)
     (grad,) = torch.autograd.grad(loss, z)
@@ -247,7 +248,7 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 @given(pair=logit_pairs, tau=temperatures)
 def test_gradient_is_tau_times_softmax_minus_past_over_batch(pair, tau):
-    """d/dz [tau^2 mean_i KL(p_i || softmax(z_i/tau))] = tau (softmax(z/tau) - p)/B (spec 3.2)."""
+    """d/dz [tau^2 mean_i KL(p_i || softmax(z_i/tau))] = tau (softmax(z/tau) - p)/B."""
     z = torch.tensor(pair[0], requires_grad=True)
     (grad,) = torch.autograd.grad(trajectory_loss(z, torch.tensor(pair[1]), tau, 1.0), z)
     expected = tau * (softmax(pair[0] / tau) - softmax(pair[1] / tau)) / pair[0].shape[0]
@@ -256,7 +257,7 @@ def test_gradient_is_tau_times_softmax_minus_past_over_batch(pair, tau):
 
 @given(pair=logit_pairs, tau=temperatures, shift=st.floats(-50, 50))
 def test_kl_term_is_invariant_to_a_constant_added_to_a_sample_logits(pair, tau, shift):
-    """Softmax invariance: adding c to every logit of a row changes nothing (spec 7.3)."""
+    """Softmax invariance: adding c to every logit of a row changes nothing."""
     z, past = (torch.tensor(t) for t in pair)
     base = float(trajectory_loss(z, past, tau, 1.0))
     moved = float(trajectory_loss(z + shift, past - shift, tau, 1.0))

@@ -28,7 +28,7 @@ def _orthogonal(seed: int, dim: int) -> np.ndarray:
 
 @given(ams.two_view_samples())
 def test_supcon_with_distinct_labels_and_two_views_equals_nt_xent(sample):
-    """C3: with V = 2 and every label unique, SupCon's anchors are exactly NT-Xent's."""
+    """With V = 2 and every label unique, SupCon's anchors are exactly NT-Xent's."""
     z1, z2 = sample.args
     tau = sample.kwargs["temperature"]
     features = torch.stack([z1, z2], dim=1)
@@ -55,7 +55,7 @@ def test_supcon_with_distinct_labels_and_two_views_equals_nt_xent(sample):
 
 @given(ams.supcon_samples())
 def test_l_out_dominates_l_in_which_dominates_log_positive_count(sample):
-    """C1: per anchor, L_out >= L_in >= log|P(i)| (Jensen; Khosla et al. Eq. 2-3)."""
+    """Per anchor, L_out >= L_in >= log|P(i)| (Jensen; Khosla et al. Eq. 2-3)."""
     features, labels = sample.args
     tau = sample.kwargs["temperature"]
     out = checks.as_numpy(supcon(features, labels, tau, reduction="none")).ravel(order="F")
@@ -71,7 +71,7 @@ def test_l_out_dominates_l_in_which_dominates_log_positive_count(sample):
 
 @given(ams.supcon_samples(), st.data())
 def test_supcon_is_invariant_to_permuting_samples_views_and_relabelling(sample, data):
-    """C4: permuting samples with their labels, permuting views, renaming classes: same loss."""
+    """Permuting samples with their labels, permuting views, renaming classes: same loss."""
     features, labels = sample.args
     tau = sample.kwargs["temperature"]
     base = float(supcon(features, labels, tau))
@@ -85,7 +85,7 @@ def test_supcon_is_invariant_to_permuting_samples_views_and_relabelling(sample, 
 
 @given(ams.supcon_samples(), st.integers(0, 2**32 - 1))
 def test_supcon_is_invariant_to_a_global_rotation(sample, seed):
-    """C4: a common orthogonal map of all features leaves every cosine, hence the loss, fixed."""
+    """A common orthogonal map of all features leaves every cosine, hence the loss, fixed."""
     features, labels = sample.args
     q = torch.as_tensor(_orthogonal(seed, features.shape[2]))
     tau = sample.kwargs["temperature"]
@@ -100,7 +100,7 @@ def test_supcon_is_invariant_to_a_global_rotation(sample, seed):
 
 @given(ams.supcon_samples())
 def test_supcon_one_mode_is_the_mean_over_view_zero_anchors(sample):
-    """C4: contrast_mode='one' equals the 'all'-mode per-anchor losses restricted to view 0."""
+    """contrast_mode='one' equals the 'all'-mode per-anchor losses restricted to view 0."""
     features, labels = sample.args
     tau = sample.kwargs["temperature"]
     per_item = supcon(features, labels, tau, reduction="none")
@@ -133,7 +133,7 @@ def test_anchors_without_positive_are_excluded_from_the_mean(features, tau):
 
 @given(ams.multiview_features())
 def test_supcon_tends_to_log_candidates_as_tau_goes_to_infinity(features):
-    """C6: as tau -> infinity every probability -> 1/|A(i)|, so L_out -> log(NV - 1).
+    """As tau -> infinity every probability -> 1/|A(i)|, so L_out -> log(NV - 1).
 
     Logits lie in [-1/tau, 1/tau], so the error is at most 2/tau.
     """
