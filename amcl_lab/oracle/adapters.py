@@ -129,7 +129,8 @@ def _prenormalized(candidate: Candidate, spec: LossSpec) -> Candidate:
 
 def _log_floor(per_anchor: Tensor, dtype: torch.dtype) -> Tensor:
     # -log(p + tiny) with p = exp(-loss): pytorch-metric-learning adds finfo(dtype).tiny
-    # inside the log of every positive pair (../shared/spec/peers.md section 5).
+    # inside the log of every positive pair (its losses/ntxent_loss.py, version 2.9.0; the
+    # README's peer table and peers/peer_cases.py reproduce the cap).
     log_tiny = torch.tensor(math.log(torch.finfo(dtype).tiny), dtype=per_anchor.dtype)
     return -torch.logaddexp(-per_anchor, log_tiny.to(per_anchor.device)).mean()
 

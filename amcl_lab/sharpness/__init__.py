@@ -30,8 +30,10 @@ The model is never modified: parameters and buffers are copied, the running stat
 normalisation layers are never updated, and every module's train/eval flag is restored.
 ``mode="eval"`` (default) evaluates BatchNorm with its running statistics and dropout off;
 ``mode="train"`` uses batch statistics (and one fixed dropout mask per operator).  Every
-result records the mode and the HVP method.  Facts and pitfalls: ``../shared/spec/
-sharpness.md`` sections 4-7.
+result records the mode and the HVP method.  Each function's docstring cites the papers it
+implements; ``docs/benchmarks.md`` measures the estimators' products, time and accuracy
+against PyHessian (Yao et al. 2020, arXiv:1912.07145) and ``docs/results.md`` reports the
+sharpness experiment that uses them.
 """
 
 from __future__ import annotations

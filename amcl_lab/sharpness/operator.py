@@ -201,7 +201,9 @@ class HessianOperator:
         ``vmap``-batched blocks of 8 (``matmat``) forward-over-reverse cost 0.9-1.7x double
         backward per vector.  Choose ``"forward-over-reverse"`` when the stored graph does
         not fit, or for batched products.  BatchNorm is in eval mode by default (PyHessian
-        forces it); the train-mode Hessian is of a different function (spec section 5.2).
+        forces it); the train-mode Hessian is of a different function (the SAM paper,
+        Foret et al. 2021, arXiv:2010.01412, Section 4.2, takes its Hessian spectra on a
+        network without BatchNorm).
     """
 
     def __init__(

@@ -105,7 +105,9 @@ def pyhessian_reference(
     iteration, relative-change stopping with ``tol``), ``trace`` (Hutchinson) and
     ``density`` (SLQ), counting Hessian-vector products, for comparison with
     :func:`top_eigenvalues`, :func:`hessian_trace` and :func:`spectral_density`.  Defects of
-    the released PyPI version 0.1 and how they are handled here (spec section 5.2):
+    the released PyPI version 0.1 (of its code, not of the algorithms of [Yao2020]_) and how
+    they are handled here (the cost and accuracy of its stopping rules are measured in
+    ``docs/benchmarks.md``):
 
     * **Trace stopping rule**: 0.1 divides the change of the running mean by the *signed*
       previous mean, so a negative trace stops after two probes (fixed on GitHub in 2021).
