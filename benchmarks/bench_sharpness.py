@@ -43,11 +43,11 @@ from amcl_lab.optim import MESA, SAF, SAM, frozen_bn_stats
 from amcl_lab.sharpness import (
     HVP_METHODS,
     HessianOperator,
-    _counting_hvps,
     hessian_trace,
     pyhessian_reference,
     top_eigenvalues,
 )
+from amcl_lab.sharpness.pyhessian import _counting_hvps
 
 HESSIAN_BATCH = 512
 STEP_BATCH = 128

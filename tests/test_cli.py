@@ -132,7 +132,7 @@ def test_oracle_subcommand_is_wired_when_present():
     parser = cli.build_parser()
     choices = parser._subparsers._group_actions[0].choices
     assert {"smoke", "list", "run", "report"} <= set(choices)
-    has_oracle = (ROOT / "amcl_lab" / "oracle.py").exists()
+    has_oracle = (ROOT / "amcl_lab" / "oracle" / "__init__.py").exists()
     assert ("oracle" in choices) == has_oracle
 
 

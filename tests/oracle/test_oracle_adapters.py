@@ -94,7 +94,8 @@ def test_adapter_does_not_excuse_a_wrong_candidate():
 
 def test_pml_floor_caps_the_expected_loss_at_minus_log_tiny():
     """Antipodal views at tau = 0.005: every anchor's loss is 200 + log 2, above float32's cap
-    -log(tiny) = 87.3365 but below float64's 708.40 (peers.md section 5)."""
+    -log(tiny) = 87.3365 but below float64's 708.40 (pytorch-metric-learning 2.9.0's NTXentLoss;
+    the README's peer table and peers/peer_cases.py reproduce it)."""
     z = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     sample = oracle.SampleInput((z, -z), {"temperature": 0.005})
     floor = oracle.ADAPTERS["pml_log_floor"]

@@ -1,8 +1,10 @@
 """The oracle's mutation suite: every deliberately wrong loss in ``tests/mutants.py`` is flagged.
 
 Each mutant imitates a registered reference (its ``target``) with one mistake seen in real
-implementations (``../shared/spec/peers.md`` sections 4-5, ``amcl.md``).  The oracle runs it
-at float32 on the reference's default strategy and must report a mismatch; the references
+implementations, a departure from the definition the reference implements (NT-Xent: Eq. (1)
+of Chen et al. 2020, arXiv:2002.05709; the AMCL losses: Table 2 of Wang et al. 2024,
+arXiv:2310.05615; the others as cited in the README's loss table).  The oracle runs it at
+float32 on the reference's default strategy and must report a mismatch; the references
 themselves must pass, so a flagged mutant is not a false alarm.
 """
 

@@ -1,8 +1,10 @@
-"""Hessian toolkit against closed-form Hessians (spec ``sharpness.md`` section 7.1).
+"""Hessian toolkit against closed-form Hessians of quadratics, linear and softmax regression.
 
 Each test is named after the statement it checks.  Expected Hessians, spectra, traces and
-sharpness values are built here in float64 NumPy from the closed forms of the spec (or, for
-the MLP, by a dense ``torch.autograd.functional.hessian``), never by calling amcl_lab.
+sharpness values are built here in float64 NumPy from closed forms stated in each case's
+docstring (the softmax-regression Hessian is that of multiclass logistic regression, Bishop
+2006, "Pattern Recognition and Machine Learning", Section 4.3.4) or, for the MLP, by a dense
+``torch.autograd.functional.hessian``; never by calling amcl_lab.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def relative_gap(actual: np.ndarray, expected: np.ndarray) -> float:
 @pytest.mark.parametrize("method", HVP_METHODS)
 @given(case=closed_form_cases(), seed=st.integers(0, 2**16))
 def test_hvp_equals_closed_form_hessian_times_v(method, case, seed):
-    """Hv = H v to 1e-10 (float64) for quadratic, linear and softmax regression (spec 7.1)."""
+    """Hv = H v to 1e-10 (float64) for quadratic, linear and softmax regression."""
     model, loss, batch, h = case
     op = HessianOperator(model, loss, batch, method=method)
     vec = np.random.default_rng(seed).standard_normal(h.shape[0])
@@ -338,7 +340,8 @@ def test_hutchplusplus_is_exact_when_the_sketch_spans_the_space(spectrum, seed):
 
 @given(diagonal=spectra, seed=st.integers(0, 2**16))
 def test_hutchinson_is_exact_for_a_diagonal_hessian(diagonal, seed):
-    """Rademacher probes: z^T D z = tr D for every z (zero variance, spec 5.4)."""
+    """Rademacher probes: z^T D z = tr D for every z (zero variance: for Rademacher z,
+    Var z^T A z = 2 sum_{i != j} A_ij^2, Hutchinson 1989)."""
     model = Quadratic(np.zeros(diagonal.size))
     d = torch.tensor(diagonal)
     r = hessian_trace(

@@ -1,10 +1,11 @@
-"""Spectral metrics on synthetic spectra with a known power law (``projectors.md`` section 5).
+"""Spectral metrics on synthetic spectra with a known power law.
 
 ``spectrum_decay`` fits alpha in lambda_k ~ k^(-alpha) to the PCA eigenspectrum (the
-eigenspectrum-decay metric of alpha-ReQ, heritage tooling of the projector paper's code) and
-``effective_rank`` summarises how many directions a representation uses.  Embeddings are
-built here with a prescribed covariance spectrum: exactly (orthonormal centred columns
-scaled by sqrt(lambda_k), then a random rotation) or as Gaussian samples.
+eigenspectrum-decay metric of alpha-ReQ, Agrawal, Mondal, Ghosh and Richards, NeurIPS 2022,
+after Stringer et al., Nature 2019; heritage tooling of the code of the projector paper,
+arXiv:2312.10725) and ``effective_rank`` summarises how many directions a representation
+uses.  Embeddings are built here with a prescribed covariance spectrum: exactly (orthonormal
+centred columns scaled by sqrt(lambda_k), then a random rotation) or as Gaussian samples.
 """
 
 from __future__ import annotations

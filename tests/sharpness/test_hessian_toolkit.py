@@ -142,7 +142,8 @@ def test_parameter_without_gradient_gets_zero_hessian_rows():
 
 
 def test_block_lanczos_recovers_a_repeated_top_eigenvalue():
-    """Linear regression with K = 3 outputs: top eigenvalue has multiplicity 3 (spec 7.1)."""
+    """Linear regression with K = 3 outputs: top eigenvalue has multiplicity 3 (the Hessian of
+    the mean-reduced MSE is K copies of 2/(NK) X~^T X~, X~ = [X, 1])."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(20, 4, generator=g, dtype=F64), torch.randn(20, 3, generator=g, dtype=F64)
     model = nn.Linear(4, 3).double()

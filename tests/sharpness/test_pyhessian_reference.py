@@ -1,4 +1,8 @@
-"""pyhessian_reference: runs PyHessian 0.1 on the same problem, defects worked around (spec 5.2)."""
+"""pyhessian_reference: runs PyHessian 0.1 on the same problem, defects worked around.
+
+PyHessian is Yao et al. 2020 (arXiv:1912.07145); the defects of its PyPI release 0.1 and how
+they are handled are listed in the docstring of ``amcl_lab.sharpness.pyhessian_reference``.
+"""
 
 from __future__ import annotations
 

@@ -1,0 +1,62 @@
+"""Reference oracles: is my (fast, fused, third-party) implementation right?
+
+An oracle drives a candidate implementation and a reference with the same Hypothesis-drawn
+inputs and reports every disagreement as a shrunk, minimal input.  The loss oracle
+:func:`check` compares a loss with a registered reference loss
+(:mod:`amcl_lab.registry`); :func:`assert_matches_reference` raises ``AssertionError`` with
+its report, for use inside a user's test suite, and ``amcl-lab oracle
+package.module:function --reference nt_xent`` runs it from a shell.
+
+What is where (everything public is re-exported here, so ``oracle.check(...)`` works
+without knowing the module):
+
+* :mod:`.losses` - the loss oracle: :func:`check`, :func:`assert_matches_reference` and the
+  comparison of one input (its conventions are in that module's docstring).
+* :mod:`.adapters` - calling-convention adapters of the loss oracle: :class:`Adapter`,
+  :data:`ADAPTERS`, :func:`resolve_adapter`.
+* :mod:`.cli` - the ``oracle`` sub-command of ``amcl-lab`` (:func:`add_subcommand`).
+
+Shared by every oracle:
+
+* :mod:`.report` - the result types :class:`Errors`, :class:`Comparison` and
+  :class:`OracleReport`.
+* :mod:`.search` - the Hypothesis settings of a run, and the tally of its comparisons.
+* :mod:`.tolerance` - errors against ``atol + rtol * scale`` bounds and
+  :data:`ILL_CONDITIONED_SLACK`.
+* :mod:`.candidate` - the candidate type and :func:`load_candidate`, which imports
+  ``package.module:function``.
+
+A new oracle (distributed gradients, optimisers, metrics) is a sibling module of
+:mod:`.losses` that builds on the shared modules and adds its sub-command to :mod:`.cli`;
+the shared modules import nothing from the oracles.
+"""
+
+from __future__ import annotations
+
+from .. import registry as registry
+from ..registry import LossSpec as LossSpec
+from ..samples import SampleInput as SampleInput
+from ..samples import Tolerance as Tolerance
+from .adapters import ADAPTERS, Adapter, resolve_adapter
+from .adapters import EMBEDDING_INPUTS as EMBEDDING_INPUTS
+from .candidate import Candidate as Candidate
+from .candidate import load_candidate
+from .cli import DTYPES as DTYPES
+from .cli import add_subcommand
+from .losses import assert_matches_reference, check
+from .report import Comparison, Errors, OracleReport
+from .tolerance import ILL_CONDITIONED_SLACK
+
+__all__ = [
+    "ADAPTERS",
+    "ILL_CONDITIONED_SLACK",
+    "Adapter",
+    "Comparison",
+    "Errors",
+    "OracleReport",
+    "add_subcommand",
+    "assert_matches_reference",
+    "check",
+    "load_candidate",
+    "resolve_adapter",
+]

@@ -1,0 +1,102 @@
+"""The ``amcl-lab oracle`` sub-command (also ``python -m amcl_lab oracle``).
+
+:func:`add_subcommand` adds ``oracle`` to the ``amcl-lab`` parser of :mod:`amcl_lab.cli`;
+the command loads the candidate by name (:func:`~amcl_lab.oracle.candidate.load_candidate`),
+runs :func:`~amcl_lab.oracle.losses.check`, prints the report and exits 0 on agreement, 1
+on a mismatch and 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import torch
+
+from .. import registry
+from .adapters import ADAPTERS
+from .candidate import load_candidate
+from .losses import check
+
+DTYPES = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    try:
+        candidate = load_candidate(args.candidate)
+        device = torch.device(args.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
+        report = check(
+            candidate,
+            args.reference,
+            dtype=DTYPES[args.dtype],
+            device=device,
+            grad=not args.no_grad,
+            max_examples=args.max_examples,
+            adapter=args.adapter or None,
+            seed=args.seed,
+            shrink=not args.no_shrink,
+        )
+    except (ValueError, RuntimeError) as error:
+        print(f"amcl-lab oracle: error: {error}", file=sys.stderr)
+        return 2
+    print(report)
+    if args.json is not None:
+        from ..io import write_json
+
+        write_json(args.json, report.to_dict())
+    return 0 if report.passed else 1
+
+
+def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``oracle`` to an ``argparse`` sub-command set (the ``amcl-lab`` command line).
+
+    ``amcl-lab oracle package.module:function --reference NAME [--adapter A[,B]]
+    [--device DEV] [--dtype DTYPE] [--max-examples K] [--seed S] [--no-grad] [--no-shrink]
+    [--json PATH]``
+    prints the report and exits 0 on agreement, 1 on a mismatch and 2 on a usage error.
+    """
+    parser = subparsers.add_parser(
+        "oracle",
+        help="check a loss implementation against a reference loss",
+        description=(
+            "Drive a candidate loss and a registered reference with the same Hypothesis "
+            "inputs; compare values and gradients; print the report. Exit status: 0 agree, "
+            "1 mismatch, 2 usage error."
+        ),
+    )
+    parser.add_argument("candidate", help="the implementation, as package.module:function")
+    parser.add_argument(
+        "--reference",
+        required=True,
+        help=f"registered reference loss ({', '.join(registry.names())})",
+    )
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        help=(
+            "calling-convention adapter, repeatable or comma-separated, outermost first: "
+            + ", ".join(sorted(ADAPTERS))
+        ),
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument(
+        "--dtype", default="float32", choices=sorted(DTYPES), help="candidate input dtype"
+    )
+    parser.add_argument("--max-examples", type=int, default=100, help="inputs to draw")
+    parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed")
+    parser.add_argument("--no-grad", action="store_true", help="compare values only")
+    parser.add_argument(
+        "--no-shrink", action="store_true", help="report the first failing input as found"
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.set_defaults(func=_run_cli)
+    return parser
