@@ -545,7 +545,10 @@ register(
 # finiteness tests of tests/properties/test_amcl.py).
 _AMCL_OVERRIDES = (
     Override("gradcheck", "normalisation is discontinuous at a zero row", sample="zero_row"),
-    Override("gradcheck", "a 1e-6 finite-difference step is 10% of tau=1e-5", sample="tau_floor"),
+    *(
+        Override("gradcheck", "a 1e-6 finite-difference step is 10% of tau=1e-5", sample=name)
+        for name in ("tau_floor", "log_sum_exp_tau_floor")
+    ),
     *(
         Override(
             "precision",
@@ -553,7 +556,7 @@ _AMCL_OVERRIDES = (
             sample=name,
             dtype=torch.float16,
         )
-        for name in ("tiny_temperature", "tau_floor")
+        for name in ("tiny_temperature", "tau_floor", "log_sum_exp_tau_floor")
     ),
 )
 # The loss has no scalar temperature to scale the absolute tolerance; the samples keep
@@ -605,18 +608,55 @@ def _amcl_two_view_cases() -> list[tuple[str, Tensor, Tensor, Tensor, dict[str, 
         ),
         ("tiny_temperature", z1, z2, _log_uniform_tau(gen, (3, 8, 8), 1e-3, 1e-2), {"beta": 1e-4}),
         ("tau_floor", z1, z2, _log_uniform_tau(gen, (3, 8, 8), 1e-5, 2e-5), {"beta": 1e-4}),
+        # the log-sum-exp modes (Fig. 5, right); "nt_xent_mode" is not one of amcl_info_nce's
+        ("softmax", z1, z2, tau, {"beta": 1e-2, "mode": "softmax"}),
+        ("nt_xent_mode", z1, z2, tau, {"beta": 1e-2, "mode": "nt_xent"}),
+        (
+            "log_sum_exp_tau_floor",
+            z1,
+            z2,
+            _log_uniform_tau(gen, (3, 8, 8), 1e-5, 2e-5),
+            {"beta": 1e-4, "mode": "softmax"},
+        ),
     ]
 
 
-def _amcl_two_view_samples(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
-    return [
-        SampleInput(tuple(_cast(t, dtype, device) for t in (a, b, tau)), kw, name)
-        for name, a, b, tau, kw in _amcl_two_view_cases()
-    ]
+def _amcl_two_view_samples(
+    *, positive_is_candidate: bool = False
+) -> Callable[[torch.dtype, torch.device], list[SampleInput]]:
+    """The named cases; without ``mode="nt_xent"`` when the positive is a candidate."""
+
+    def make(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+        return [
+            SampleInput(tuple(_cast(t, dtype, device) for t in (a, b, tau)), kw, name)
+            for name, a, b, tau, kw in _amcl_two_view_cases()
+            if not (positive_is_candidate and kw.get("mode") == "nt_xent")
+        ]
+
+    return make
+
+
+def _amcl_log_sum_exp_modes(
+    base: Callable[..., st.SearchStrategy[SampleInput]], modes: tuple[str, ...]
+) -> Callable[..., st.SearchStrategy[SampleInput]]:
+    """``base``'s samples (max and top-kappa) or, as often, a max-mode sample of ``base`` moved
+    to one of the log-sum-exp ``modes`` (no ``k``, the Omega regulariser)."""
+
+    def move(drawn: tuple[SampleInput, str]) -> SampleInput:
+        sample, mode = drawn
+        kwargs = {key: value for key, value in sample.kwargs.items() if key != "k"}
+        kwargs.update(mode=mode, neg_regularizer="omega")
+        return SampleInput(sample.args, kwargs, sample.name)
+
+    def strategy(**kwargs: Any) -> st.SearchStrategy[SampleInput]:
+        moved = st.tuples(base(modes=("max",), **kwargs), st.sampled_from(modes)).map(move)
+        return st.one_of(base(**kwargs), moved)
+
+    return strategy
 
 
 def _amcl_two_view_errors(
-    fn: Callable[..., Tensor], candidates: int
+    fn: Callable[..., Tensor], candidates: int, *, positive_is_candidate: bool = False
 ) -> Callable[[], list[ErrorInput]]:
     def make() -> list[ErrorInput]:
         z = torch.randn(3, 4, 5, dtype=torch.float64)
@@ -645,6 +685,18 @@ def _amcl_two_view_errors(
             ),
             ((z, z, tau), {"mode": "topk"}, "topk_without_k", "mode='topk' needs k"),
             ((z, z, tau), {"k": 2}, "k_with_max", "k is only used with mode='topk'"),
+            (
+                (z, z, tau),
+                {"mode": "softmax", "k": 2},
+                "k_with_softmax",
+                "k is only used with mode='topk', got k=2 with mode='softmax'",
+            ),
+            (
+                (z, z, tau),
+                {"mode": "softmax", "neg_regularizer": "release2"},
+                "release2_with_softmax",
+                "neg_regularizer='release2' .* only defined for mode='max' or 'topk'",
+            ),
             ((z, z, tau), {"mode": "mean"}, "bad_mode", "mode must be one of"),
             (
                 (z, z, tau),
@@ -658,6 +710,24 @@ def _amcl_two_view_errors(
             ((z[:, :1], z[:, :1], tau), {}, "batch_of_one", "N >= 2"),
             ((z, z, tau), {"reduction": "avg"}, "bad_reduction", "reduction must be one of"),
         ]
+        if positive_is_candidate:  # the positive is a candidate already
+            cases.append(
+                (
+                    (z, z, tau),
+                    {"mode": "nt_xent"},
+                    "nt_xent_mode",
+                    "mode='nt_xent' is not available",
+                )
+            )
+        else:
+            cases.append(
+                (
+                    (z, z, tau),
+                    {"mode": "nt_xent", "neg_regularizer": "release2"},
+                    "release2_with_nt_xent_mode",
+                    "neg_regularizer='release2' .* only defined for mode='max' or 'topk'",
+                )
+            )
         return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
 
     return make
@@ -698,6 +768,16 @@ def _amcl_moco_samples(dtype: torch.dtype, device: torch.device) -> list[SampleI
             {"beta": 1.0},
         ),
         ("tau_floor", q, key, queue, _log_uniform_tau(gen, (3, 3, 7), 1e-5, 2e-5), {"beta": 1e-4}),
+        ("softmax", q, key, queue, tau, {"beta": 1e-2, "mode": "softmax"}),
+        ("nt_xent_mode", q, key, queue, tau, {"beta": 1e-2, "mode": "nt_xent"}),
+        (
+            "log_sum_exp_tau_floor",
+            q,
+            key,
+            queue,
+            _log_uniform_tau(gen, (3, 3, 7), 1e-5, 2e-5),
+            {"beta": 1e-4, "mode": "nt_xent"},
+        ),
     ]
     return [
         SampleInput(tuple(_cast(t, dtype, device) for t in ts), kw, name) for name, *ts, kw in cases
@@ -715,6 +795,13 @@ def _amcl_moco_errors() -> list[ErrorInput]:
         ((q, q, queue, tau), {"mode": "topk", "k": 6}, "k_too_large", "k must be in \\[1, 5\\]"),
         ((q, q[:2], queue, tau), {}, "key_heads", "query has 3 heads but key has 2"),
         ((q, q, queue, tau), {"beta": float("nan")}, "nan_beta", "beta must be finite"),
+        ((q, q, queue, tau), {"mode": "nt_xent", "k": 1}, "k_with_nt_xent_mode", "k is only used"),
+        (
+            (q, q, queue, tau),
+            {"mode": "softmax", "neg_regularizer": "release2"},
+            "release2_with_softmax",
+            "neg_regularizer='release2' .* only defined for mode='max' or 'topk'",
+        ),
     ]
     return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
 
@@ -800,17 +887,20 @@ def _amcl_barlow_errors() -> list[ErrorInput]:
 
 
 _AMCL_CITATION = "Wang et al. 2024 (AMCL) Table 2 Eq. {}"
+# mode="softmax" / "nt_xent": the paper's "Softmax" variant (Fig. 5, right)
+_AMCL_LSE = "; Fig. 5 (right) for the log-sum-exp modes"
 
 register(
     LossSpec(
         name="amcl_nt_xent",
         fn=losses.amcl_nt_xent,
-        citation=_AMCL_CITATION.format("2.1"),
+        citation=_AMCL_CITATION.format("2.1") + _AMCL_LSE,
         conventions="(C, N, D) head stacks, (C, 2N, 2N) pair temperatures, hardest negative by "
-        "raw similarity, heads summed, mean over 2N anchors",
+        "raw similarity (or all in a log-sum-exp, mode='softmax'/'nt_xent'), heads summed, "
+        "mean over 2N anchors",
         inputs=("z1", "z2", "temperature"),
-        strategy=ams.amcl_two_view_samples,
-        sample_inputs=_amcl_two_view_samples,
+        strategy=_amcl_log_sum_exp_modes(ams.amcl_two_view_samples, ("softmax", "nt_xent")),
+        sample_inputs=_amcl_two_view_samples(),
         error_inputs=_amcl_two_view_errors(losses.amcl_nt_xent, 6),
         tolerances=AMCL_TOLERANCES,
         properties=("value", "invariance", "reduction", "gradcheck"),
@@ -822,12 +912,15 @@ register(
     LossSpec(
         name="amcl_info_nce",
         fn=losses.amcl_info_nce,
-        citation=_AMCL_CITATION.format("2.4"),
-        conventions="as amcl_nt_xent with the positive also a candidate for the hardest",
+        citation=_AMCL_CITATION.format("2.4") + _AMCL_LSE,
+        conventions="as amcl_nt_xent with the positive also a candidate for the hardest "
+        "(mode='nt_xent' rejected)",
         inputs=("z1", "z2", "temperature"),
-        strategy=lambda **kw: ams.amcl_two_view_samples(positive_is_candidate=True, **kw),
-        sample_inputs=_amcl_two_view_samples,
-        error_inputs=_amcl_two_view_errors(losses.amcl_info_nce, 7),
+        strategy=_amcl_log_sum_exp_modes(
+            lambda **kw: ams.amcl_two_view_samples(positive_is_candidate=True, **kw), ("softmax",)
+        ),
+        sample_inputs=_amcl_two_view_samples(positive_is_candidate=True),
+        error_inputs=_amcl_two_view_errors(losses.amcl_info_nce, 7, positive_is_candidate=True),
         tolerances=AMCL_TOLERANCES,
         properties=("value", "invariance", "reduction", "gradcheck"),
         overrides=_AMCL_OVERRIDES,
@@ -838,11 +931,11 @@ register(
     LossSpec(
         name="amcl_moco",
         fn=losses.amcl_moco,
-        citation=_AMCL_CITATION.format("2.1") + " with a queue",
+        citation=_AMCL_CITATION.format("2.1") + " with a queue" + _AMCL_LSE,
         conventions="query/key (C, N, D), per-head queue (C, K, D), temperatures (C, N, 1 + K) "
         "with the key in column 0, heads summed, mean over N queries",
         inputs=("query", "key", "queue", "temperature"),
-        strategy=ams.amcl_queue_samples,
+        strategy=_amcl_log_sum_exp_modes(ams.amcl_queue_samples, ("softmax", "nt_xent")),
         sample_inputs=_amcl_moco_samples,
         error_inputs=_amcl_moco_errors,
         tolerances=AMCL_TOLERANCES,

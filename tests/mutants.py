@@ -1,7 +1,9 @@
 """Deliberately wrong versions of the reference losses.
 
-Each mutant reproduces one mistake seen in real implementations (``../shared/spec/peers.md``
-section 4 and 5).  The mutation tests require that every mutant violates at least one stated
+Each mutant reproduces one mistake seen in real implementations (definition differences and
+numerical pitfalls of the peer libraries that ``peers/peer_cases.py`` cross-checks, and
+misreadings of the AMCL paper, Wang et al. 2024, arXiv:2310.05615, and of its code
+releases).  The mutation tests require that every mutant violates at least one stated
 property, which shows that the properties can fail.  Mutants share the signature of the loss
 they imitate so that the same checks can drive them.
 """
@@ -130,10 +132,11 @@ MUTANTS: tuple[Mutant, ...] = (
 
 # --- AMCL (issue 3) ----------------------------------------------------------------------------
 # Broken versions of amcl_nt_xent and amcl_simsiam, written independently of amcl_lab (same
-# signatures).  Each reproduces a plausible misreading of Table 2 or of the code releases
-# (../shared/spec/amcl.md sections 3, 4 and 11); tests/properties/test_amcl.py requires that
-# each violates at least one of the properties P3-P13.  Kept apart from MUTANTS, whose battery
-# is NT-Xent's.
+# signatures).  Each reproduces a plausible misreading of Table 2 (Wang et al. 2024,
+# arXiv:2310.05615), of its Fig. 5 "Softmax" variant or of the code releases;
+# tests/properties/test_amcl.py requires that each violates at least one of the properties
+# P3-P13 or of the log-sum-exp modes' properties.  Kept apart from MUTANTS, whose battery is
+# NT-Xent's.
 
 
 def _amcl_variant(
@@ -154,6 +157,9 @@ def _amcl_variant(
     anchors="both",
     topk_reduce="mean",
     log_coefficient=None,
+    lse_positive="as_mode",
+    lse_neg_sign=-1.0,
+    lse_omega_reduce="mean",
     **_,
 ):
     c, n, d = z1.shape
@@ -170,15 +176,29 @@ def _amcl_variant(
     s_pos, t_pos = sim[:, rows, pos], tau[:, rows, pos]
     if negative_temperature == "positive":
         t_cand = t_pos[..., None].expand_as(t_cand)
-    score = s_cand if select_by == "raw" else s_cand / t_cand
-    count = 1 if mode == "max" else k
-    chosen = torch.sort(score.detach(), dim=-1, descending=True, stable=True).indices[..., :count]
-    s_k, t_k = s_cand.gather(-1, chosen), t_cand.gather(-1, chosen)
     coefficient = d / 2 if log_coefficient is None else log_coefficient
 
     def omega(t):
         return coefficient * torch.log(t) + 1 / t
 
+    if mode in ("softmax", "nt_xent"):  # every candidate in a log-sum-exp (Fig. 5, right)
+        logits = s_cand / t_cand
+        with_positive = mode == "nt_xent" if lse_positive == "as_mode" else lse_positive == "in"
+        if with_positive:
+            logits = torch.cat([logits, (s_pos / t_pos)[..., None]], dim=-1)
+        reg = omega(t_cand).sum(-1) if lse_omega_reduce == "sum" else omega(t_cand).mean(-1)
+        sign = neg_sign * -lse_neg_sign
+        losses = (
+            -s_pos / t_pos + torch.logsumexp(logits, -1) + beta * omega(t_pos) + sign * beta * reg
+        )
+        if anchors == "first_view":
+            losses = losses[:, :n]
+        losses = losses.sum(0) if heads == "sum" else losses.mean(0)
+        return _reduce(losses, reduction)
+    score = s_cand if select_by == "raw" else s_cand / t_cand
+    count = 1 if mode == "max" else k
+    chosen = torch.sort(score.detach(), dim=-1, descending=True, stable=True).indices[..., :count]
+    s_k, t_k = s_cand.gather(-1, chosen), t_cand.gather(-1, chosen)
     negative = (s_k / t_k).sum(-1) if topk_reduce == "sum" else (s_k / t_k).mean(-1)
     release2 = (torch.log(t_k) + 1 / t_k).sum(-1)
     reg = omega(t_k).mean(-1) if neg_regularizer == "omega" else release2
@@ -219,6 +239,26 @@ def amcl_topk_summed(z1, z2, temperature, **kw):
 
 def amcl_omega_log_coefficient_one(z1, z2, temperature, **kw):
     return _amcl_variant(z1, z2, temperature, **kw, log_coefficient=1.0)
+
+
+# The four below are right in the max and top-kappa modes and wrong only in the log-sum-exp
+# modes, so only the properties of those modes can catch them.
+
+
+def amcl_softmax_positive_in_lse(z1, z2, temperature, **kw):
+    return _amcl_variant(z1, z2, temperature, **kw, lse_positive="in")
+
+
+def amcl_nt_xent_mode_positive_left_out(z1, z2, temperature, **kw):
+    return _amcl_variant(z1, z2, temperature, **kw, lse_positive="out")
+
+
+def amcl_softmax_regularizer_sign_flipped(z1, z2, temperature, **kw):
+    return _amcl_variant(z1, z2, temperature, **kw, lse_neg_sign=1.0)
+
+
+def amcl_softmax_omega_summed(z1, z2, temperature, **kw):
+    return _amcl_variant(z1, z2, temperature, **kw, lse_omega_reduce="sum")
 
 
 def _amcl_simsiam_variant(
@@ -298,6 +338,30 @@ AMCL_MUTANTS: tuple[Mutant, ...] = (
         "amcl_nt_xent",
         amcl_omega_log_coefficient_one,
         "Omega = log tau + 1/tau (coefficient 1, not d'/2)",
+    ),
+    Mutant(
+        "amcl_softmax_positive_in_lse",
+        "amcl_nt_xent",
+        amcl_softmax_positive_in_lse,
+        "positive left in the log-sum-exp of mode='softmax' (the nt_xent form passed off as it)",
+    ),
+    Mutant(
+        "amcl_nt_xent_mode_positive_left_out",
+        "amcl_nt_xent",
+        amcl_nt_xent_mode_positive_left_out,
+        "positive left out of the log-sum-exp of mode='nt_xent'",
+    ),
+    Mutant(
+        "amcl_softmax_regularizer_sign_flipped",
+        "amcl_nt_xent",
+        amcl_softmax_regularizer_sign_flipped,
+        "+beta mean Omega on the negative temperatures of the log-sum-exp modes",
+    ),
+    Mutant(
+        "amcl_softmax_omega_summed",
+        "amcl_nt_xent",
+        amcl_softmax_omega_summed,
+        "Omega of the negatives summed, not averaged, in the log-sum-exp modes",
     ),
     Mutant(
         "amcl_simsiam_target_not_detached",

@@ -139,7 +139,9 @@ def simple_contrastive(z1, z2, lam: float | None, k: int | None) -> np.ndarray:
 # --- AMCL (issue 3) ----------------------------------------------------------------------------
 # Wang et al. 2024, Table 2: per head c and anchor i, -s+/tau+ + s*/tau* + beta Omega(tau+)
 # - beta Omega(tau*), summed over heads; the hardest candidate by raw similarity, ties to the
-# lowest index.  Temperatures are given per pair in the layouts the library documents.
+# lowest index.  Temperatures are given per pair in the layouts the library documents.  The
+# log-sum-exp modes (the "Softmax" variant of the paper's Fig. 5, right) replace s*/tau* by
+# log sum_n exp(s_n/tau_n) over every candidate and Omega(tau*) by the candidates' mean.
 
 
 def amcl_omega(tau: float, dim: int) -> float:
@@ -162,6 +164,27 @@ def _amcl_anchor(s_pos, t_pos, s_cand, t_cand, dim, beta, count, neg_regularizer
     return -s_pos / t_pos + negative + beta * (amcl_omega(t_pos, dim) - reg_neg)
 
 
+def _amcl_anchor_log_sum_exp(s_pos, t_pos, s_cand, t_cand, dim, beta, with_positive) -> float:
+    """One head and anchor of the log-sum-exp ("Softmax", Fig. 5 right) forms: every candidate
+    over its own temperature, Omega of the candidates averaged; ``with_positive`` also puts
+    the positive's s/tau inside the log-sum-exp."""
+    logits = [s_cand[j] / t_cand[j] for j in range(len(s_cand))]
+    if with_positive:
+        logits.append(s_pos / t_pos)
+    reg_neg = sum(amcl_omega(t, dim) for t in t_cand) / len(t_cand)
+    return -s_pos / t_pos + _log_sum_exp(logits) + beta * (amcl_omega(t_pos, dim) - reg_neg)
+
+
+def _amcl_terms(s_pos, t_pos, s_cand, t_cand, dim, beta, mode, k, neg_regularizer) -> float:
+    if mode in ("softmax", "nt_xent"):
+        assert neg_regularizer == "omega" and k is None
+        return _amcl_anchor_log_sum_exp(
+            s_pos, t_pos, s_cand, t_cand, dim, beta, with_positive=mode == "nt_xent"
+        )
+    count = 1 if mode == "max" else k
+    return _amcl_anchor(s_pos, t_pos, s_cand, t_cand, dim, beta, count, neg_regularizer)
+
+
 def amcl_two_view(
     z1,
     z2,
@@ -175,11 +198,13 @@ def amcl_two_view(
     """Per-anchor AMCL NT-Xent (Eq. 2.1) or InfoNCE (Eq. 2.4, positive also a candidate).
 
     ``z1, z2``: (C, N, D); ``tau``: broadcastable to (C, 2N, 2N) over the rows of [z1; z2].
+    ``mode``: "max", "topk" (with ``k``), "softmax" (log-sum-exp over the candidates) or
+    "nt_xent" (the positive added to it; not with ``positive_is_candidate``).
     """
+    assert not (positive_is_candidate and mode == "nt_xent")
     z1, z2 = np.asarray(z1, dtype=np.float64), np.asarray(z2, dtype=np.float64)
     heads, n, d = z1.shape
     tau = np.broadcast_to(np.asarray(tau, dtype=np.float64), (heads, 2 * n, 2 * n))
-    count = 1 if mode == "max" else k
     out = np.zeros(2 * n)
     for c in range(heads):
         z = _unit(np.concatenate([z1[c], z2[c]]))
@@ -189,7 +214,7 @@ def amcl_two_view(
             s_cand = [float(z[i] @ z[j]) for j in cands]
             t_cand = [float(tau[c, i, j]) for j in cands]
             s_pos, t_pos = float(z[i] @ z[p]), float(tau[c, i, p])
-            out[i] += _amcl_anchor(s_pos, t_pos, s_cand, t_cand, d, beta, count, neg_regularizer)
+            out[i] += _amcl_terms(s_pos, t_pos, s_cand, t_cand, d, beta, mode, k, neg_regularizer)
     return out
 
 
@@ -203,12 +228,12 @@ def amcl_moco(
     k: int | None = None,
     neg_regularizer: str = "omega",
 ) -> np.ndarray:
-    """Per-query AMCL MoCo; ``queue``: (C, K, D); ``tau``: (C, N, 1 + K), column 0 the key."""
+    """Per-query AMCL MoCo; ``queue``: (C, K, D); ``tau``: (C, N, 1 + K), column 0 the key;
+    ``mode`` as for :func:`amcl_two_view` ("nt_xent": the key inside the log-sum-exp)."""
     query, key = np.asarray(query, dtype=np.float64), np.asarray(key, dtype=np.float64)
     heads, n, d = query.shape
     size = np.asarray(queue).shape[1]
     tau = np.broadcast_to(np.asarray(tau, dtype=np.float64), (heads, n, 1 + size))
-    count = 1 if mode == "max" else k
     out = np.zeros(n)
     for c in range(heads):
         q, kk, bank = _unit(query[c]), _unit(key[c]), _unit(queue[c])
@@ -216,7 +241,7 @@ def amcl_moco(
             s_cand = [float(q[i] @ bank[j]) for j in range(size)]
             t_cand = [float(tau[c, i, 1 + j]) for j in range(size)]
             s_pos, t_pos = float(q[i] @ kk[i]), float(tau[c, i, 0])
-            out[i] += _amcl_anchor(s_pos, t_pos, s_cand, t_cand, d, beta, count, neg_regularizer)
+            out[i] += _amcl_terms(s_pos, t_pos, s_cand, t_cand, d, beta, mode, k, neg_regularizer)
     return out
 
 

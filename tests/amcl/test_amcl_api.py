@@ -143,6 +143,27 @@ def test_adaptive_model_computes_the_functional_loss_and_trains_every_part():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+@pytest.mark.parametrize(
+    ("loss", "mode"),
+    [("amcl_nt_xent", "softmax"), ("amcl_nt_xent", "nt_xent"), ("amcl_info_nce", "softmax")],
+)
+def test_adaptive_model_passes_the_log_sum_exp_modes_through(loss, mode):
+    """AMCLModel hands ``mode`` to the loss unchanged: the model's value is the functional
+    loss's in the log-sum-exp modes too, and every part receives gradient."""
+    encoder, projector = _parts()
+    net = PairTemperature(5, hidden=8).double()
+    model = AMCLModel(encoder, projector, net, loss, mode=mode, beta=0.1)
+    x1, x2 = _randn(4, 6), _randn(4, 6, seed=1)
+    value = model(x1, x2)
+    z1, z2 = projector(encoder(x1)), projector(encoder(x2))
+    rows = torch.cat([z1, z2], dim=1)
+    fn = amcl_nt_xent if loss == "amcl_nt_xent" else amcl_info_nce
+    assert value.item() == fn(z1, z2, net.pairwise(rows, rows), mode=mode, beta=0.1).item()
+    value.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
 def test_three_views_average_the_three_view_pairs():
     encoder, projector = _parts()
     model = AMCLModel(encoder, projector, 0.3, loss="amcl_info_nce")

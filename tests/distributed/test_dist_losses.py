@@ -222,6 +222,38 @@ CASES: dict[str, Case] = {
             x["z1"], x["z2"], x["tau"], mode="topk", k=3, reduction="sum", gather_distributed=g
         ),
     ),
+    # the log-sum-exp modes: every candidate of every rank inside each local anchor's logsumexp
+    "amcl_nt_xent-softmax": Case(
+        lambda: {**_stacks(26), "tau": (_positive(HEADS, 2 * N, 2 * N, seed=26), "pairs")},
+        lambda x, g: losses.amcl_nt_xent(
+            x["z1"], x["z2"], x["tau"], beta=0.01, mode="softmax", gather_distributed=g
+        ),
+    ),
+    "amcl_nt_xent-nt_xent-none": Case(
+        lambda: {**_stacks(27), "tau": (_positive(HEADS, 2 * N, 2 * N, seed=27), "pairs")},
+        lambda x, g: losses.amcl_nt_xent(
+            x["z1"],
+            x["z2"],
+            x["tau"],
+            beta=0.01,
+            mode="nt_xent",
+            reduction="none",
+            gather_distributed=g,
+        ),
+        per_anchor=True,
+    ),
+    "amcl_info_nce-softmax-sum": Case(
+        lambda: {**_stacks(28), "tau": (_positive(HEADS, 2 * N, 2 * N, seed=28), "pairs")},
+        lambda x, g: losses.amcl_info_nce(
+            x["z1"],
+            x["z2"],
+            x["tau"],
+            beta=0.01,
+            mode="softmax",
+            reduction="sum",
+            gather_distributed=g,
+        ),
+    ),
     "barlow_twins": Case(
         lambda: _two_views(16),
         lambda x, g: losses.barlow_twins(x["z1"], x["z2"], 0.1, gather_distributed=g),
@@ -261,11 +293,28 @@ CASES: dict[str, Case] = {
         ),
         per_sample=True,
     ),
+    **{
+        f"amcl_moco-{mode}": Case(
+            lambda seed=seed: {
+                **_head_stacks(("query", "key"), seed=seed),
+                "queue": (_randn(HEADS, 7, D, seed=seed + 10), "replicated"),
+                "tau": (_positive(HEADS, N, 8, seed=seed), "heads"),
+            },
+            lambda x, g, mode=mode: losses.amcl_moco(
+                x["query"], x["key"], x["queue"], x["tau"], beta=0.01, mode=mode
+            ),
+            per_sample=True,
+        )
+        for mode, seed in (("softmax", 29), ("nt_xent", 30))
+    },
     # AMCLModel with a learned PairTemperature: local anchors x gathered candidates
     "model-amcl_nt_xent-topk": _learned_case(
         "amcl_nt_xent", 2, D, seed=22, beta=0.01, mode="topk", k=5
     ),
     "model-amcl_info_nce-3-views": _learned_case("amcl_info_nce", 3, D, seed=23, beta=0.01),
+    "model-amcl_nt_xent-softmax": _learned_case(
+        "amcl_nt_xent", 2, D, seed=31, beta=0.01, mode="softmax"
+    ),
     # channel vectors of the global batch: the network's width is the global N
     "model-amcl_barlow_twins": _learned_case(
         "amcl_barlow_twins", 2, N, seed=24, lambda_offdiag=0.1, beta=0.01, omega_dim="batch"

@@ -1,4 +1,6 @@
-"""Properties P1-P16 of AMCL (Wang et al., ECCV 2024; ``../shared/spec/amcl.md`` section 8).
+"""Properties P1-P16 of AMCL (Wang, Koniusz, Gedeon, Zheng, ECCV 2024, arXiv:2310.05615: the
+losses of its Table 2, the regulariser Omega, the temperature network of its Eq. (3)), and
+those of the log-sum-exp modes (the "Softmax" variant of its Fig. 5, right).
 
 Each test is named after the statement it checks and cites it.  Expected values are computed
 here in float64 NumPy from the similarities (never by calling the code under test); the
@@ -25,6 +27,7 @@ from amcl_lab import (
     amcl_nt_xent,
     amcl_simsiam,
     barlow_twins,
+    info_nce,
     nt_xent,
     omega,
     registry,
@@ -33,6 +36,7 @@ from amcl_lab.samples import SampleInput
 from amcl_lab.testing import strategies as ams
 
 import checks
+import numpy_reference as ref
 from mutants import AMCL_MUTANTS
 
 pytestmark = pytest.mark.props
@@ -590,7 +594,7 @@ def test_p11_optimal_positive_temperature_has_a_closed_form(s, beta, dim):
 )
 def test_p14_gaussian_identity(pair, tau):
     """P14: for unit vectors, |a - b|^2/(2 tau) + (d'/2) log tau = -sim(a, b)/tau + Omega(tau)
-    (MLE reading of the loss, spec section 7): Omega is the Gaussian normaliser."""
+    (the maximum-likelihood reading of the loss): Omega is the Gaussian normaliser."""
     a, b = (_unit(t.numpy()) for t in pair)
     dim = a.shape[1]
     lhs = ((a - b) ** 2).sum(axis=1) / (2 * tau) + dim / 2 * math.log(tau)
@@ -726,6 +730,307 @@ def test_p16_omega_range_for_d_128():
     assert torch.all(values[(tau >= 3e-3) & (tau <= 0.9)] < 0)
 
 
+# --- the log-sum-exp modes: the "Softmax" variant of Fig. 5 (right) ------------------------------
+# mode="softmax": -s+/tau+ + log sum_n exp(s_n/tau_n) + beta Omega(tau+) - beta mean_n Omega(tau_n)
+# over each loss's candidates (Wang et al. 2024, arXiv:2310.05615, Fig. 5 right, read with the
+# pair temperatures and regularisers of Table 2); mode="nt_xent" also puts the positive inside
+# the log-sum-exp.  The samples are the max-form strategies moved to these modes.
+
+LSE_MODES = ("softmax", "nt_xent")
+
+
+@st.composite
+def _log_sum_exp_form(draw, base, modes):
+    """A sample of the AMCL strategy ``base`` moved to one of the log-sum-exp ``modes`` (no
+    ``k``; the paper's Omega, the only negative regulariser these modes take)."""
+    sample = draw(base)
+    kwargs = {key: value for key, value in sample.kwargs.items() if key != "k"}
+    kwargs.update(mode=draw(st.sampled_from(modes)), neg_regularizer="omega")
+    return SampleInput(sample.args, kwargs, sample.name)
+
+
+def _lse_strategies(**kw):
+    """(amcl_nt_xent, amcl_info_nce, amcl_moco) samples in their log-sum-exp modes."""
+    return (
+        _log_sum_exp_form(ams.amcl_two_view_samples(modes=("max",), **kw), LSE_MODES),
+        _log_sum_exp_form(
+            ams.amcl_two_view_samples(positive_is_candidate=True, modes=("max",), **kw),
+            ("softmax",),
+        ),
+        _log_sum_exp_form(ams.amcl_queue_samples(modes=("max",), **kw), LSE_MODES),
+    )
+
+
+lse_form, lse_info_nce, lse_moco = _lse_strategies()
+_LSE_LOSSES = [
+    pytest.param(amcl_nt_xent, lse_form, id="amcl_nt_xent"),
+    pytest.param(amcl_info_nce, lse_info_nce, id="amcl_info_nce"),
+    pytest.param(amcl_moco, lse_moco, id="amcl_moco"),
+]
+
+
+def _log_sum_exp(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=-1, keepdims=True)
+    return (m + np.log(np.exp(x - m).sum(axis=-1, keepdims=True)))[..., 0]
+
+
+def check_lse_reduces_to_nt_xent(loss, sample: SampleInput) -> None:
+    """C = 1, a constant tau and beta = 0: mode="softmax" is nt_xent(decoupled=True) (Eq. (1.1)
+    of Table 1) and mode="nt_xent" is nt_xent (Eq. (1.4)), per anchor, to float64 rounding."""
+    z1, z2, tau0 = _constant(sample)
+    mode = sample.kwargs["mode"]
+    kw = {**sample.kwargs, "beta": 0.0, "reduction": "none"}
+    actual = checks.as_numpy(loss(z1, z2, tau0, **kw))
+    decoupled = mode == "softmax"
+    expected = checks.as_numpy(nt_xent(z1[0], z2[0], tau0, decoupled=decoupled, reduction="none"))
+    checks.assert_close(
+        actual, expected, rtol=1e-12, atol=1e-13 * _scale(tau0), what=f"mode={mode!r} vs nt_xent"
+    )
+
+
+def check_lse_regularizer_cancels(loss, sample: SampleInput) -> None:
+    """P4 for the log-sum-exp modes: with every temperature equal, +beta Omega(tau) on the
+    positive and -beta times the mean of Omega(tau) over the negatives cancel for any beta."""
+    z1, z2, tau = sample.args
+    tau0 = float(tau[0, 0, 1])
+    with_beta = float(loss(z1, z2, tau0, **{**sample.kwargs, "beta": 1.0}))
+    without = float(loss(z1, z2, tau0, **{**sample.kwargs, "beta": 0.0}))
+    checks.assert_close(
+        with_beta, without, rtol=1e-10, atol=F64.atol * _scale(tau0), what="beta=1 vs beta=0"
+    )
+
+
+def check_lse_temperature_gradients(loss, sample: SampleInput) -> None:
+    """The exact temperature gradient of the log-sum-exp modes: with w_n the softmax weight of
+    candidate n in the log-sum-exp and M the number of negatives, dL/dtau_n =
+    (-w_n s_n/tau_n^2 - beta Omega'(tau_n)/M)/A and dL/dtau+ = ((1 - w+) s+/tau+^2 +
+    beta Omega'(tau+))/A, with w+ = 0 for mode="softmax"; 0 for every unread entry."""
+    z1, z2, tau = sample.args
+    c, n, d = z1.shape
+    beta, mode = float(sample.kwargs.get("beta", 1e-4)), sample.kwargs["mode"]
+    leaf = tau.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(loss(z1, z2, leaf, **sample.kwargs), leaf)
+    s_pos, s_neg, cols = _similarities(z1, z2)
+    t = tau.detach().numpy()
+    anchors = 2 * n
+    rows = np.arange(anchors)
+    pos = (rows + n) % anchors
+    t_pos, t_neg = t[:, rows, pos], np.take_along_axis(t, cols[None].repeat(c, 0), -1)
+    logits = s_neg / t_neg
+    if mode == "nt_xent":
+        logits = np.concatenate([logits, (s_pos / t_pos)[..., None]], axis=-1)
+    weights = np.exp(logits - _log_sum_exp(logits)[..., None])
+    w_pos = weights[..., -1] if mode == "nt_xent" else 0.0
+    m = s_neg.shape[-1]
+    expected = np.zeros_like(t)
+    expected[:, rows, pos] = (
+        (1 - w_pos) * s_pos / t_pos**2 + beta * _omega_derivative(t_pos, d)
+    ) / anchors
+    g_neg = -weights[..., :m] * s_neg / t_neg**2 - beta * _omega_derivative(t_neg, d) / m
+    np.put_along_axis(expected, cols[None].repeat(c, 0), g_neg / anchors, -1)
+    checks.assert_close(
+        checks.as_numpy(grad), expected, rtol=1e-8, atol=1e-12 * _scale(tau) ** 2, what="dL/dtau"
+    )
+
+
+@given(lse_form)
+def test_log_sum_exp_modes_with_one_head_constant_tau_and_no_regulariser_are_nt_xent(sample):
+    """C = 1, constant tau, beta = 0: mode="softmax" = nt_xent(..., decoupled=True) (Table 1,
+    Eq. (1.1)) and mode="nt_xent" = nt_xent(...) (Eq. (1.4)), exactly in float64."""
+    check_lse_reduces_to_nt_xent(amcl_nt_xent, sample)
+
+
+@given(lse_info_nce)
+def test_info_nce_softmax_mode_is_info_nce_with_each_anchors_negatives_as_its_queue(sample):
+    """C = 1, constant tau, beta = 0: Eq. (2.4) in mode="softmax" is, for each anchor i,
+    info_nce(anchor i, its positive, queue = its 2N - 2 negatives) (MoCo's (K + 1)-way
+    softmax, He et al. 2020, Eq. 1), and over the batch nt_xent with the positive kept."""
+    z1, z2, tau0 = _constant(sample)
+    n = z1.shape[1]
+    kw = {**sample.kwargs, "beta": 0.0, "reduction": "none"}
+    actual = checks.as_numpy(amcl_info_nce(z1, z2, tau0, **kw))
+    rows = torch.cat([z1[0], z2[0]])
+    expected = []
+    for i in range(2 * n):
+        p = (i + n) % (2 * n)
+        negatives = rows[[j for j in range(2 * n) if j not in (i, p)]]
+        expected.append(float(info_nce(rows[i : i + 1], rows[p : p + 1], negatives, tau0)))
+    atol = 1e-13 * _scale(tau0)
+    checks.assert_close(actual, expected, rtol=1e-12, atol=atol, what="per-anchor info_nce")
+    batch = checks.as_numpy(nt_xent(z1[0], z2[0], tau0, reduction="none"))
+    checks.assert_close(actual, batch, rtol=1e-12, atol=atol, what="nt_xent")
+
+
+@given(lse_moco)
+def test_moco_nt_xent_mode_is_info_nce_with_the_queue(sample):
+    """C = 1, constant tau, beta = 0: amcl_moco(mode="nt_xent") is info_nce(query, key,
+    queue) (He et al. 2020, Eq. 1: the key inside the log-sum-exp), exactly in float64."""
+    q, key, queue, tau = sample.args
+    tau0 = float(tau[0, 0, 0])
+    kw = {**sample.kwargs, "mode": "nt_xent", "beta": 0.0, "reduction": "none"}
+    actual = checks.as_numpy(amcl_moco(q[:1], key[:1], queue[:1], tau0, **kw))
+    expected = checks.as_numpy(info_nce(q[0], key[0], queue[0], tau0, reduction="none"))
+    checks.assert_close(
+        actual, expected, rtol=1e-12, atol=1e-13 * _scale(tau0), what="info_nce with a queue"
+    )
+
+
+@given(lse_moco)
+def test_moco_softmax_mode_is_info_nce_with_the_key_left_out_of_the_denominator(sample):
+    """C = 1, constant tau, beta = 0: amcl_moco(mode="softmax") is -s(q, k)/tau + log sum_j
+    exp(s(q, u_j)/tau), the decoupled (Table 1, Eq. (1.1)) form of info_nce.  Checked against
+    nt_xent(decoupled=True) on z1 = [q_i; U], z2 = [k_i; U]: the negatives of anchor 0 are the
+    queue U twice, so its loss is the MoCo term plus log 2."""
+    q, key, queue, tau = sample.args
+    tau0 = float(tau[0, 0, 0])
+    kw = {**sample.kwargs, "mode": "softmax", "beta": 0.0, "reduction": "none"}
+    actual = checks.as_numpy(amcl_moco(q[:1], key[:1], queue[:1], tau0, **kw))
+    expected = [
+        float(
+            nt_xent(
+                torch.cat([q[0, i : i + 1], queue[0]]),
+                torch.cat([key[0, i : i + 1], queue[0]]),
+                tau0,
+                decoupled=True,
+                reduction="none",
+            )[0]
+        )
+        - math.log(2.0)
+        for i in range(q.shape[1])
+    ]
+    checks.assert_close(
+        actual, expected, rtol=1e-12, atol=1e-13 * _scale(tau0), what="decoupled info_nce"
+    )
+
+
+def _negatives(loss, features) -> int:
+    """How many negatives an anchor has: 2N - 2 (Eq. (2.1)), 2N - 1 candidates (Eq. (2.4),
+    the positive one of them) or the K queue rows (MoCo)."""
+    if loss is amcl_moco:
+        return features[2].shape[1]
+    n = features[0].shape[1]
+    return 2 * n - 1 if loss is amcl_info_nce else 2 * n - 2
+
+
+@pytest.mark.parametrize(("loss", "strategy"), _LSE_LOSSES)
+@given(data=st.data())
+def test_softmax_mode_lies_between_the_max_form_and_the_max_form_plus_c_log_m(loss, strategy, data):
+    """For one constant tau (every pair, every head) and any beta, per anchor: l_max <=
+    l_softmax <= l_max + C log M, and l_softmax <= l_nt_xent (MoCo, NT-Xent).  These are loss
+    values, each with its 1/tau: l_max = sum_c (max_n s_n - s+)/tau (the regulariser cancels,
+    P4) and l_softmax = sum_c (log sum_n exp(s_n/tau) - s+/tau); the bound C log M (M
+    negatives, C heads) is not scaled by 1/tau, since max_n x_n <= log sum_n exp(x_n) <= max_n
+    x_n + log M for x_n = s_n/tau.  Fig. 5 (right) against Table 2 Eq. (2.1)/(2.4)."""
+    sample = data.draw(strategy)
+    *features, tau = sample.args
+    tau0 = float(tau.flatten()[-1])
+    kw = {**sample.kwargs, "reduction": "none"}
+    soft, hard = (
+        checks.as_numpy(loss(*features, tau0, **{**kw, "mode": mode}))
+        for mode in ("softmax", "max")
+    )
+    tol = F64.atol * _scale(tau0)
+    bound = features[0].shape[0] * math.log(_negatives(loss, features))
+    assert np.all(hard <= soft + tol), (hard, soft)
+    assert np.all(soft <= hard + bound + tol), (hard, soft, bound)
+    if loss is not amcl_info_nce:
+        full = checks.as_numpy(loss(*features, tau0, **{**kw, "mode": "nt_xent"}))
+        assert np.all(soft <= full + tol), (soft, full)
+
+
+@given(lse_form)
+def test_log_sum_exp_modes_regularizer_cancels_with_constant_temperature(sample):
+    """P4 for Fig. 5's form: a constant tau makes beta irrelevant (Omega of the negatives is
+    averaged, so it equals Omega of the positive)."""
+    check_lse_regularizer_cancels(amcl_nt_xent, sample)
+
+
+@given(lse_form)
+def test_log_sum_exp_modes_temperature_gradients_are_softmax_weights(sample):
+    """dL/dtau_n = (-w_n s_n/tau_n^2 - beta Omega'(tau_n)/M)/A for every negative, with w_n its
+    softmax weight; dL/dtau+ = ((1 - w+) s+/tau+^2 + beta Omega'(tau+))/A."""
+    check_lse_temperature_gradients(amcl_nt_xent, sample)
+
+
+@given(lse_form)
+def test_log_sum_exp_modes_heads_are_summed(sample):
+    """P3 in the log-sum-exp modes: C heads = the sum of the per-head losses."""
+    check_p3_heads_are_summed(amcl_nt_xent, sample)
+
+
+def _numpy_value(loss, sample: SampleInput) -> np.ndarray:
+    args = [a.detach().double().numpy() for a in sample.args]
+    if loss is amcl_moco:
+        return ref.amcl_moco(*args, **sample.kwargs)
+    return ref.amcl_two_view(*args, **sample.kwargs, positive_is_candidate=loss is amcl_info_nce)
+
+
+@pytest.mark.parametrize(("loss", "strategy"), _LSE_LOSSES)
+@given(data=st.data())
+def test_log_sum_exp_modes_match_the_independent_numpy_reference(loss, strategy, data):
+    """The per-anchor float64 value equals the loop transcription in tests/numpy_reference.py
+    (written apart from the library): -s+/tau+ + log sum exp(s_n/tau_n) (+ the positive for
+    "nt_xent") + beta Omega(tau+) - beta mean Omega(tau_n), summed over heads."""
+    sample = data.draw(strategy)
+    actual = checks.as_numpy(loss(*sample.args, **sample.kwargs, reduction="none"))
+    checks.assert_close(
+        actual,
+        _numpy_value(loss, sample),
+        rtol=1e-10,
+        atol=F64.atol * _scale(sample.args[-1]),
+        what=f"{loss.__name__} vs NumPy",
+    )
+
+
+_GRADCHECK = _lse_strategies(min_temperature=0.05)
+
+
+@pytest.mark.parametrize(
+    ("loss", "strategy"),
+    [
+        pytest.param(fn, s, id=fn.__name__)
+        for fn, s in zip((amcl_nt_xent, amcl_info_nce, amcl_moco), _GRADCHECK, strict=True)
+    ],
+)
+@given(data=st.data())
+def test_log_sum_exp_modes_gradients_pass_gradcheck_in_float64(loss, strategy, data):
+    """Autograd's gradient with respect to the features and the pair temperatures equals
+    central finite differences (torch.autograd.gradcheck, float64, tau >= 0.05).  The rows
+    are rescaled to unit norm first (the loss does not change, P2): at a norm of 1e-3 the
+    third derivative ~ 1/|z|^3 makes the finite differences, not autograd, wrong by ~1e-5."""
+    sample = data.draw(strategy)
+    *features, tau = (a.detach().clone() for a in sample.args)
+    features = [f / torch.linalg.vector_norm(f, dim=-1, keepdim=True) for f in features]
+    inputs = [a.requires_grad_(True) for a in (*features, tau)]
+    assert torch.autograd.gradcheck(
+        lambda *xs: loss(*xs, **sample.kwargs), inputs, eps=1e-7, atol=1e-6, rtol=1e-4
+    )
+
+
+_FLOAT32 = _lse_strategies(dtype=torch.float32)
+
+
+@pytest.mark.parametrize(
+    ("loss", "strategy"),
+    [
+        pytest.param(fn, s, id=fn.__name__)
+        for fn, s in zip((amcl_nt_xent, amcl_info_nce, amcl_moco), _FLOAT32, strict=True)
+    ],
+)
+@given(data=st.data())
+def test_log_sum_exp_modes_are_finite_in_float32_at_tau_1e_minus_5(loss, strategy, data):
+    """P16 for the log-sum-exp modes: at tau = 1e-5, s/tau reaches 1e5 (exp would overflow
+    float32 past ~88), yet the value and the gradients of the features and temperatures are
+    finite in float32 (torch.logsumexp subtracts the maximum); also with every temperature at
+    the floor but one at 2."""
+    sample = data.draw(strategy)
+    *features, tau = sample.args
+    floor = torch.full_like(tau, 1e-5)
+    if data.draw(st.booleans()):
+        floor.view(-1)[data.draw(st.integers(0, floor.numel() - 1))] = 2.0
+    checks.check_finite_value_and_gradient(loss, SampleInput((*features, floor), sample.kwargs))
+
+
 # --- every property can fail: AMCL mutants -------------------------------------------------
 
 # Each entry is a check that a property test above runs on the reference (test_p3_..., test_p4_,
@@ -739,6 +1044,10 @@ BATTERY = {
         (check_p4_regularizer_cancels, two_view),
         (check_p8_topk, two_view),
         (check_p9_max_form_gradients, two_view),
+        # the log-sum-exp modes (Fig. 5, right)
+        (check_lse_reduces_to_nt_xent, lse_form),
+        (check_lse_regularizer_cancels, lse_form),
+        (check_lse_temperature_gradients, lse_form),
     ),
     "amcl_simsiam": (
         (check_p13_simsiam_reduction, ams.amcl_simsiam_samples()),
@@ -767,6 +1076,10 @@ TARGETED = {
     "amcl_one_view_direction": check_p5_constant_temperature_reduction,
     "amcl_topk_summed": check_p8_topk,
     "amcl_omega_log_coefficient_one": check_p10_temperature_gradients,
+    "amcl_softmax_positive_in_lse": check_lse_reduces_to_nt_xent,
+    "amcl_nt_xent_mode_positive_left_out": check_lse_reduces_to_nt_xent,
+    "amcl_softmax_regularizer_sign_flipped": check_lse_regularizer_cancels,
+    "amcl_softmax_omega_summed": check_lse_temperature_gradients,
     "amcl_simsiam_target_not_detached": check_p13_target_receives_no_gradient,
     "amcl_simsiam_halves_dropped": check_p13_simsiam_reduction,
 }
@@ -777,7 +1090,10 @@ TARGETED = {
 def test_each_amcl_property_catches_the_mistake_it_targets(mutant):
     """P3 catches averaged heads, P9 the wrong hardest negative or its temperature, P4 the
     flipped regulariser, P5 the InfoNCE form and a missing view direction, P8 a summed top-k,
-    P10 a wrong Omega, P13 a missing stop-gradient or halving."""
+    P10 a wrong Omega, P13 a missing stop-gradient or halving; in the log-sum-exp modes the
+    reduction to NT-Xent catches a positive wrongly in or out of the log-sum-exp, the
+    cancellation at constant tau a flipped negative regulariser, and the exact temperature
+    gradient a summed one."""
     check = TARGETED[mutant.name]
     strategy = next(s for c, s in BATTERY[mutant.target] if c is check)
     assert checks.violates(check, mutant.fn, strategy), f"{check.__name__} misses {mutant.name}"
@@ -790,3 +1106,29 @@ def test_amcl_mutants_cover_the_mistakes_named_in_the_issue():
         "amcl_scaled_selection",
         "amcl_regularizer_sign_flipped",
     } <= {m.name for m in AMCL_MUTANTS}
+
+
+#: The mistakes in the log-sum-exp modes, each right in the max and top-kappa modes.
+LSE_MUTANTS = (
+    "amcl_softmax_positive_in_lse",
+    "amcl_nt_xent_mode_positive_left_out",
+    "amcl_softmax_regularizer_sign_flipped",
+    "amcl_softmax_omega_summed",
+)
+
+
+@pytest.mark.mutation
+@pytest.mark.parametrize("name", LSE_MUTANTS)
+def test_log_sum_exp_mutants_are_caught_only_by_the_log_sum_exp_properties(name):
+    """Each log-sum-exp mutant passes every max/top-kappa check above (P3, P4, P5, P8, P10):
+    only the properties of the new modes catch it."""
+    mutant = next(m for m in AMCL_MUTANTS if m.name == name)
+    for check, strategy in BATTERY["amcl_nt_xent"]:
+        if strategy is two_view and check is not check_p9_max_form_gradients:
+            assert not checks.violates(check, mutant.fn, strategy), (name, check.__name__)
+
+
+def test_amcl_mutants_cover_the_log_sum_exp_mistakes_named_in_the_issue():
+    """Positive left in (softmax) or out (nt_xent) of the log-sum-exp, the negative Omega's
+    sign flipped, and Omega summed instead of averaged over the negatives."""
+    assert set(LSE_MUTANTS) <= {m.name for m in AMCL_MUTANTS}
