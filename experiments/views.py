@@ -59,16 +59,10 @@ from amcl_lab import _validation as v
 from amcl_lab import engine, figures
 from amcl_lab.data import Split, load_dataset
 
+from . import _claims as claims
+from ._graph import GraphConfig, train_condition
 from ._protocol import Claim, Results
-from .projector import (
-    MATCH_MARGIN,
-    GraphConfig,
-    Measure,
-    final_values,
-    matched_difference,
-    paired_difference,
-    train_condition,
-)
+from .projector import MATCH_MARGIN
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "plot", "run"]
 
@@ -233,32 +227,28 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
 CONDITION = ("views", "fraction")
 
 
-def _difference(
-    a: tuple[int | str, float], b: tuple[int | str, float], match: bool = False
-) -> Measure:
-    """Measure: probe accuracy at ``(views, fraction)`` a minus at b (points).
+def _difference(a: claims.Condition, b: claims.Condition, match: bool = False) -> claims.Measure:
+    """Measure: probe accuracy at condition a minus at b (points).
 
-    A view count may be ``"max"``: the most views of the table (no effect when that is 2,
-    the baseline).  With ``match``, the difference is
-    :func:`~amcl_lab.experiments.projector.matched_difference` (b the reference, which must
+    ``{"views": max}`` is the most views of the table (no effect when that is 2, the
+    baseline: a condition compared with itself).  With ``match``, the difference is
+    :func:`~amcl_lab.experiments._claims.matched_difference` (b the reference, which must
     have learned).
     """
 
-    def measure(table: pd.DataFrame) -> dict[int, float]:
-        acc = final_values(table, "linear_probe", CONDITION)
-        most = int(acc.index.get_level_values("views").max())
-        if "max" in (a[0], b[0]) and most == BASELINE_VIEWS:
-            return {}
-
-        def cell(spec: tuple[int | str, float]) -> dict[str, float]:
-            views, fraction = spec
-            return {"views": most if views == "max" else views, "fraction": fraction}
-
+    def measure(table: pd.DataFrame) -> claims.Effect:
         if match:
-            return matched_difference(table, CONDITION, cell(a), cell(b))
-        return paired_difference(acc, cell(a), cell(b))
+            return claims.matched_difference(
+                table, "linear_probe", CONDITION, a, b, margin=MATCH_MARGIN
+            )
+        acc = claims.final(table, "linear_probe", CONDITION)
+        return claims.paired_difference(acc, a, b, scale=100.0)
 
     return measure
+
+
+def _cell(views: Any, fraction: float) -> claims.Condition:
+    return {"views": views, "fraction": fraction}
 
 
 SOURCE = "Ghosh, Agrawal et al. 2024 (arXiv:2312.10725)"
@@ -273,7 +263,7 @@ def _premise(fraction: float, word: str) -> Claim:
         ),
         source=f"{SOURCE}, abstract; projectors.md section 4.1",
         effect=f"probe accuracy, 2 views on 100 % minus 2 views on {fraction:.0%} (points)",
-        measure=_difference((BASELINE_VIEWS, 1.0), (BASELINE_VIEWS, fraction)),
+        measure=_difference(_cell(BASELINE_VIEWS, 1.0), _cell(BASELINE_VIEWS, fraction)),
     )
 
 
@@ -290,7 +280,7 @@ def _match(views: int, fraction: float, word: str, where: str) -> Claim:
             f"non-inferiority margin {MATCH_MARGIN:g}; undefined for a seed whose reference "
             "did not learn (gain over initialisation <= margin)"
         ),
-        measure=_difference((views, fraction), (BASELINE_VIEWS, 1.0), match=True),
+        measure=_difference(_cell(views, fraction), _cell(BASELINE_VIEWS, 1.0), match=True),
         direction="greater",
         threshold=-MATCH_MARGIN,
     )
@@ -310,7 +300,7 @@ CLAIMS = (
         ),
         source=f"{SOURCE}, abstract and project page; projectors.md section 4.1",
         effect="probe accuracy on all the data, most views minus 2 views (points)",
-        measure=_difference(("max", 1.0), (BASELINE_VIEWS, 1.0)),
+        measure=_difference(_cell(max, 1.0), _cell(BASELINE_VIEWS, 1.0)),
     ),
     _premise(0.5, "half"),
     _match(4, 0.5, "half", "abstract and project page (ImageNet-100); projectors.md 4.1"),
@@ -325,7 +315,7 @@ CLAIMS = (
 def plot(results: Results, out_dir: Path) -> list[Path]:
     """Probe accuracy vs views (all the data) and vs data fraction (per view count)."""
     table = results.table
-    acc = final_values(table, "linear_probe", CONDITION).mul(100.0).reset_index()
+    acc = claims.final(table, "linear_probe", CONDITION).mul(100.0).reset_index()
     data = ", ".join(sorted(table["dataset"].unique()))
     compute = int(table["rows"].iloc[0])
     title = f"on {data}, {compute} rows per step: mean and 95 % CI over {len(results.seeds)} seeds"
