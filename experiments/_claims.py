@@ -69,30 +69,43 @@ Measure = Callable[[pd.DataFrame], Mapping[int, float]]
 # --- values ----------------------------------------------------------------------------------
 
 
-def _at_step(table: pd.DataFrame, metric: str, by: Sequence[str], end: str) -> pd.Series:
+def _at_step(
+    table: pd.DataFrame, metric: str, by: Sequence[str], end: str, same_step: bool
+) -> pd.Series:
     rows = table[table["metric"] == metric]
     keys = ["seed", *by]
-    edge = rows.groupby(keys)["step"].transform(end)
+    edge = getattr(rows["step"], end)() if same_step else rows.groupby(keys)["step"].transform(end)
     return rows[rows["step"] == edge].set_index(keys)["value"].astype(float)
 
 
-def final(table: pd.DataFrame, metric: str, by: Sequence[str] = ()) -> pd.Series:
+def final(
+    table: pd.DataFrame, metric: str, by: Sequence[str] = (), *, same_step: bool = False
+) -> pd.Series:
     """``metric`` at the last step of every run, indexed by ``(seed, *by)``.
 
     A run is the rows of one ``(seed, *by)`` combination; its last step is the largest
-    ``step`` among its rows of ``metric``.  NaN values are kept.
+    ``step`` among its rows of ``metric``.  With ``same_step``, every run is read at the
+    largest step of ``metric`` in the whole table instead, so a run that lacks that step
+    (stopped early, or its last row missing) has no value rather than an earlier one.
+    NaN values are kept.
 
     Example:
-        >>> t = pd.DataFrame({"seed": [0, 0, 1, 1], "step": [0, 5, 0, 5], "arm": "a",
+        >>> t = pd.DataFrame({"seed": [0, 0, 1, 1], "step": [0, 5, 0, 4], "arm": "a",
         ...                   "metric": "acc", "value": [0.1, 0.8, 0.2, 0.7]})
         >>> final(t, "acc", ["arm"]).to_dict()
         {(0, 'a'): 0.8, (1, 'a'): 0.7}
+        >>> final(t, "acc", ["arm"], same_step=True).to_dict()
+        {(0, 'a'): 0.8}
     """
-    return _at_step(table, metric, by, "max")
+    return _at_step(table, metric, by, "max", same_step)
 
 
-def initial(table: pd.DataFrame, metric: str, by: Sequence[str] = ()) -> pd.Series:
+def initial(
+    table: pd.DataFrame, metric: str, by: Sequence[str] = (), *, same_step: bool = False
+) -> pd.Series:
     """``metric`` at the first step of every run (the random initialisation, step 0).
+
+    ``same_step`` as in :func:`final`, with the smallest step of the table.
 
     Example:
         >>> t = pd.DataFrame({"seed": [0, 0], "step": [0, 5], "metric": "acc",
@@ -100,7 +113,7 @@ def initial(table: pd.DataFrame, metric: str, by: Sequence[str] = ()) -> pd.Seri
         >>> initial(t, "acc").to_dict()
         {0: 0.1}
     """
-    return _at_step(table, metric, by, "min")
+    return _at_step(table, metric, by, "min", same_step)
 
 
 def _resolve(values: pd.Series, condition: Condition) -> dict[str, Any]:
@@ -134,14 +147,18 @@ def at(values: pd.Series, condition: Condition) -> pd.Series:
 
 
 def per_seed(values: pd.Series, *, drop_nan: bool = False) -> Effect:
-    """``{seed: value}`` of a series indexed by seed, NaN kept unless ``drop_nan``.
+    """``{seed: value}`` of a series indexed by seed, in increasing seed order.
+
+    The order makes a claim's mean and interval independent of the table's row order (a
+    sum of floats depends on its order in the last bit).  NaN is kept unless ``drop_nan``.
 
     Example:
-        >>> per_seed(pd.Series([1.5, np.nan], index=[3, 4]), drop_nan=True)
-        {3: 1.5}
+        >>> per_seed(pd.Series([1.5, np.nan, 0.5], index=[3, 4, 1]), drop_nan=True)
+        {1: 0.5, 3: 1.5}
     """
     if drop_nan:
         values = values.dropna()
+    values = values.sort_index(kind="stable")
     return {int(seed): float(x) for seed, x in values.items()}
 
 

@@ -105,7 +105,6 @@ import dataclasses
 import math
 import statistics
 import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +119,7 @@ from amcl_lab import engine, figures, sharpness
 from amcl_lab.data import Augmentation, Split, load_dataset
 from amcl_lab.models import Network, NetworkOutput
 
+from . import _claims as claims
 from ._protocol import Claim, ExperimentConfig, Results
 
 __all__ = ["CLAIMS", "CONDITIONS", "PRESETS", "Config", "plot", "run"]
@@ -450,35 +450,26 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
 # --- claims --------------------------------------------------------------------------------------
 
 
-def _final(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """``metric`` at the last step, one row per seed and one column per optimizer."""
-    t = table[table["metric"] == metric]
-    t = t[t["step"] == t["step"].max()]
-    return t.pivot(index="seed", columns="optimizer", values="value")
+SGD = {"optimizer": "sgd"}  # the control of every effect
 
 
-def _versus_sgd(
-    metric: str, optimizer: str, effect: Callable[[pd.Series, pd.Series], pd.Series]
-) -> Callable[[pd.DataFrame], Mapping[int, float]]:
-    def measure(table: pd.DataFrame) -> dict[int, float]:
-        wide = _final(table, metric)
-        if optimizer not in wide or "sgd" not in wide:
-            return {}
-        return effect(wide[optimizer], wide["sgd"]).dropna().to_dict()
-
-    return measure
+def _final(table: pd.DataFrame, metric: str) -> pd.Series:
+    """``metric`` at the table's last step, indexed by ``(seed, optimizer)``."""
+    return claims.final(table, metric, ["optimizer"], same_step=True)
 
 
-def _relative(metric: str, optimizer: str) -> Callable[[pd.DataFrame], Mapping[int, float]]:
-    return _versus_sgd(metric, optimizer, lambda x, sgd: 100.0 * (x - sgd) / sgd)
+def _relative(metric: str, optimizer: str) -> claims.Measure:
+    return lambda t: claims.relative_change(_final(t, metric), {"optimizer": optimizer}, SGD)
 
 
-def _points(optimizer: str) -> Callable[[pd.DataFrame], Mapping[int, float]]:
-    return _versus_sgd("test_accuracy", optimizer, lambda x, sgd: 100.0 * (x - sgd))
+def _points(optimizer: str) -> claims.Measure:
+    arm = {"optimizer": optimizer}
+    return lambda t: claims.paired_difference(_final(t, "test_accuracy"), arm, SGD, scale=100.0)
 
 
-def _cost(optimizer: str, minus: float) -> Callable[[pd.DataFrame], Mapping[int, float]]:
-    return _versus_sgd("step_cost_ratio", optimizer, lambda x, _sgd: x - minus)
+def _cost(optimizer: str, minus: float) -> claims.Measure:
+    arm = {"optimizer": optimizer}
+    return lambda t: claims.paired(_final(t, "step_cost_ratio"), arm, SGD, lambda x, _: x - minus)
 
 
 _SAM = "Foret et al. 2021 (SAM, arXiv:2010.01412)"
@@ -599,7 +590,7 @@ def _sharpness_bars(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path
     order = _order(table)
     fig, axes = figures.new_figure(len(_BARS), width="double", aspect=1.1)
     for ax, (metric, label, scale) in zip(axes[0], _BARS, strict=True):
-        wide = scale * _final(table, metric)
+        wide = scale * _final(table, metric).unstack("optimizer")
         for i, name in enumerate(order):
             values = wide[name].dropna().to_numpy()
             mean, err = _mean_err(values)
@@ -622,7 +613,7 @@ def _spectral_density(table: pd.DataFrame, title: str, out_dir: Path) -> list[Pa
     weights = table[table["metric"] == "density_weight"]
     keys = ["optimizer", "seed", "slq_run", "index"]
     slq = nodes.merge(weights[[*keys, "value"]], on=keys, suffixes=("_node", "_weight"))
-    dims = _final(table, "n_parameters")
+    dims = _final(table, "n_parameters").unstack("optimizer")
     low, high = float(slq["value_node"].min()), float(slq["value_node"].max())
     span = max(high - low, 1e-12)
     sigma = 0.02 * span
@@ -660,8 +651,8 @@ def _spectral_density(table: pd.DataFrame, title: str, out_dir: Path) -> list[Pa
 
 
 def _cost_vs_accuracy(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
-    cost = _final(table, "step_cost_ratio")
-    accuracy = 100.0 * _final(table, "test_accuracy")
+    cost = _final(table, "step_cost_ratio").unstack("optimizer")
+    accuracy = 100.0 * _final(table, "test_accuracy").unstack("optimizer")
     fig, axes = figures.new_figure(1, width="single", aspect=0.8)
     ax = axes[0, 0]
     for i, name in enumerate(_order(table)):
