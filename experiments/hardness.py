@@ -84,16 +84,10 @@ import pandas as pd
 from amcl_lab import _validation as v
 from amcl_lab import engine, figures, metrics
 
+from . import _claims as claims
 from . import temperature
 from ._protocol import Claim, ExperimentConfig, Results, train_config
-from .temperature import (
-    TAU_LABEL,
-    final_values,
-    log_axis,
-    slope_by_seed,
-    spearman_by_seed,
-    tolerance_hook,
-)
+from .temperature import TAU_LABEL, log_axis, tolerance_hook
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "hard_k", "plot", "run", "weights_hook"]
 
@@ -259,32 +253,34 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
 # --- claims ------------------------------------------------------------------------------
 
 
-def _of(values: pd.DataFrame, loss: str) -> pd.DataFrame:
-    return values[values["loss"] == loss]
+RUNS = ("loss", "temperature")  # what tells the runs of one seed apart
 
 
-def _entropy_trend(table: pd.DataFrame) -> dict[int, float]:
-    return spearman_by_seed(_of(final_values(table, "weight_entropy"), ORDINARY))
+def _final(table: pd.DataFrame, metric: str, by: tuple[str, ...] = RUNS) -> pd.Series:
+    return temperature.final_values(table, metric, by)
 
 
-def _uniformity(table: pd.DataFrame) -> pd.DataFrame:
+def _entropy_trend(table: pd.DataFrame) -> claims.Effect:
+    entropy = claims.at(_final(table, "weight_entropy"), {"loss": ORDINARY})
+    return claims.rank_correlation(entropy, "temperature")
+
+
+def _uniformity(table: pd.DataFrame) -> pd.Series:
     """Final ``-L_uniformity`` (higher is more uniform, as Table 1 reports it)."""
-    return final_values(table, "uniformity").assign(value=lambda t: -t["value"])
+    return -_final(table, "uniformity")
 
 
-def _flattening(table: pd.DataFrame) -> dict[int, float]:
+def _flattening(table: pd.DataFrame) -> claims.Effect:
     unif = _uniformity(table)
-    hard, ordinary = slope_by_seed(_of(unif, HARD)), slope_by_seed(_of(unif, ORDINARY))
-    return {s: hard[s] - ordinary[s] for s in sorted(set(hard) & set(ordinary))}
+    hard = claims.log_slope(claims.at(unif, {"loss": HARD}), "temperature")
+    ordinary = claims.log_slope(claims.at(unif, {"loss": ORDINARY}), "temperature")
+    return claims.combine(lambda h, o: h - o, hard, ordinary)
 
 
-def _large_tau_gap(table: pd.DataFrame) -> dict[int, float]:
-    unif = _uniformity(table)
-    top = unif[unif["temperature"] == unif["temperature"].max()]
-    by_loss = top.pivot_table(index="seed", columns="loss", values="value")
-    if not {HARD, ORDINARY} <= set(by_loss.columns):
-        return {int(s): math.nan for s in by_loss.index}
-    return {int(s): float(g) for s, g in (by_loss[HARD] - by_loss[ORDINARY]).items()}
+def _large_tau_gap(table: pd.DataFrame) -> claims.Effect:
+    largest = {"temperature": max}
+    hard, ordinary = {"loss": HARD, **largest}, {"loss": ORDINARY, **largest}
+    return claims.paired_difference(_uniformity(table), hard, ordinary, drop_nan=False)
 
 
 SOURCE = "Wang & Liu 2021 (CVPR)"
@@ -339,15 +335,16 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
     paths: list[Path] = []
     with figures.house_style():
         fig, axes = figures.new_figure(2, width="double", aspect=0.7)
-        share = _of(final_values(table, "weight_share"), ORDINARY).copy()
+        share = _final(table, "weight_share", (*RUNS, "rank")).reset_index()
+        share = share[share["loss"] == ORDINARY].copy()
         share["tau"] = share["temperature"].map(lambda t: f"{t:g}")
         share["value"] = 100.0 * share["value"]
         figures.seed_band(axes[0, 0], share, "rank", "value", hue="tau")
         log_axis(axes[0, 0], share["rank"].unique(), "k (hardest negatives, by similarity)")
         axes[0, 0].set_ylabel("weight on the k hardest negatives (%)")
         axes[0, 0].legend(title=r"$\tau$")
-        entropy = _of(final_values(table, "weight_entropy"), ORDINARY)
-        m = _of(final_values(table, "weight_negatives"), ORDINARY)["value"].max()
+        entropy = claims.at(_final(table, "weight_entropy"), {"loss": ORDINARY}).reset_index()
+        m = claims.at(_final(table, "weight_negatives"), {"loss": ORDINARY}).max()
         figures.seed_band(axes[0, 1], entropy, "temperature", "value")
         axes[0, 1].axhline(math.log(m), color="0.5", linestyle=":", label=f"uniform over {m:g}")
         axes[0, 1].legend()
@@ -361,10 +358,12 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
 
         fig, axes = figures.new_figure(2, width="double", aspect=0.7)
         names = {ORDINARY: "ordinary (NT-Xent)", HARD: "hard contrastive"}
-        unif = _uniformity(table).assign(objective=lambda t: t["loss"].map(names))
+        unif = _uniformity(table).reset_index()
+        unif["objective"] = unif["loss"].map(names)
         figures.seed_band(axes[0, 0], unif, "temperature", "value", hue="objective")
         axes[0, 0].set_ylabel(r"uniformity $-L_{\mathrm{uniformity}}$ (t = 2, nats)")
-        tol = final_values(table, "tolerance").assign(objective=lambda t: t["loss"].map(names))
+        tol = _final(table, "tolerance").reset_index()
+        tol["objective"] = tol["loss"].map(names)
         figures.seed_band(axes[0, 1], tol, "temperature", "value", hue="objective")
         axes[0, 1].set_ylabel("tolerance (same-class mean cosine)")
         for ax in axes[0]:

@@ -79,22 +79,20 @@ after 36 short epochs on MNIST-5k the small-tau models are not yet in that regim
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, NullLocator
-from scipy import stats
 
 from amcl_lab import _validation as v
 from amcl_lab import engine, figures, metrics
 
+from . import _claims as claims
 from ._protocol import Claim, ExperimentConfig, Results
 
 __all__ = [
@@ -107,8 +105,6 @@ __all__ = [
     "log_axis",
     "plot",
     "run",
-    "slope_by_seed",
-    "spearman_by_seed",
     "tolerance_hook",
 ]
 
@@ -246,83 +242,24 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
 # --- claims ------------------------------------------------------------------------------
 
 
-def final_values(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """``metric`` at the last evaluation of every run: the non-metric columns and ``value``."""
-    t = table[(table["metric"] == metric) & (table["step"] == table["step"].max())]
-    return t.dropna(subset=["value"])
+def final_values(
+    table: pd.DataFrame, metric: str, by: Sequence[str] = ("temperature",)
+) -> pd.Series:
+    """``metric`` at the table's last step, indexed by ``(seed, *by)``, NaN left out."""
+    return claims.final(table, metric, by, same_step=True).dropna()
 
 
-def _by_seed(
-    values: pd.DataFrame, statistic: Callable[[np.ndarray, np.ndarray], float]
-) -> dict[int, float]:
-    """``statistic(temperatures, values)`` per seed, temperatures increasing."""
-    out = {}
-    for seed, t in values.groupby("seed"):
-        t = t.sort_values("temperature")
-        out[int(seed)] = statistic(t["temperature"].to_numpy(float), t["value"].to_numpy(float))
-    return out
+def _uniformity_trend(table: pd.DataFrame) -> claims.Effect:
+    return claims.rank_correlation(final_values(table, "uniformity"), "temperature")
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 3 or np.ptp(y) == 0:  # a rank trend needs three points that differ
-        return math.nan
-    return float(stats.spearmanr(x, y).statistic)
+def _tolerance_trend(table: pd.DataFrame) -> claims.Effect:
+    excess = final_values(table, "tolerance") - final_values(table, "tolerance_chance")
+    return claims.log_slope(excess.dropna(), "temperature")
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> float:
-    if len(np.unique(x)) < 2:
-        return math.nan
-    return float(np.polyfit(np.log10(x), y, 1)[0])
-
-
-def spearman_by_seed(values: pd.DataFrame) -> dict[int, float]:
-    """Per seed, Spearman's rank correlation between ``temperature`` and ``value``.
-
-    ``values`` has one row per (seed, temperature); a seed with fewer than three
-    temperatures or a constant value gets NaN (no rank trend can be measured).
-    """
-    return _by_seed(values, _spearman)
-
-
-def slope_by_seed(values: pd.DataFrame) -> dict[int, float]:
-    """Per seed, the least-squares slope of ``value`` against log10 ``temperature``.
-
-    A constant value has slope 0 (a flat curve is a measurement, not a missing one); a seed
-    with fewer than two temperatures gets NaN.
-    """
-    return _by_seed(values, _slope)
-
-
-def _uniformity_trend(table: pd.DataFrame) -> dict[int, float]:
-    return spearman_by_seed(final_values(table, "uniformity"))
-
-
-def _excess_tolerance(table: pd.DataFrame) -> pd.DataFrame:
-    same = final_values(table, "tolerance").set_index(["seed", "temperature"])["value"]
-    chance = final_values(table, "tolerance_chance").set_index(["seed", "temperature"])["value"]
-    return (same - chance).rename("value").dropna().reset_index()
-
-
-def _tolerance_trend(table: pd.DataFrame) -> dict[int, float]:
-    return slope_by_seed(_excess_tolerance(table))
-
-
-def _interior_optimum(table: pd.DataFrame) -> dict[int, float]:
-    acc = final_values(table, "linear_probe").pivot(
-        index="seed", columns="temperature", values="value"
-    )
-    grid = sorted(acc.columns)
-    interior = grid[1:-1]
-    out = {}
-    for seed in acc.index:
-        others = acc.drop(index=seed)[interior].mean() if interior else pd.Series(dtype=float)
-        if others.isna().all():  # no interior tau, or no other seed to choose it on
-            out[int(seed)] = math.nan
-            continue
-        chosen = others.idxmax()
-        ends = max(acc.loc[seed, grid[0]], acc.loc[seed, grid[-1]])
-        out[int(seed)] = 100.0 * float(acc.loc[seed, chosen] - ends)
-    return out
+def _interior_optimum(table: pd.DataFrame) -> claims.Effect:
+    return claims.held_out_peak(final_values(table, "linear_probe"), "temperature", scale=100.0)
 
 
 SOURCE = "Wang & Liu 2021 (CVPR), Table 1 and Section 5"
@@ -393,12 +330,13 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
     paths: list[Path] = []
     with figures.house_style():
         fig, axes = figures.new_figure(2, width="double", aspect=0.7)
-        unif = final_values(table, "uniformity").assign(value=lambda t: -t["value"])
+        unif = (-final_values(table, "uniformity")).reset_index()
         figures.seed_band(axes[0, 0], unif, "temperature", "value")
         axes[0, 0].set_ylabel(r"uniformity $-L_{\mathrm{uniformity}}$ (t = 2, nats)")
         pairs = {"tolerance": "same class (tolerance)", "tolerance_chance": "all pairs (chance)"}
         tol = pd.concat(
-            final_values(table, metric).assign(pairs=label) for metric, label in pairs.items()
+            final_values(table, metric).reset_index().assign(pairs=label)
+            for metric, label in pairs.items()
         )
         figures.seed_band(axes[0, 1], tol, "temperature", "value", hue="pairs")
         axes[0, 1].set_ylabel("mean cosine similarity")
@@ -414,7 +352,8 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
         ax = axes[0, 0]
         evals = {"linear_probe": "linear probe", "knn": "k-NN"}
         acc = pd.concat(
-            final_values(table, metric).assign(evaluation=label) for metric, label in evals.items()
+            final_values(table, metric).reset_index().assign(evaluation=label)
+            for metric, label in evals.items()
         ).assign(value=lambda t: 100.0 * t["value"])
         figures.seed_band(ax, acc, "temperature", "value", hue="evaluation")
         start = table[(table["metric"] == "linear_probe") & (table["step"] == 0)]["value"]
