@@ -73,7 +73,6 @@ avoid the collapse can only be checked with the ``gpu`` preset.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,6 +88,7 @@ from amcl_lab import engine, figures
 from amcl_lab.data import Augmentation, load_dataset
 from amcl_lab.models import Network
 
+from . import _claims as claims
 from ._protocol import Claim, ExperimentConfig, Results, train_config
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "plot", "run", "separation", "similarities"]
@@ -304,57 +304,33 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
     return rows
 
 
-def _final(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The last value of ``metric`` per (method, families, seed)."""
-    t = table[table["metric"] == metric].dropna(subset=["value"])
-    t = t[t["step"] == t.groupby(["method", "families", "seed"])["step"].transform("max")]
-    return t.set_index(["method", "families", "seed"])["value"]
+RUNS = ("method", "families")  # what tells the runs of one seed apart
+RICHEST, POOREST = {"families": max}, {"families": min}
+BASELINE, AMCL = {"method": "baseline"}, {"method": "amcl"}
 
 
-def _per_set(table: pd.DataFrame, metric: str, method: str) -> pd.DataFrame:
-    """``metric`` of ``method`` as a (seed x number of families) frame."""
-    values = _final(table, metric)
-    if method not in values.index.get_level_values("method"):
-        return pd.DataFrame()
-    return values.xs(method, level="method").unstack("families")
+def _final(table: pd.DataFrame, metric: str) -> pd.Series:
+    """The last value of ``metric`` per (seed, method, families), NaN values left out first."""
+    return claims.final(table.dropna(subset=["value"]), metric, RUNS)
 
 
-def _advantage(table: pd.DataFrame) -> pd.DataFrame:
-    """Baseline minus AMCL overlap, per seed and set (overlap points, x100)."""
-    return 100.0 * (_per_set(table, "overlap", "baseline") - _per_set(table, "overlap", "amcl"))
+def _difference(metric: str, arm: claims.Condition, control: claims.Condition) -> claims.Measure:
+    """Measure: ``100 * (arm - control)`` of the final ``metric`` (points)."""
+    return lambda t: claims.paired_difference(_final(t, metric), arm, control, scale=100.0)
 
 
-def _as_seeds(series: pd.Series) -> dict[int, float]:
-    return {int(seed): float(x) for seed, x in series.items() if not math.isnan(x)}
-
-
-def separates_better(table: pd.DataFrame) -> dict[int, float]:
+def separates_better(table: pd.DataFrame) -> claims.Effect:
     """Baseline minus AMCL overlap at the richest set (overlap points)."""
-    adv = _advantage(table)
-    return _as_seeds(adv[adv.columns.max()]) if not adv.empty else {}
+    return _difference("overlap", BASELINE | RICHEST, AMCL | RICHEST)(table)
 
 
-def advantage_grows(table: pd.DataFrame) -> dict[int, float]:
+def advantage_grows(table: pd.DataFrame) -> claims.Effect:
     """``min(advantage_richest, advantage_richest - advantage_poorest)`` (overlap points)."""
-    adv = _advantage(table)
-    if adv.empty or adv.shape[1] < 2:
+    if _final(table, "overlap").index.get_level_values("families").nunique() < 2:
         return {}
-    richest, poorest = adv[adv.columns.max()], adv[adv.columns.min()]
-    return _as_seeds(np.minimum(richest, richest - poorest))
-
-
-def baseline_overlap_grows(table: pd.DataFrame) -> dict[int, float]:
-    """Baseline overlap at the richest minus the poorest set (overlap points)."""
-    base = _per_set(table, "overlap", "baseline")
-    if base.empty or base.shape[1] < 2:
-        return {}
-    return _as_seeds(100.0 * (base[base.columns.max()] - base[base.columns.min()]))
-
-
-def probe_gain(table: pd.DataFrame) -> dict[int, float]:
-    """AMCL minus baseline linear-probe accuracy at the richest set (percentage points)."""
-    gain = _per_set(table, "linear_probe", "amcl") - _per_set(table, "linear_probe", "baseline")
-    return _as_seeds(100.0 * gain[gain.columns.max()]) if not gain.empty else {}
+    richest = separates_better(table)
+    poorest = _difference("overlap", BASELINE | POOREST, AMCL | POOREST)(table)
+    return claims.combine(lambda r, p: min(r, r - p), richest, poorest)
 
 
 SOURCE = "Wang et al. 2024 (AMCL, arXiv:2310.05615)"
@@ -387,14 +363,14 @@ CLAIMS = (
         ),
         source=f"{SOURCE}, Fig. 1(b-d) and the README",
         effect="baseline overlap, richest minus poorest set (overlap points, x100)",
-        measure=baseline_overlap_grows,
+        measure=_difference("overlap", BASELINE | RICHEST, BASELINE | POOREST),
     ),
     Claim(
         id="amcl-probe-gain",
         statement="AMCL improves linear-probe accuracy over the single-head baseline",
         source=f"{SOURCE}, abstract (linear probing results)",
         effect="linear-probe test accuracy, AMCL minus baseline, richest set (points)",
-        measure=probe_gain,
+        measure=_difference("linear_probe", AMCL | RICHEST, BASELINE | RICHEST),
     ),
 )
 

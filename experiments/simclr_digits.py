@@ -27,6 +27,7 @@ import pandas as pd
 
 from amcl_lab import engine, figures
 
+from . import _claims as claims
 from ._protocol import Claim, ExperimentConfig, Results
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "plot", "run"]
@@ -107,12 +108,13 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
     return rows
 
 
-def _gain(metric: str) -> Any:
-    def measure(table: pd.DataFrame) -> dict[int, float]:
-        t = table[table["metric"] == metric]
-        first = t[t["step"] == t["step"].min()].set_index("seed")["value"]
-        last = t[t["step"] == t["step"].max()].set_index("seed")["value"]
-        return (100.0 * (last - first)).to_dict()
+def _gain(metric: str) -> claims.Measure:
+    """Measure: ``metric`` at the last step minus at step 0, per seed (points)."""
+
+    def measure(table: pd.DataFrame) -> claims.Effect:
+        first = claims.initial(table, metric, same_step=True)
+        last = claims.final(table, metric, same_step=True)
+        return claims.per_seed(100.0 * (last - first))
 
     return measure
 

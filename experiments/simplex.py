@@ -95,6 +95,7 @@ import torch.nn.functional as F
 
 from amcl_lab import engine, figures, metrics
 
+from . import _claims as claims
 from ._protocol import Claim, ExperimentConfig, Results, train_config
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "fit_exponents", "fit_step", "plot", "run"]
@@ -277,17 +278,12 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
 # --- claim measures ---------------------------------------------------------------------------
 
 
-def _geometry_change(loss: str, metric: str, transform: Callable[[float, float], float]) -> Any:
-    """``transform(initial, final)`` of ``metric`` in the geometry runs of ``loss``, per seed."""
+def _geometry_change(loss: str, metric: str, effect: Callable[[float, float], float]) -> Any:
+    """Measure: ``effect(initial, final)`` of ``metric`` in the geometry runs of ``loss``."""
 
-    def measure(table: pd.DataFrame) -> dict[int, float]:
-        mask = (table["metric"] == metric) & (table["loss"] == loss)
-        t = table[mask & table["geometry"].astype(bool)]
-        out = {}
-        for seed, s in t.dropna(subset=["value"]).groupby("seed"):
-            s = s.sort_values("step")
-            out[int(seed)] = transform(float(s["value"].iloc[0]), float(s["value"].iloc[-1]))
-        return out
+    def measure(table: pd.DataFrame) -> claims.Effect:
+        geometry = table[table["geometry"].astype(bool)]
+        return claims.over_training(geometry, metric, effect, {"loss": loss})
 
     return measure
 
@@ -326,9 +322,9 @@ def _exponent(loss: str, offset: float = 0.0) -> Any:
     return measure
 
 
-def _exponent_gap(table: pd.DataFrame) -> dict[int, float]:
-    supcon, ce = fit_exponents(table, "supcon"), fit_exponents(table, "ce")
-    return {s: supcon[s][0] - ce[s][0] for s in supcon.keys() & ce.keys()}
+def _exponent_gap(table: pd.DataFrame) -> claims.Effect:
+    supcon, ce = _exponent("supcon")(table), _exponent("ce")(table)
+    return claims.combine(lambda s, c: s - c, supcon, ce)
 
 
 SOURCE = "Graf et al. 2021 (ICML, arXiv:2102.08817)"
