@@ -87,7 +87,7 @@ from amcl_lab import engine, figures, metrics
 from . import _claims as claims
 from . import temperature
 from ._protocol import Claim, ExperimentConfig, Results, train_config
-from .temperature import TAU_LABEL, log_axis, tolerance_hook
+from .temperature import TAU_LABEL, tolerance_hook
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "hard_k", "plot", "run", "weights_hook"]
 
@@ -340,7 +340,7 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
         share["tau"] = share["temperature"].map(lambda t: f"{t:g}")
         share["value"] = 100.0 * share["value"]
         figures.seed_band(axes[0, 0], share, "rank", "value", hue="tau")
-        log_axis(axes[0, 0], share["rank"].unique(), "k (hardest negatives, by similarity)")
+        figures.log_axis(axes[0, 0], share["rank"].unique(), "k (hardest negatives, by similarity)")
         axes[0, 0].set_ylabel("weight on the k hardest negatives (%)")
         axes[0, 0].legend(title=r"$\tau$")
         entropy = claims.at(_final(table, "weight_entropy"), {"loss": ORDINARY}).reset_index()
@@ -348,7 +348,7 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
         figures.seed_band(axes[0, 1], entropy, "temperature", "value")
         axes[0, 1].axhline(math.log(m), color="0.5", linestyle=":", label=f"uniform over {m:g}")
         axes[0, 1].legend()
-        log_axis(axes[0, 1], entropy["temperature"].unique(), TAU_LABEL)
+        figures.log_axis(axes[0, 1], entropy["temperature"].unique(), TAU_LABEL)
         axes[0, 1].set_ylabel("entropy of the weights (nats)")
         fig.suptitle(
             f"NT-Xent on {dataset}: weights on held-out negatives at the training tau, "
@@ -367,7 +367,7 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
         figures.seed_band(axes[0, 1], tol, "temperature", "value", hue="objective")
         axes[0, 1].set_ylabel("tolerance (same-class mean cosine)")
         for ax in axes[0]:
-            log_axis(ax, unif["temperature"].unique(), TAU_LABEL)
+            figures.log_axis(ax, unif["temperature"].unique(), TAU_LABEL)
         fig.suptitle(f"{dataset}: held-out geometry, mean and 95 % CI over {seeds} seeds")
         paths += figures.save(fig, out_dir / "uniformity_vs_tau")
     return paths

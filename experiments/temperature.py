@@ -86,8 +86,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-from matplotlib.axes import Axes
-from matplotlib.ticker import FuncFormatter, NullLocator
 
 from amcl_lab import _validation as v
 from amcl_lab import engine, figures, metrics
@@ -102,7 +100,6 @@ __all__ = [
     "TOLERANCE_SLOPE",
     "Config",
     "final_values",
-    "log_axis",
     "plot",
     "run",
     "tolerance_hook",
@@ -310,15 +307,6 @@ CLAIMS = (
 # --- figures -----------------------------------------------------------------------------
 
 
-def log_axis(ax: Axes, ticks: Sequence[float], label: str) -> None:
-    """A logarithmic x axis labelled at ``ticks`` (plain numbers, no minor ticks)."""
-    ax.set_xscale("log")
-    ax.set_xticks(sorted(set(ticks)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel(label)
-
-
 TAU_LABEL = r"temperature $\tau$"
 
 
@@ -342,7 +330,7 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
         axes[0, 1].set_ylabel("mean cosine similarity")
         grid = sorted(table["temperature"].unique())
         for ax in axes[0]:
-            log_axis(ax, grid, TAU_LABEL)
+            figures.log_axis(ax, grid, TAU_LABEL)
         fig.suptitle(
             f"NT-Xent on {dataset}: held-out geometry, mean and 95 % CI over {seeds} seeds"
         )
@@ -359,7 +347,7 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
         start = table[(table["metric"] == "linear_probe") & (table["step"] == 0)]["value"]
         ax.axhline(100.0 * start.mean(), color="0.5", linestyle=":", label="probe at init")
         ax.legend()
-        log_axis(ax, grid, TAU_LABEL)
+        figures.log_axis(ax, grid, TAU_LABEL)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{dataset}: mean and 95 % CI over {seeds} seeds")
         paths += figures.save(fig, out_dir / "accuracy_vs_tau")
