@@ -14,8 +14,8 @@ Effects
     conditions of the same seed (:func:`paired`, :func:`paired_difference`,
     :func:`relative_change`), the change of a metric over training (:func:`over_training`),
     trends against a condition (:func:`rank_correlation`, :func:`log_slope`,
-    :func:`held_out_peak`), non-inferiority against a reference that must have learned
-    (:func:`matched_difference`), and :func:`combine` for effects built from effects.
+    :func:`held_out_peak`, :func:`power_law`), non-inferiority against a reference that must
+    have learned (:func:`matched_difference`), and :func:`combine` for effects of effects.
 
 A condition is a mapping ``{column: value}``.  Numbers are compared with
 :func:`numpy.isclose` (grids of floats such as ``3 / 32`` match), anything else with ``==``;
@@ -54,6 +54,7 @@ __all__ = [
     "paired",
     "paired_difference",
     "per_seed",
+    "power_law",
     "rank_correlation",
     "relative_change",
 ]
@@ -377,6 +378,37 @@ def held_out_peak(values: pd.Series, x: str, *, scale: float = 1.0) -> Effect:
         chosen = others.idxmax()
         ends = max(grid_values.loc[seed, grid[0]], grid_values.loc[seed, grid[-1]])
         out[int(seed)] = scale * float(grid_values.loc[seed, chosen] - ends)
+    return out
+
+
+def power_law(values: pd.Series, x: str) -> dict[int, tuple[float, float, float]]:
+    """Per seed, ``(k, c, y0)`` of ``y(x) = y0 + c x^k`` fitted to the values against ``x``.
+
+    ``y0`` is the value at ``x = 0``; ``k`` and ``log c`` are the least-squares slope and
+    intercept of ``log(y(x) - y0)`` on ``log x`` over the positive ``x``.  A seed without
+    ``x = 0`` or two positive ``x`` is left out; one where some ``y(x) - y0`` is not finite
+    and positive gets ``(nan, nan, y0)``.
+
+    Example:
+        >>> v = pd.Series([10.0, 12.0, 18.0], name="value", index=pd.MultiIndex.from_product(
+        ...     [[0], [0.0, 0.5, 1.0]], names=["seed", "p"]))
+        >>> k, c, y0 = power_law(v, "p")[0]
+        >>> round(k, 6), round(c, 6), y0
+        (2.0, 8.0, 10.0)
+    """
+    frame = values.rename("value").reset_index()
+    out = {}
+    for seed, s in frame.groupby("seed"):
+        ys = s.set_index(x)["value"].astype(float).sort_index()
+        if 0.0 not in ys.index or (ys.index > 0).sum() < 2:
+            continue
+        y0, positive = ys.loc[0.0], ys[ys.index > 0]
+        extra = positive.to_numpy() - y0
+        if not np.all(np.isfinite(extra)) or not np.all(extra > 0) or not math.isfinite(y0):
+            out[int(seed)] = (math.nan, math.nan, y0)
+            continue
+        k, log_c = np.polyfit(np.log(positive.index.to_numpy()), np.log(extra), 1)
+        out[int(seed)] = (float(k), float(math.exp(log_c)), float(y0))
     return out
 
 
