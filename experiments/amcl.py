@@ -1,11 +1,11 @@
 """AMCL vs one head at constant temperature: overlap of positive and negative pair similarities.
 
-Wang et al., "Adaptive Multi-head Contrastive Learning" (ECCV 2024, arXiv:2310.05615;
-``../shared/spec/amcl.md`` sections 9.2-9.3) motivate AMCL with Fig. 1(b-g): histograms of
+Wang et al., "Adaptive Multi-head Contrastive Learning" (ECCV 2024, arXiv:2310.05615)
+motivate AMCL with Fig. 1(b-g): histograms of
 the cosine similarities of positive pairs (two views of one image) and negative pairs (views
 of different images) for SimCLR's single projection head with a constant temperature (b-d)
 and for AMCL, three heads with pair-adaptive temperatures (e-g), each trained with 1, 3 and 5
-augmentation families (the cumulative sets a, abc, abcde of section 9.2).  With one head,
+augmentation families (read here as the cumulative sets a, abc, abcde).  With one head,
 more augmentation pushes positive similarities down into the negatives; AMCL keeps the two
 apart, and the abstract says its gains grow with more augmentation methods.  This
 experiment trains both arms with the engine (baseline: ``nt_xent`` with one head and
@@ -17,7 +17,7 @@ experiment trains both arms with the engine (baseline: ``nt_xent`` with one head
   the heads (for one head, the cosine); positives are ``pair_draws`` independent view pairs
   of every held-out image (drawn with the run's augmentation families), negatives are all
   pairs (first view of image i, second view of image j), i != j, of the same draws;
-* **overlap** (the number the paper does not give, section 9.3): the overlap coefficient
+* **overlap** (a number the paper does not give: its Fig. 1 is qualitative): the overlap coefficient
   ``sum_b min(p_b, q_b)`` of the positive and negative histograms, ``p_b`` and ``q_b`` being
   the fractions of positive and negative pairs in bin ``b`` of ``hist_bins`` equal bins of
   [-1, 1]: 1 for identical histograms, 0 for disjoint ones (it equals one minus the total
@@ -50,25 +50,21 @@ effectively crop + blur, and ``d`` keeps brightness and contrast; ``e`` (flip) t
 digits into others, a strong augmentation.  The three sets still add families of increasing
 strength, and the baseline's overlap does grow with them, which is what the comparison
 needs.  The crop's minimum area is 0.25 instead of 0.08 (a 0.08 crop of 8x8 pixels is about
-two pixels).  ``gpu`` is CIFAR-10 with the AMCL code settings (section 9.1: CIFAR-stem
+two pixels).  ``gpu`` is CIFAR-10 with the settings of the authors' released code (CIFAR-stem
 ResNet-18, 512-512-128 heads, batch 512, SGD lr 0.06, baseline tau 0.5, AMCL top-100
 negatives and beta 1e-4) for 200 epochs instead of 800-1000; it needs ``--data-dir``.  The
 engine has no gradient clipping, which the second code release adds (norm 1).
 
-Result of the ``cpu`` preset (``docs/results.md``): trained from
-scratch, AMCL's Eq. (2.1) collapses.  Its per-anchor loss
-``(s_hardest_negative / tau_n - s_positive / tau_p)`` plus regularisers is 0 when every
-embedding is the same vector, and from a random network, where the hardest of 2N - 2
-negatives is usually more similar than the positive, gradient descent reaches that point
-within a few hundred steps: positive and negative similarities both go to 1, the overlap to
-1.  This happens with the paper's hardest negative and the code's top-k mean (k = 25 and
-100), with constant and adaptive temperatures, SGD and AdamW, learning rates 0.003 to 0.3
-and on MNIST-5k as well; it is the hardest-negative collapse that Schroff et al. (FaceNet,
-2015) describe for triplet losses.  In the ``cpu`` preset the mean positive and negative
-similarities of the AMCL arm are both 1.000 at every set (overlap 1, the probe 2-3 points
-below the baseline's), while the baseline's overlap grows from 0.22 (a) to 0.43 (abcde).
-So the AMCL claims are not reproduced here; whether the paper's 800-epoch ResNet-18 runs
-avoid the collapse can only be checked with the ``gpu`` preset.
+Result of the ``cpu`` preset (see docs/results.md, 'amcl'): trained from scratch, AMCL's
+Eq. (2.1) collapses.  Its per-anchor loss ``(s_hardest_negative / tau_n - s_positive /
+tau_p)`` plus regularisers is 0 when every embedding is the same vector, and from a random
+network, where the hardest of 2N - 2 negatives is usually more similar than the positive,
+gradient descent reaches that point within a few hundred steps (the hardest-negative
+collapse Schroff et al., FaceNet, 2015, describe for triplet losses): both similarities go
+to 1, the overlap to 1, at every set, with hardest or top-k negatives, constant or adaptive
+temperatures, SGD or AdamW and learning rates 0.003 to 0.3, while the baseline's overlap
+grows from 0.22 (a) to 0.43 (abcde).  So the AMCL claims are not reproduced here; whether
+the paper's 800-epoch ResNet-18 runs avoid the collapse needs the ``gpu`` preset.
 """
 
 from __future__ import annotations
@@ -80,21 +76,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from amcl_lab import engine, figures
 from amcl_lab.data import Augmentation, load_dataset
-from amcl_lab.models import Network
 
 from . import _claims as claims
-from ._protocol import Claim, ExperimentConfig, Results, train_config
+from ._pairs import separation, similarities
+from ._protocol import Claim, ExperimentConfig, Results, gpu_cifar10, train_config
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "plot", "run", "separation", "similarities"]
 
 METHODS = ("baseline", "amcl")
-_STREAM_PAIRS = 11  # random stream of the measurement's view pairs (engine streams are 1-5)
 
 
 @dataclass(frozen=True)
@@ -182,13 +174,10 @@ def cpu() -> Config:
 
 
 def gpu() -> Config:
-    """CIFAR-10, CIFAR-stem ResNet-18, the AMCL code settings (amcl.md section 9.1)."""
+    """CIFAR-10, CIFAR-stem ResNet-18, the settings of the authors' released code."""
     return Config(
+        **gpu_cifar10(),
         seeds=3,
-        dataset="cifar10",
-        crop_min_scale=0.08,
-        encoder="resnet18",
-        width=64,
         proj_hidden=512,
         proj_dim=128,
         loss_options=("mode='topk'", "k=100", "beta=1e-4"),  # second release: top-100
@@ -196,82 +185,12 @@ def gpu() -> Config:
         lr=0.06,
         steps=200 * (50_000 // 512),  # 200 epochs (the papers use 800-1000)
         eval_every=20 * (50_000 // 512),
-        checkpoint_every=1_000,
-        probe_steps=500,
         pair_draws=1,
         hist_bins=50,
-        threads=0,
     )
 
 
 PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
-
-
-@torch.no_grad()
-def similarities(
-    network: Network, images: Tensor, augmentation: Augmentation, draws: int, seed: int
-) -> tuple[Tensor, Tensor]:
-    """Positive and negative pair similarities of ``images`` under ``augmentation``.
-
-    Each of ``draws`` rounds makes two views of every image; a pair's similarity is the
-    cosine of its two projection-head embeddings averaged over heads.  Positives: the two
-    views of one image (``N`` per round); negatives: first view of image i and second view
-    of image j for every i != j (``N (N - 1)`` per round).  The network is evaluated in eval
-    mode and left in the mode it had.
-
-    Returns:
-        ``(positives, negatives)``, 1-D float tensors on the images' device.
-    """
-    was_training = network.training
-    network.eval()
-    generator = torch.Generator().manual_seed(engine.derive_seed(seed, _STREAM_PAIRS))
-    off_diagonal = ~torch.eye(images.shape[0], dtype=torch.bool, device=images.device)
-    positives, negatives = [], []
-    for _ in range(draws):
-        first, second = augmentation.views(images, 2, generator)
-        a = F.normalize(network(first).embeddings.float(), dim=-1)  # (C, N, D)
-        b = F.normalize(network(second).embeddings.float(), dim=-1)
-        sim = torch.einsum("cnd,cmd->nm", a, b) / a.shape[0]
-        positives.append(sim.diagonal())
-        negatives.append(sim[off_diagonal])
-    network.train(was_training)
-    return torch.cat(positives), torch.cat(negatives)
-
-
-def separation(positives: Tensor, negatives: Tensor, bins: int) -> dict[str, Any]:
-    """Histogram overlap coefficient, AUC and the two histograms of the similarities.
-
-    ``overlap = sum_b min(p_b, q_b)`` with ``p``, ``q`` the fractions of positives and
-    negatives in ``bins`` equal bins of [-1, 1] (values are clipped into the range); ``auc``
-    is P(positive > negative) + P(equal) / 2.  Returns ``overlap``, ``auc`` (floats),
-    ``positive`` and ``negative`` (bin fractions) and ``centers`` (bin centres), NumPy
-    arrays of length ``bins``.
-
-    Example:
-        >>> import torch
-        >>> s = separation(torch.tensor([0.9, 0.8]), torch.tensor([-0.5, 0.0, 0.1]), 4)
-        >>> s["overlap"], s["auc"]
-        (0.0, 1.0)
-        >>> s = separation(torch.tensor([0.2, 0.6]), torch.tensor([0.2, 0.6]), 4)
-        >>> s["overlap"], s["auc"]
-        (1.0, 0.5)
-    """
-    pos = positives.detach().double().clamp(-1.0, 1.0).cpu()
-    neg = negatives.detach().double().clamp(-1.0, 1.0).cpu()
-    p = torch.histc(pos, bins, -1.0, 1.0) / pos.numel()
-    q = torch.histc(neg, bins, -1.0, 1.0) / neg.numel()
-    ordered = neg.sort().values
-    below = torch.searchsorted(ordered, pos, side="left").double()
-    not_above = torch.searchsorted(ordered, pos, side="right").double()
-    auc = float(((below + not_above) / 2.0).mean() / neg.numel())
-    edges = np.linspace(-1.0, 1.0, bins + 1)
-    return {
-        "overlap": float(torch.minimum(p, q).sum()),
-        "auc": auc,
-        "positive": p.numpy(),
-        "negative": q.numpy(),
-        "centers": (edges[:-1] + edges[1:]) / 2.0,
-    }
 
 
 def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
@@ -341,7 +260,7 @@ CLAIMS = (
             "With all augmentation families, AMCL's positive and negative pair similarities "
             "overlap less than those of a single head with a constant temperature"
         ),
-        source=f"{SOURCE}, Fig. 1(d) vs 1(g) and the README; amcl.md section 9.3",
+        source=f"{SOURCE}, Fig. 1(d) vs 1(g) and the README",
         effect="histogram overlap, baseline minus AMCL, richest set (overlap points, x100)",
         measure=separates_better,
     ),
