@@ -1,35 +1,36 @@
 """Hardness awareness: negative weights concentrate as tau falls; the hard loss flattens uniformity.
 
-Wang & Liu (CVPR 2021, arXiv:2012.09740; ``../shared/spec/contrastive_theory.md`` sections
-1.2-1.5, 1.8) show that the contrastive loss weights each negative's gradient by a
-Boltzmann distribution :math:`r_i(s_{ij}) \\propto e^{s_{ij}/\\tau}` (Eq. 5) whose entropy
-shrinks as tau decreases, so a small tau concentrates the penalty on the hardest
-negatives; and that an explicit hard contrastive loss (Eq. 9: the denominator keeps only
-the top alpha fraction of negatives) gives that behaviour at any tau: in Table 1 its
-uniformity stays at the small-tau value (3.86-3.89 on CIFAR-10 for tau from 0.07 to 1.0)
-while the ordinary loss's drops from 3.86 to 2.96.  This experiment trains, for every tau of
-Table 1 (0.07, 0.3, 0.7, 1.0) and every seed, the ordinary loss
-(:func:`amcl_lab.losses.nt_xent`) and the hard loss
-(:func:`amcl_lab.losses.hard_contrastive` with ``k = alpha * (2B - 2)``, the spec's
-``k = alpha * #negatives`` with the 2B - 2 in-batch negatives of a batch of B images),
-with :func:`amcl_lab.engine.train`.  On the held-out split it measures the
-uniformity and tolerance of the embeddings and, for the ordinary loss, the per-anchor
-weights :func:`amcl_lab.metrics.negative_weights` of two augmented views of every held-out
-image at the model's own training tau (so the weights are the ones training applied, on a
-model trained at that tau: their entropy mixes the explicit 1/tau with the geometry the
-tau produced, and is not fixed by the monotonicity theorem A4 alone).
+Wang & Liu (CVPR 2021, arXiv:2012.09740, Eqs. 4-9 and Table 1) show that the contrastive
+loss weights each negative's gradient by a Boltzmann distribution
+:math:`r_i(s_{ij}) \\propto e^{s_{ij}/\\tau}` (Eq. 5) whose entropy shrinks as tau
+decreases, so a small tau concentrates the penalty on the hardest negatives; and that an
+explicit hard contrastive loss (Eq. 9: the denominator keeps only the top alpha fraction of
+negatives) gives that behaviour at any tau: in Table 1 its uniformity stays at the small-tau
+value (3.86-3.89 on CIFAR-10 for tau from 0.07 to 1.0) while the ordinary loss's drops from
+3.86 to 2.96.  This experiment trains, for every tau of Table 1 (0.07, 0.3, 0.7, 1.0) and
+every seed, the ordinary loss (:func:`amcl_lab.losses.nt_xent`) and the hard loss
+(:func:`amcl_lab.losses.hard_contrastive` with ``k = alpha * (2B - 2)``, the paper's upper
+alpha quantile of the negatives (Eq. 9) as ``k = alpha * #negatives`` with the 2B - 2
+in-batch negatives of a batch of B images), with :func:`amcl_lab.engine.train`.  On the
+held-out split it measures the uniformity and tolerance of the embeddings and, for the
+ordinary loss, the per-anchor weights :func:`amcl_lab.metrics.negative_weights` of two
+augmented views of every held-out image at the model's own training tau (so the weights are
+the ones training applied, on a model trained at that tau: their entropy mixes the explicit
+1/tau with the geometry the tau produced, and is not fixed by the paper's monotonicity
+statement alone).
 
 Claims (effects per seed, computed from the results table):
 
-* ``weights-concentrate-as-tau-falls`` (Eq. 5 and the entropy statement of section 1.3,
-  Fig. 3): Spearman's rank correlation between tau and the mean entropy of the anchors'
-  negative weights, for the ordinary loss; the claim is a positive correlation.  The table
-  also holds the effective number of negatives (inverse Simpson index) and the share of the
-  weight on the k hardest negatives, which the figure draws per tau.
-* ``hard-loss-flattens-uniformity`` (Table 1, acceptance pattern A14, Figs. 6-7): the
-  least-squares slope of the uniformity :math:`-L_{uniformity}` against log10 tau for the
-  hard loss minus that of the ordinary loss, in nats per decade of tau (the ordinary loss's
-  slope is negative; a flat hard loss makes the difference positive).
+* ``weights-concentrate-as-tau-falls`` (Eq. 5, Section 3.2: the entropy of the weights
+  decreases with tau, Fig. 3): Spearman's rank correlation between tau and the mean entropy
+  of the anchors' negative weights, for the ordinary loss; the claim is a positive
+  correlation.  The table also holds the effective number of negatives (inverse Simpson
+  index) and the share of the weight on the k hardest negatives, which the figure draws per
+  tau.
+* ``hard-loss-flattens-uniformity`` (Table 1, Figs. 6-7): the least-squares slope of the
+  uniformity :math:`-L_{uniformity}` against log10 tau for the hard loss minus that of the
+  ordinary loss, in nats per decade of tau (the ordinary loss's slope is negative; a flat
+  hard loss makes the difference positive).
 * ``hard-loss-uniform-at-large-tau`` (Table 1, hard 1.0 against ordinary 1.0): at the
   largest tau of the grid, the hard loss's uniformity minus the ordinary loss's, in nats.
 
@@ -92,7 +93,7 @@ from .temperature import TAU_LABEL, tolerance_hook
 __all__ = ["CLAIMS", "PRESETS", "Config", "hard_k", "plot", "run", "weights_hook"]
 
 ORDINARY, HARD = "nt_xent", "hard_contrastive"
-#: The paper's alpha on CIFAR-10: 4,095 of 50,000 memory-bank negatives (spec section 1.5).
+#: The paper's alpha on CIFAR-10: 4,095 of 50,000 memory-bank negatives (its Sec. 5.1).
 PAPER_ALPHA = 0.0819
 
 
@@ -283,7 +284,7 @@ def _large_tau_gap(table: pd.DataFrame) -> claims.Effect:
     return claims.paired_difference(_uniformity(table), hard, ordinary, drop_nan=False)
 
 
-SOURCE = "Wang & Liu 2021 (CVPR)"
+SOURCE = "Wang & Liu 2021 (CVPR, arXiv:2012.09740)"
 CLAIMS = (
     Claim(
         id="weights-concentrate-as-tau-falls",
@@ -291,7 +292,7 @@ CLAIMS = (
             "The contrastive loss's gradient weight on negatives concentrates on the hardest "
             "ones as the temperature decreases (the entropy of the weights decreases with tau)"
         ),
-        source=f"{SOURCE}, Eq. 5, Section 3.2 and Fig. 3; spec contrastive_theory.md 1.3",
+        source=f"{SOURCE}, Eq. 5, Section 3.2 and Fig. 3",
         effect=(
             "Spearman rank correlation between tau and the mean entropy of the held-out "
             "anchors' negative weights, NT-Xent models each at their training tau"
@@ -304,7 +305,7 @@ CLAIMS = (
             "With the explicit hard contrastive loss the uniformity hardly depends on the "
             "temperature, while the ordinary loss's uniformity drops as tau grows"
         ),
-        source=f"{SOURCE}, Table 1 and Figs. 6-7; spec contrastive_theory.md 1.8 (A14)",
+        source=f"{SOURCE}, Table 1 and Figs. 6-7",
         effect=(
             "slope of -L_uniformity against log10 tau, hard loss minus ordinary loss "
             "(nats per decade of tau)"

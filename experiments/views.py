@@ -1,36 +1,36 @@
 """More views at fixed compute: 4 views on 50 % (8 on 25 %) of the data match 2 views on all of it.
 
-Ghosh, Agrawal et al. (NeurIPS 2024, arXiv:2312.10725; ``../shared/spec/projectors.md``
-section 4) argue that a training step estimates the kernel loss better with more
-augmentations per image (multi-view Barlow Twins compares each view with the mean of the
-image's views, a Monte-Carlo estimate of the view-averaged feature), so that more views
-converge faster and "we can reduce the pretraining dataset size by up to 2x while
-maintaining downstream accuracy simply by using more data augmentations" (abstract; the
-project page: "4 augmentations on 50 % ... match ... 2-augs using full dataset").  This
-experiment trains multi-view Barlow Twins with m in {2, 4, 8} views on fractions
-{25 %, 50 %, 100 %} of the pretraining images at *fixed compute*: every step embeds
-``rows`` = m x images rows and every run takes the same number of steps, so m = 4 sees half
-as many images per step as m = 2 (the paper instead keeps 128 images per step and fixes
-views x unique images per epoch, which gives the same total compute).  The projector is
-the small one of the ``projector`` experiment (d = 32 with beta = 3/32 on the graph); the
+Ghosh, Agrawal et al. (NeurIPS 2024, arXiv:2312.10725) argue that a training step estimates
+the kernel loss better with more augmentations per image (multi-view Barlow Twins compares
+each view with the mean of the image's views, a Monte-Carlo estimate of the view-averaged
+feature), so that more views converge faster and "we can reduce the pretraining dataset size
+by up to 2x while maintaining downstream accuracy simply by using more data augmentations"
+(abstract; the project page: "4 augmentations on 50 % ... match ... 2-augs using full
+dataset").  This experiment trains multi-view Barlow Twins with m in {2, 4, 8} views on
+fractions {25 %, 50 %, 100 %} of the pretraining images at *fixed compute*: every step
+embeds ``rows`` = m x images rows and every run takes the same number of steps, so m = 4
+sees half as many images per step as m = 2 (the paper instead keeps 128 images per step and
+fixes views x unique images per epoch, which gives the same total compute).  The projector
+is the small one of the ``projector`` experiment (d = 32 with beta = 3/32 on the graph); the
 linear probe always trains on the full labelled training set, as in the paper.
 
 Claims (each over the seeds, effects in accuracy points of the backbone's linear probe):
 
-* ``more-views-at-fixed-compute`` (spec section 4.1, "more augmentations significantly
+* ``more-views-at-fixed-compute`` (abstract; the project page: "more augmentations significantly
   improve the convergence"): with all the data, the most views beat two views.
 * ``two-views-lose-with-half-data`` and ``two-views-lose-with-quarter-data``: with two
   views, 50 % (25 %) of the data gives a worse probe than all of it.  This is the premise
   of the data-efficiency claim: where it fails, the fraction costs nothing at this scale
   and the "match" below is trivially true.
 * ``four-views-half-data-match-two-views-full`` and
-  ``eight-views-quarter-data-match-two-views-full`` (abstract; CIFAR-10 scripts of spec
-  section 4.3): 4 views on 50 % (8 views on 25 %) match 2 views on 100 %.  "Match" is a
-  non-inferiority statement with a margin of 2 points: reproduced when the 95 % CI of
-  (m views on the fraction - 2 views on all) lies above -2 points, not reproduced when it
-  lies at or below -2, inconclusive otherwise (being better still matches).  A seed whose
-  two-view reference did not learn (gain over its step-0 probe <= the margin) has no
-  effect, so probes at chance cannot "match" (the runs' step-0 evaluations are kept).
+  ``eight-views-quarter-data-match-two-views-full`` (abstract; the authors' CIFAR-10 scripts
+  run m = 4 on 50 % and m = 8 on 25 %): 4 views on 50 % (8 views on 25 %) match 2 views on
+  100 %.  "Match" is a non-inferiority statement with a margin of 2 points: reproduced when
+  the 95 % CI of (m views on the fraction - 2 views on all) lies above -2 points, not
+  reproduced when it lies at or below -2, inconclusive otherwise (being better still
+  matches).  A seed whose two-view reference did not learn (gain over its step-0 probe <=
+  the margin) has no effect, so probes at chance cannot "match" (the runs' step-0
+  evaluations are kept).
 
 Data.  ``smoke`` and ``cpu`` use the synthetic clustered augmentation graph of the
 ``projector`` experiment (10 classes x 10 images x 2 points, drawn per seed; the encoder is
@@ -148,7 +148,7 @@ def cpu() -> Config:
 
 
 def gpu() -> Config:
-    """CIFAR-10, CIFAR-stem ResNet-18, the paper's multi-view settings (spec sections 4.3, 6)."""
+    """CIFAR-10, CIFAR-stem ResNet-18, the paper's multi-view settings (its CIFAR-10 scripts)."""
     return Config(
         graph=False,
         dataset="cifar10",
@@ -261,7 +261,7 @@ def _premise(fraction: float, word: str) -> Claim:
             f"With two views, pretraining on {fraction:.0%} of the data gives worse features "
             "than on all of it (the premise of the data-efficiency claim)"
         ),
-        source=f"{SOURCE}, abstract; projectors.md section 4.1",
+        source=f"{SOURCE}, abstract",
         effect=f"probe accuracy, 2 views on 100 % minus 2 views on {fraction:.0%} (points)",
         measure=_difference(_cell(BASELINE_VIEWS, 1.0), _cell(BASELINE_VIEWS, fraction)),
     )
@@ -298,14 +298,14 @@ CLAIMS = (
             "At fixed compute, more augmentations per image give better features than two "
             "(they estimate the kernel loss better and converge faster)"
         ),
-        source=f"{SOURCE}, abstract and project page; projectors.md section 4.1",
+        source=f"{SOURCE}, abstract and project page",
         effect="probe accuracy on all the data, most views minus 2 views (points)",
         measure=_difference(_cell(max, 1.0), _cell(BASELINE_VIEWS, 1.0)),
     ),
     _premise(0.5, "half"),
-    _match(4, 0.5, "half", "abstract and project page (ImageNet-100); projectors.md 4.1"),
+    _match(4, 0.5, "half", "abstract and project page (ImageNet-100)"),
     _premise(0.25, "quarter"),
-    _match(8, 0.25, "quarter", "CIFAR-10 scripts; projectors.md section 4.3"),
+    _match(8, 0.25, "quarter", "the authors' CIFAR-10 scripts (8 views on 25 %)"),
 )
 
 

@@ -73,10 +73,10 @@ def test_plot_redraws_from_the_saved_results(smoke, tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
-def _cell(table: pd.DataFrame, spec: tuple[str, str]) -> pd.Series:
-    """Rows of ``table`` in the grid cell ``spec`` (each coordinate "min" or "max")."""
-    dim = getattr(table["proj_dim"], spec[0])()
-    beta = getattr(table["beta"], spec[1])()
+def _cell(table: pd.DataFrame, corner: tuple[str, str]) -> pd.Series:
+    """Rows of ``table`` in the grid cell ``corner`` (each coordinate "min" or "max")."""
+    dim = getattr(table["proj_dim"], corner[0])()
+    beta = getattr(table["beta"], corner[1])()
     return (table["proj_dim"] == dim) & np.isclose(table["beta"], beta)
 
 
