@@ -42,6 +42,7 @@ __all__ = [
     "PNG_DPI",
     "WIDTHS",
     "ci_error",
+    "datasets",
     "house_style",
     "log_axis",
     "mean_ci",
@@ -113,6 +114,16 @@ def ci_error(values: Sequence[float] | np.ndarray) -> tuple[float, list[list[flo
     if not (math.isfinite(low) and math.isfinite(high)):
         return mean, [[0.0], [0.0]]
     return mean, [[mean - low], [high - mean]]
+
+
+def datasets(table: pd.DataFrame) -> str:
+    """The datasets of a results table for a title: their names, sorted, comma-separated.
+
+    Example:
+        >>> datasets(pd.DataFrame({"dataset": ["digits", "cifar10", "digits"]}))
+        'cifar10, digits'
+    """
+    return ", ".join(sorted(table["dataset"].unique()))
 
 
 def _band(values: Sequence[float]) -> tuple[float, float]:
