@@ -25,9 +25,16 @@ from amcl_lab.data import ImageData, Split
 from amcl_lab.data.synthetic import AugmentationGraph, clustered_augmentation_graph
 from amcl_lab.models import MLP, Network, Normalize, ProjectionHead
 
-from ._protocol import ExperimentConfig
+from ._protocol import ExperimentConfig, gpu_cifar10
 
-__all__ = ["GraphConfig", "graph_split", "train_condition", "train_on_graph"]
+__all__ = [
+    "SMOKE",
+    "GraphConfig",
+    "gpu_images",
+    "graph_split",
+    "train_condition",
+    "train_on_graph",
+]
 
 # random streams of the graph runs (the engine uses 1-5)
 _STREAM_GRAPH, _STREAM_VIEWS, _STREAM_SUBSET = 101, 102, 103
@@ -208,3 +215,26 @@ def train_condition(
     if config.graph:
         return train_on_graph(config, run, tag, hooks)
     return engine.train(config, run, tag, hooks)
+
+
+def gpu_images(**fields: Any) -> dict[str, Any]:
+    """The ``gpu`` fields of ``projector`` and ``views``: the paper's CIFAR-10 runs on images.
+
+    :func:`~amcl_lab.experiments._protocol.gpu_cifar10` instead of the graph, Adam-type at
+    1e-3 for 100 epochs of two views of 512 images, a 200-neighbour k-NN and three seeds;
+    ``fields`` add to these or replace them.
+    """
+    paper = {"graph": False, "lr": 1e-3, "steps": 100 * (50_000 // 512), "knn_k": 200}
+    return gpu_cifar10(**paper, seeds=3) | fields
+
+
+#: The ``smoke`` fields of ``projector`` and ``views``: a tiny graph and network, a few steps.
+SMOKE: dict[str, Any] = {
+    "graph_classes": 3,
+    "graph_images_per_class": 4,
+    "width": 8,
+    "steps": 10,
+    "probe_steps": 10,
+    "knn_k": 5,
+    "seeds": 3,
+}

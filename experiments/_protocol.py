@@ -26,6 +26,7 @@ from amcl_lab.figures import mean_ci
 from amcl_lab.io import write_json
 
 __all__ = [
+    "SIMCLR_CIFAR10",
     "VERDICTS",
     "Claim",
     "ClaimResult",
@@ -279,6 +280,10 @@ def train_config(config: engine.TrainConfig, **changes: Any) -> engine.TrainConf
     """
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(engine.TrainConfig)}
     return engine.TrainConfig(**{**fields, **changes})
+
+
+#: SimCLR's CIFAR-10 projection head (512-512-128) and batch (512), for ``gpu`` presets.
+SIMCLR_CIFAR10: dict[str, Any] = {"proj_hidden": 512, "proj_dim": 128, "batch_size": 512}
 
 
 def gpu_cifar10(**fields: Any) -> dict[str, Any]:

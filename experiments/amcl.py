@@ -82,7 +82,7 @@ from amcl_lab.data import Augmentation, load_dataset
 
 from . import _claims as claims
 from ._pairs import separation, similarities
-from ._protocol import Claim, ExperimentConfig, Results, gpu_cifar10, train_config
+from ._protocol import SIMCLR_CIFAR10, Claim, ExperimentConfig, Results, gpu_cifar10, train_config
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "plot", "run", "separation", "similarities"]
 
@@ -178,10 +178,8 @@ def gpu() -> Config:
     return Config(
         **gpu_cifar10(),
         seeds=3,
-        proj_hidden=512,
-        proj_dim=128,
+        **SIMCLR_CIFAR10,
         loss_options=("mode='topk'", "k=100", "beta=1e-4"),  # second release: top-100
-        batch_size=512,
         lr=0.06,
         steps=200 * (50_000 // 512),  # 200 epochs (the papers use 800-1000)
         eval_every=20 * (50_000 // 512),
@@ -333,7 +331,7 @@ def _histograms(results: Results, out_dir: Path) -> list[Path]:
                 ax.set_ylabel("pairs (%)")
         axes[0, 0].legend(loc="upper left")
         fig.suptitle(
-            f"Held-out pair similarities on {', '.join(sorted(table['dataset'].unique()))}: "
+            f"Held-out pair similarities on {figures.datasets(table)}: "
             f"mean over {len(results.seeds)} seeds; overlap mean and 95 % CI"
         )
         return figures.save(fig, out_dir / "similarity_histograms")

@@ -98,34 +98,18 @@ PAPER_ALPHA = 0.0819
 
 
 @dataclass(frozen=True)
-class Config(ExperimentConfig):
-    """:class:`ExperimentConfig` with the tau grid and the hard loss's fraction of negatives.
-
-    ``temperature`` is replaced by each value of ``temperatures``; ``loss`` is the ordinary
-    loss (NT-Xent) whose hard counterpart is trained beside it.
-    """
+class Config(temperature.SweepConfig):
+    """:class:`~amcl_lab.experiments.temperature.SweepConfig` with the hard loss's fraction of
+    negatives; the defaults are the ``cpu`` preset.  ``loss`` is the ordinary loss (NT-Xent)
+    whose hard counterpart is trained beside it."""
 
     temperatures: tuple[float, ...] = (0.07, 0.3, 0.7, 1.0)  # Table 1's tau columns
     hard_fraction: float = PAPER_ALPHA  # alpha: share of in-batch negatives the hard loss keeps
     weight_ranks: tuple[int, ...] = (1, 4, 16, 64, 256)  # k of "weight share on the k hardest"
     dataset: str = "digits"
-    augment: str = "abd"  # crop, blur, brightness/contrast; no flip for digits
     crop_min_scale: float = 0.6  # at 0.25 the hard loss collapses (module docstring)
-    encoder: str = "mlp"
-    width: int = 256
-    proj_hidden: int = 128
-    proj_dim: int = 64
-    loss: str = ORDINARY
-    batch_size: int = 512  # 1,022 in-batch negatives per anchor
     lr: float = 0.02  # at 0.05 the hard loss lingers collapsed at tau = 0.07
     steps: int = 150  # 75 epochs of the 1,442 training images
-    eval_every: int = 0  # at the start and the end only
-    checkpoint_every: int = 1_000
-    probe_steps: int = 100
-    knn_k: int = 20
-    geometry: tuple[str, ...] = ("uniformity",)
-    seeds: int = 3
-    threads: int = 1  # small MLP: one thread is fastest on shared cores
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -144,25 +128,10 @@ class Config(ExperimentConfig):
         if "uniformity" not in self.geometry:
             raise ValueError(f"{fn}: geometry must include 'uniformity' (two claims use it)")
 
-    @property
-    def grid(self) -> tuple[float, ...]:
-        """The distinct temperatures, increasing."""
-        return tuple(sorted(set(self.temperatures)))
-
 
 def smoke() -> Config:
     """Three temperatures, a tiny MLP, a few steps: every code path in seconds."""
-    return Config(
-        temperatures=(0.1, 0.3, 1.0),
-        hard_fraction=0.1,
-        weight_ranks=(1, 8, 64),
-        width=16,
-        proj_hidden=16,
-        proj_dim=8,
-        batch_size=64,
-        steps=6,
-        probe_steps=10,
-    )
+    return Config(**temperature.SMOKE, hard_fraction=0.1, weight_ranks=(1, 8, 64))
 
 
 def cpu() -> Config:
@@ -328,47 +297,54 @@ CLAIMS = (
 # --- figures -----------------------------------------------------------------------------
 
 
+def _weights(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
+    """The ordinary loss's weight shares on the k hardest negatives and their entropy."""
+    fig, axes = figures.new_figure(2, width="double", aspect=0.7)
+    share = _final(table, "weight_share", (*RUNS, "rank")).reset_index()
+    share = share[share["loss"] == ORDINARY].copy()
+    share["tau"] = share["temperature"].map(lambda t: f"{t:g}")
+    share["value"] = 100.0 * share["value"]
+    figures.seed_band(axes[0, 0], share, "rank", "value", hue="tau")
+    figures.log_axis(axes[0, 0], share["rank"].unique(), "k (hardest negatives, by similarity)")
+    axes[0, 0].set_ylabel("weight on the k hardest negatives (%)")
+    axes[0, 0].legend(title=r"$\tau$")
+    entropy = claims.at(_final(table, "weight_entropy"), {"loss": ORDINARY}).reset_index()
+    m = claims.at(_final(table, "weight_negatives"), {"loss": ORDINARY}).max()
+    figures.seed_band(axes[0, 1], entropy, "temperature", "value")
+    axes[0, 1].axhline(math.log(m), color="0.5", linestyle=":", label=f"uniform over {m:g}")
+    axes[0, 1].legend()
+    figures.log_axis(axes[0, 1], entropy["temperature"].unique(), TAU_LABEL)
+    axes[0, 1].set_ylabel("entropy of the weights (nats)")
+    fig.suptitle(title)
+    return figures.save(fig, out_dir / "negative_weights")
+
+
+def _geometry(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
+    """Uniformity and tolerance of both losses against tau."""
+    fig, axes = figures.new_figure(2, width="double", aspect=0.7)
+    names = {ORDINARY: "ordinary (NT-Xent)", HARD: "hard contrastive"}
+    unif = _uniformity(table).reset_index()
+    unif["objective"] = unif["loss"].map(names)
+    figures.seed_band(axes[0, 0], unif, "temperature", "value", hue="objective")
+    axes[0, 0].set_ylabel(r"uniformity $-L_{\mathrm{uniformity}}$ (t = 2, nats)")
+    tol = _final(table, "tolerance").reset_index()
+    tol["objective"] = tol["loss"].map(names)
+    figures.seed_band(axes[0, 1], tol, "temperature", "value", hue="objective")
+    axes[0, 1].set_ylabel("tolerance (same-class mean cosine)")
+    for ax in axes[0]:
+        figures.log_axis(ax, unif["temperature"].unique(), TAU_LABEL)
+    fig.suptitle(title)
+    return figures.save(fig, out_dir / "uniformity_vs_tau")
+
+
 def plot(results: Results, out_dir: Path) -> list[Path]:
     """Negative-weight distributions per tau; uniformity and tolerance of both losses."""
-    table = results.table
-    dataset = ", ".join(sorted(table["dataset"].unique()))
-    seeds = len(results.seeds)
-    paths: list[Path] = []
+    table, seeds = results.table, len(results.seeds)
+    dataset = figures.datasets(table)
+    weights = (
+        f"NT-Xent on {dataset}: weights on held-out negatives at the training tau, "
+        f"95 % CI over {seeds} seeds"
+    )
+    geometry = f"{dataset}: held-out geometry, mean and 95 % CI over {seeds} seeds"
     with figures.house_style():
-        fig, axes = figures.new_figure(2, width="double", aspect=0.7)
-        share = _final(table, "weight_share", (*RUNS, "rank")).reset_index()
-        share = share[share["loss"] == ORDINARY].copy()
-        share["tau"] = share["temperature"].map(lambda t: f"{t:g}")
-        share["value"] = 100.0 * share["value"]
-        figures.seed_band(axes[0, 0], share, "rank", "value", hue="tau")
-        figures.log_axis(axes[0, 0], share["rank"].unique(), "k (hardest negatives, by similarity)")
-        axes[0, 0].set_ylabel("weight on the k hardest negatives (%)")
-        axes[0, 0].legend(title=r"$\tau$")
-        entropy = claims.at(_final(table, "weight_entropy"), {"loss": ORDINARY}).reset_index()
-        m = claims.at(_final(table, "weight_negatives"), {"loss": ORDINARY}).max()
-        figures.seed_band(axes[0, 1], entropy, "temperature", "value")
-        axes[0, 1].axhline(math.log(m), color="0.5", linestyle=":", label=f"uniform over {m:g}")
-        axes[0, 1].legend()
-        figures.log_axis(axes[0, 1], entropy["temperature"].unique(), TAU_LABEL)
-        axes[0, 1].set_ylabel("entropy of the weights (nats)")
-        fig.suptitle(
-            f"NT-Xent on {dataset}: weights on held-out negatives at the training tau, "
-            f"95 % CI over {seeds} seeds"
-        )
-        paths += figures.save(fig, out_dir / "negative_weights")
-
-        fig, axes = figures.new_figure(2, width="double", aspect=0.7)
-        names = {ORDINARY: "ordinary (NT-Xent)", HARD: "hard contrastive"}
-        unif = _uniformity(table).reset_index()
-        unif["objective"] = unif["loss"].map(names)
-        figures.seed_band(axes[0, 0], unif, "temperature", "value", hue="objective")
-        axes[0, 0].set_ylabel(r"uniformity $-L_{\mathrm{uniformity}}$ (t = 2, nats)")
-        tol = _final(table, "tolerance").reset_index()
-        tol["objective"] = tol["loss"].map(names)
-        figures.seed_band(axes[0, 1], tol, "temperature", "value", hue="objective")
-        axes[0, 1].set_ylabel("tolerance (same-class mean cosine)")
-        for ax in axes[0]:
-            figures.log_axis(ax, unif["temperature"].unique(), TAU_LABEL)
-        fig.suptitle(f"{dataset}: held-out geometry, mean and 95 % CI over {seeds} seeds")
-        paths += figures.save(fig, out_dir / "uniformity_vs_tau")
-    return paths
+        return _weights(table, weights, out_dir) + _geometry(table, geometry, out_dir)

@@ -75,7 +75,7 @@ from amcl_lab import _validation as v
 from amcl_lab import engine, figures, metrics
 
 from . import _claims as claims
-from ._graph import GraphConfig, train_condition
+from ._graph import SMOKE, GraphConfig, gpu_images, train_condition
 from ._protocol import Claim, Results
 
 __all__ = ["CLAIMS", "MATCH_MARGIN", "PRESETS", "Config", "plot", "run"]
@@ -141,19 +141,7 @@ class Config(GraphConfig):
 
 def smoke() -> Config:
     """A tiny graph, two dimensions, a few steps: every code path in seconds."""
-    return Config(
-        graph_classes=3,
-        graph_images_per_class=4,
-        graph_augmentations_per_image=2,
-        dims=(4, 8),
-        width=8,
-        batch_size=8,
-        steps=10,
-        eval_every=5,
-        probe_steps=10,
-        knn_k=5,
-        seeds=3,
-    )
+    return Config(**SMOKE, graph_augmentations_per_image=2, dims=(4, 8), batch_size=8, eval_every=5)
 
 
 def cpu() -> Config:
@@ -164,22 +152,10 @@ def cpu() -> Config:
 def gpu() -> Config:
     """CIFAR-10, CIFAR-stem ResNet-18, the paper's d range and optimiser (its CIFAR-10 scripts)."""
     return Config(
-        graph=False,
-        dataset="cifar10",
-        augment="abcde",
-        crop_min_scale=0.08,
-        encoder="resnet18",
-        width=64,
+        **gpu_images(),
         dims=(256, 1024, 8192),
         beta_times_dim=5.0,  # tuned CIFAR-10 values: 256 -> 0.02, 8192 -> 0.0008
         batch_size=512,
-        lr=1e-3,
-        steps=100 * (50_000 // 512),  # 100 epochs
-        checkpoint_every=1_000,
-        probe_steps=500,
-        knn_k=200,
-        seeds=3,
-        threads=0,
     )
 
 
@@ -331,7 +307,7 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
         fig, axes = figures.new_figure(2, width="double", aspect=0.85)
         _heatmap(axes[0, 0], table, "linear_probe", 100.0, "linear-probe accuracy (%)")
         _heatmap(axes[0, 1], table, "embedding_rank", 1.0, "projector-output effective rank")
-        data = ", ".join(sorted(table["dataset"].unique()))
+        data = figures.datasets(table)
         fig.suptitle(
             f"Barlow Twins on {data}: mean [95 % CI] over {len(results.seeds)} seeds, "
             "after training"

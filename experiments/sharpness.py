@@ -392,7 +392,7 @@ def _cost_vs_accuracy(table: pd.DataFrame, title: str, out_dir: Path) -> list[Pa
 def plot(results: Results, out_dir: Path) -> list[Path]:
     """Sharpness bars, the spectral density and cost vs accuracy, seeds as 95 % CIs."""
     table = results.table
-    dataset = ", ".join(sorted(table["dataset"].unique()))
+    dataset = figures.datasets(table)
     title = f"{dataset}: mean and 95 % CI over {len(results.seeds)} seeds"
     slq = f"{dataset}: SLQ, eval-mode BN, seeds thin, mean bold"
     with figures.house_style():

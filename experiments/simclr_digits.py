@@ -28,7 +28,7 @@ import pandas as pd
 from amcl_lab import engine, figures
 
 from . import _claims as claims
-from ._protocol import Claim, ExperimentConfig, Results, gpu_cifar10
+from ._protocol import SIMCLR_CIFAR10, Claim, ExperimentConfig, Results, gpu_cifar10
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "plot", "run"]
 
@@ -79,9 +79,7 @@ def gpu() -> Config:
     """SimCLR on CIFAR-10, CIFAR-stem ResNet-18, the AMCL authors' released code settings."""
     return Config(
         **gpu_cifar10(),
-        proj_hidden=512,
-        proj_dim=128,
-        batch_size=512,
+        **SIMCLR_CIFAR10,
         temperature=0.5,
         lr=0.06,
         steps=200 * (50_000 // 512),  # 200 epochs (the papers use 800-1000)
@@ -154,6 +152,6 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
             figures.seed_band(ax, t, "step", "value")
             ax.set_xlabel("training step")
             ax.set_ylabel(label)
-        dataset = ", ".join(sorted(table["dataset"].unique()))
+        dataset = figures.datasets(table)
         fig.suptitle(f"SimCLR on {dataset}: mean and 95 % CI over {len(results.seeds)} seeds")
         return figures.save(fig, out_dir / "training_curves")

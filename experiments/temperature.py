@@ -91,14 +91,16 @@ from amcl_lab import _validation as v
 from amcl_lab import engine, figures, metrics
 
 from . import _claims as claims
-from ._protocol import Claim, ExperimentConfig, Results
+from ._protocol import SIMCLR_CIFAR10, Claim, ExperimentConfig, Results, gpu_cifar10
 
 __all__ = [
     "CLAIMS",
     "PRESETS",
+    "SMOKE",
     "TAU_LABEL",
     "TOLERANCE_SLOPE",
     "Config",
+    "SweepConfig",
     "final_values",
     "plot",
     "run",
@@ -113,25 +115,21 @@ TOLERANCE_SLOPE = 0.05
 
 
 @dataclass(frozen=True)
-class Config(ExperimentConfig):
-    """:class:`ExperimentConfig` with the tau grid; the defaults are the ``cpu`` preset.
+class SweepConfig(ExperimentConfig):
+    """:class:`ExperimentConfig` with a tau grid and the MLP setting of the tau sweeps.
 
-    ``temperature`` is replaced by each value of ``temperatures`` in turn.
+    Shared by this experiment and ``hardness``; ``temperature`` is replaced by each value
+    of ``temperatures`` in turn.
     """
 
     temperatures: tuple[float, ...] = (0.07, 0.15, 0.3, 0.6, 1.2)  # log-spaced (x2) tau grid
-    shuffle_labels: bool = False  # negative control: permute the held-out labels of tolerance
-    dataset: str = "mnist5k"
     augment: str = "abd"  # crop, blur, brightness/contrast; no flip for digits
-    crop_min_scale: float = 0.25
     encoder: str = "mlp"
     width: int = 256
     proj_hidden: int = 128
     proj_dim: int = 64
     loss: str = "nt_xent"
     batch_size: int = 512  # 1,022 in-batch negatives per anchor
-    lr: float = 0.05
-    steps: int = 250  # 32 epochs of the 4,000 training images
     eval_every: int = 0  # at the start and the end only
     checkpoint_every: int = 1_000
     probe_steps: int = 100
@@ -139,6 +137,22 @@ class Config(ExperimentConfig):
     geometry: tuple[str, ...] = ("uniformity",)
     seeds: int = 3
     threads: int = 1  # small MLP: one thread is fastest on shared cores
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        """The distinct temperatures, increasing."""
+        return tuple(sorted(set(self.temperatures)))
+
+
+@dataclass(frozen=True)
+class Config(SweepConfig):
+    """:class:`SweepConfig` on MNIST-5k; the defaults are the ``cpu`` preset."""
+
+    shuffle_labels: bool = False  # negative control: permute the held-out labels of tolerance
+    dataset: str = "mnist5k"
+    crop_min_scale: float = 0.25
+    lr: float = 0.05
+    steps: int = 250  # 32 epochs of the 4,000 training images
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -153,24 +167,22 @@ class Config(ExperimentConfig):
         if "uniformity" not in self.geometry:
             raise ValueError(f"{fn}: geometry must include 'uniformity' (a claim uses it)")
 
-    @property
-    def grid(self) -> tuple[float, ...]:
-        """The distinct temperatures, increasing."""
-        return tuple(sorted(set(self.temperatures)))
+
+#: The tiny network and three temperatures of the ``smoke`` presets (``hardness`` shares them).
+SMOKE: dict[str, Any] = {
+    "temperatures": (0.1, 0.3, 1.0),
+    "width": 16,
+    "proj_hidden": 16,
+    "proj_dim": 8,
+    "batch_size": 64,
+    "steps": 6,
+    "probe_steps": 10,
+}
 
 
 def smoke() -> Config:
     """Three temperatures, a tiny MLP on 8x8 digits, a few steps: every code path in seconds."""
-    return Config(
-        temperatures=(0.1, 0.3, 1.0),
-        dataset="digits",
-        width=16,
-        proj_hidden=16,
-        proj_dim=8,
-        batch_size=64,
-        steps=6,
-        probe_steps=10,
-    )
+    return Config(**SMOKE, dataset="digits")
 
 
 def cpu() -> Config:
@@ -181,20 +193,11 @@ def cpu() -> Config:
 def gpu() -> Config:
     """CIFAR-10, CIFAR-stem ResNet-18, the paper's protocol (Wang & Liu 2021, Sec. 5.1)."""
     return Config(
-        dataset="cifar10",
-        augment="acde",  # crop, grayscale, colour jitter, flip (Wu et al.; no blur on CIFAR)
-        crop_min_scale=0.08,
-        encoder="resnet18",
-        width=64,
-        proj_hidden=512,
-        proj_dim=128,
-        batch_size=512,
+        **gpu_cifar10(augment="acde"),  # crop, grayscale, colour jitter, flip (no blur on CIFAR)
+        **SIMCLR_CIFAR10,
         lr=0.12,  # 0.03 at batch 128, scaled linearly
         steps=200 * (50_000 // 512),  # 200 epochs
-        checkpoint_every=1_000,
-        probe_steps=500,
         knn_k=200,
-        threads=0,
     )
 
 
@@ -313,7 +316,7 @@ TAU_LABEL = r"temperature $\tau$"
 def plot(results: Results, out_dir: Path) -> list[Path]:
     """Uniformity and tolerance against tau; probe and k-NN accuracy against tau."""
     table = results.table
-    dataset = ", ".join(sorted(table["dataset"].unique()))
+    dataset = figures.datasets(table)
     seeds = len(results.seeds)
     paths: list[Path] = []
     with figures.house_style():

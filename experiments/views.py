@@ -60,7 +60,7 @@ from amcl_lab import engine, figures
 from amcl_lab.data import Split, load_dataset
 
 from . import _claims as claims
-from ._graph import GraphConfig, train_condition
+from ._graph import SMOKE, GraphConfig, gpu_images, train_condition
 from ._protocol import Claim, Results
 from .projector import MATCH_MARGIN
 
@@ -128,18 +128,7 @@ class Config(GraphConfig):
 
 def smoke() -> Config:
     """A tiny graph, a few steps: every code path in seconds."""
-    return Config(
-        graph_classes=3,
-        graph_images_per_class=4,
-        proj_dim=8,
-        proj_hidden=8,
-        width=8,
-        rows=32,
-        steps=10,
-        probe_steps=10,
-        knn_k=5,
-        seeds=3,
-    )
+    return Config(**SMOKE, proj_dim=8, proj_hidden=8, rows=32)
 
 
 def cpu() -> Config:
@@ -150,23 +139,11 @@ def cpu() -> Config:
 def gpu() -> Config:
     """CIFAR-10, CIFAR-stem ResNet-18, the paper's multi-view settings (its CIFAR-10 scripts)."""
     return Config(
-        graph=False,
-        dataset="cifar10",
-        augment="abcde",
-        crop_min_scale=0.08,
-        encoder="resnet18",
-        width=64,
+        **gpu_images(),
         proj_hidden=256,
         proj_dim=256,
         loss_options=("lambda_offdiag=0.02", "standardize=joint", "normalize=True"),
         rows=1024,  # 2 x 512 images (the paper's two-view batch), 8 x 128 (its multi-view batch)
-        lr=1e-3,
-        steps=100 * (50_000 // 512),  # 100 epochs of two views on all the data
-        checkpoint_every=1_000,
-        probe_steps=500,
-        knn_k=200,
-        seeds=3,
-        threads=0,
     )
 
 
@@ -316,7 +293,7 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
     """Probe accuracy vs views (all the data) and vs data fraction (per view count)."""
     table = results.table
     acc = claims.final(table, "linear_probe", CONDITION).mul(100.0).reset_index()
-    data = ", ".join(sorted(table["dataset"].unique()))
+    data = figures.datasets(table)
     compute = int(table["rows"].iloc[0])
     title = f"on {data}, {compute} rows per step: mean and 95 % CI over {len(results.seeds)} seeds"
     paths = []
