@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import math
+import pkgutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from amcl_lab import experiments
 from amcl_lab.experiments import _claims as claims
 
 
@@ -37,6 +40,19 @@ def arms() -> pd.DataFrame:
 def test_the_module_doctests_pass():
     result = doctest.testmod(claims, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 10 and result.failed == 0
+
+
+@pytest.mark.parametrize(
+    "name", [*sorted(m.name for m in pkgutil.iter_modules(experiments.__path__)), "__init__"]
+)
+def test_every_experiments_module_passes_its_doctests(name):
+    """``nox -s tests`` collects doctests under amcl_lab/ only; experiments/ lives beside it."""
+    module = (
+        experiments
+        if name == "__init__"
+        else importlib.import_module(f"{experiments.__name__}.{name}")
+    )
+    assert doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
 
 
 def test_final_and_initial_are_per_run_not_per_table(arms):
@@ -164,3 +180,17 @@ def test_combine_and_per_seed():
     kept = claims.per_seed(series)
     assert list(kept) == [4, 5] and math.isnan(kept[5]) and type(next(iter(kept))) is int
     assert claims.per_seed(series, drop_nan=True) == {4: 1.0}
+
+
+def test_power_law_recovers_the_exponent_and_refuses_what_it_cannot_fit():
+    # y = 25 + 400 p^2 at p = 0.2, 0.4, 0.8: y - y0 = 16, 64, 256, a slope of 2 on log-log axes
+    grid = (0.0, 0.2, 0.4, 0.8)
+    values = _grid({0: [25.0, 41.0, 89.0, 281.0], 1: [25.0, 20.0, 89.0, 281.0]}, grid)
+    fits = claims.power_law(values, "tau")
+    k, c, y0 = fits[0]
+    assert (k, c, y0) == pytest.approx((2.0, 400.0, 25.0))
+    # a linear fit of y on p (the wrong model) would give a slope near 320, not 2
+    assert k != pytest.approx(np.polyfit(grid, [25.0, 41.0, 89.0, 281.0], 1)[0])
+    assert math.isnan(fits[1][0]) and fits[1][2] == 25.0  # 20 < y0: no power law
+    no_zero = values[values.index.get_level_values("tau") > 0]
+    assert claims.power_law(no_zero, "tau") == {}
