@@ -226,27 +226,27 @@ RICHEST, POOREST = {"families": max}, {"families": min}
 BASELINE, AMCL = {"method": "baseline"}, {"method": "amcl"}
 
 
-def _final(table: pd.DataFrame, metric: str) -> pd.Series:
+def _by_arm(table: pd.DataFrame, metric: str) -> pd.Series:
     """The last value of ``metric`` per (seed, method, families), NaN values left out first."""
     return claims.final(table.dropna(subset=["value"]), metric, RUNS)
 
 
-def _difference(metric: str, arm: claims.Condition, control: claims.Condition) -> claims.Measure:
+def _points(metric: str, arm: claims.Condition, control: claims.Condition) -> claims.Measure:
     """Measure: ``100 * (arm - control)`` of the final ``metric`` (points)."""
-    return lambda t: claims.paired_difference(_final(t, metric), arm, control, scale=100.0)
+    return lambda t: claims.paired_difference(_by_arm(t, metric), arm, control, scale=100.0)
 
 
 def separates_better(table: pd.DataFrame) -> claims.Effect:
     """Baseline minus AMCL overlap at the richest set (overlap points)."""
-    return _difference("overlap", BASELINE | RICHEST, AMCL | RICHEST)(table)
+    return _points("overlap", BASELINE | RICHEST, AMCL | RICHEST)(table)
 
 
 def advantage_grows(table: pd.DataFrame) -> claims.Effect:
     """``min(advantage_richest, advantage_richest - advantage_poorest)`` (overlap points)."""
-    if _final(table, "overlap").index.get_level_values("families").nunique() < 2:
+    if _by_arm(table, "overlap").index.get_level_values("families").nunique() < 2:
         return {}
     richest = separates_better(table)
-    poorest = _difference("overlap", BASELINE | POOREST, AMCL | POOREST)(table)
+    poorest = _points("overlap", BASELINE | POOREST, AMCL | POOREST)(table)
     return claims.combine(lambda r, p: min(r, r - p), richest, poorest)
 
 
@@ -280,14 +280,14 @@ CLAIMS = (
         ),
         source=f"{SOURCE}, Fig. 1(b-d) and the README",
         effect="baseline overlap, richest minus poorest set (overlap points, x100)",
-        measure=_difference("overlap", BASELINE | RICHEST, BASELINE | POOREST),
+        measure=_points("overlap", BASELINE | RICHEST, BASELINE | POOREST),
     ),
     Claim(
         id="amcl-probe-gain",
         statement="AMCL improves linear-probe accuracy over the single-head baseline",
         source=f"{SOURCE}, abstract (linear probing results)",
         effect="linear-probe test accuracy, AMCL minus baseline, richest set (points)",
-        measure=_difference("linear_probe", AMCL | RICHEST, BASELINE | RICHEST),
+        measure=_points("linear_probe", AMCL | RICHEST, BASELINE | RICHEST),
     ),
 )
 
@@ -350,7 +350,7 @@ def _summary(results: Results, out_dir: Path) -> list[Path]:
     with figures.house_style():
         fig, axes = figures.new_figure(len(_PANELS), width="double", aspect=0.85)
         for ax, (metric, scale, label) in zip(axes[0], _PANELS, strict=True):
-            t = _final(table, metric).reset_index()
+            t = _by_arm(table, metric).reset_index()
             t["value"] = scale * t["value"]
             figures.seed_band(ax, t, "families", "value", hue="method")
             ax.set_xlabel("augmentation families")

@@ -226,18 +226,18 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
 RUNS = ("loss", "temperature")  # what tells the runs of one seed apart
 
 
-def _final(table: pd.DataFrame, metric: str, by: tuple[str, ...] = RUNS) -> pd.Series:
+def _by_loss(table: pd.DataFrame, metric: str, by: tuple[str, ...] = RUNS) -> pd.Series:
     return temperature.final_values(table, metric, by)
 
 
 def _entropy_trend(table: pd.DataFrame) -> claims.Effect:
-    entropy = claims.at(_final(table, "weight_entropy"), {"loss": ORDINARY})
+    entropy = claims.at(_by_loss(table, "weight_entropy"), {"loss": ORDINARY})
     return claims.rank_correlation(entropy, "temperature")
 
 
 def _uniformity(table: pd.DataFrame) -> pd.Series:
     """Final ``-L_uniformity`` (higher is more uniform, as Table 1 reports it)."""
-    return -_final(table, "uniformity")
+    return -_by_loss(table, "uniformity")
 
 
 def _flattening(table: pd.DataFrame) -> claims.Effect:
@@ -297,10 +297,10 @@ CLAIMS = (
 # --- figures -----------------------------------------------------------------------------
 
 
-def _weights(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
+def _weights_figure(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
     """The ordinary loss's weight shares on the k hardest negatives and their entropy."""
     fig, axes = figures.new_figure(2, width="double", aspect=0.7)
-    share = _final(table, "weight_share", (*RUNS, "rank")).reset_index()
+    share = _by_loss(table, "weight_share", (*RUNS, "rank")).reset_index()
     share = share[share["loss"] == ORDINARY].copy()
     share["tau"] = share["temperature"].map(lambda t: f"{t:g}")
     share["value"] = 100.0 * share["value"]
@@ -308,8 +308,8 @@ def _weights(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
     figures.log_axis(axes[0, 0], share["rank"].unique(), "k (hardest negatives, by similarity)")
     axes[0, 0].set_ylabel("weight on the k hardest negatives (%)")
     axes[0, 0].legend(title=r"$\tau$")
-    entropy = claims.at(_final(table, "weight_entropy"), {"loss": ORDINARY}).reset_index()
-    m = claims.at(_final(table, "weight_negatives"), {"loss": ORDINARY}).max()
+    entropy = claims.at(_by_loss(table, "weight_entropy"), {"loss": ORDINARY}).reset_index()
+    m = claims.at(_by_loss(table, "weight_negatives"), {"loss": ORDINARY}).max()
     figures.seed_band(axes[0, 1], entropy, "temperature", "value")
     axes[0, 1].axhline(math.log(m), color="0.5", linestyle=":", label=f"uniform over {m:g}")
     axes[0, 1].legend()
@@ -319,7 +319,7 @@ def _weights(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
     return figures.save(fig, out_dir / "negative_weights")
 
 
-def _geometry(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
+def _uniformity_figure(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
     """Uniformity and tolerance of both losses against tau."""
     fig, axes = figures.new_figure(2, width="double", aspect=0.7)
     names = {ORDINARY: "ordinary (NT-Xent)", HARD: "hard contrastive"}
@@ -327,7 +327,7 @@ def _geometry(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
     unif["objective"] = unif["loss"].map(names)
     figures.seed_band(axes[0, 0], unif, "temperature", "value", hue="objective")
     axes[0, 0].set_ylabel(r"uniformity $-L_{\mathrm{uniformity}}$ (t = 2, nats)")
-    tol = _final(table, "tolerance").reset_index()
+    tol = _by_loss(table, "tolerance").reset_index()
     tol["objective"] = tol["loss"].map(names)
     figures.seed_band(axes[0, 1], tol, "temperature", "value", hue="objective")
     axes[0, 1].set_ylabel("tolerance (same-class mean cosine)")
@@ -347,4 +347,6 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
     )
     geometry = f"{dataset}: held-out geometry, mean and 95 % CI over {seeds} seeds"
     with figures.house_style():
-        return _weights(table, weights, out_dir) + _geometry(table, geometry, out_dir)
+        return _weights_figure(table, weights, out_dir) + _uniformity_figure(
+            table, geometry, out_dir
+        )

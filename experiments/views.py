@@ -204,7 +204,9 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
 CONDITION = ("views", "fraction")
 
 
-def _difference(a: claims.Condition, b: claims.Condition, match: bool = False) -> claims.Measure:
+def _probe_difference(
+    a: claims.Condition, b: claims.Condition, match: bool = False
+) -> claims.Measure:
     """Measure: probe accuracy at condition a minus at b (points).
 
     ``{"views": max}`` is the most views of the table (no effect when that is 2, the
@@ -240,7 +242,7 @@ def _premise(fraction: float, word: str) -> Claim:
         ),
         source=f"{SOURCE}, abstract",
         effect=f"probe accuracy, 2 views on 100 % minus 2 views on {fraction:.0%} (points)",
-        measure=_difference(_cell(BASELINE_VIEWS, 1.0), _cell(BASELINE_VIEWS, fraction)),
+        measure=_probe_difference(_cell(BASELINE_VIEWS, 1.0), _cell(BASELINE_VIEWS, fraction)),
     )
 
 
@@ -257,7 +259,7 @@ def _match(views: int, fraction: float, word: str, where: str) -> Claim:
             f"non-inferiority margin {MATCH_MARGIN:g}; undefined for a seed whose reference "
             "did not learn (gain over initialisation <= margin)"
         ),
-        measure=_difference(_cell(views, fraction), _cell(BASELINE_VIEWS, 1.0), match=True),
+        measure=_probe_difference(_cell(views, fraction), _cell(BASELINE_VIEWS, 1.0), match=True),
         direction="greater",
         threshold=-MATCH_MARGIN,
     )
@@ -277,7 +279,7 @@ CLAIMS = (
         ),
         source=f"{SOURCE}, abstract and project page",
         effect="probe accuracy on all the data, most views minus 2 views (points)",
-        measure=_difference(_cell(max, 1.0), _cell(BASELINE_VIEWS, 1.0)),
+        measure=_probe_difference(_cell(max, 1.0), _cell(BASELINE_VIEWS, 1.0)),
     ),
     _premise(0.5, "half"),
     _match(4, 0.5, "half", "abstract and project page (ImageNet-100)"),
