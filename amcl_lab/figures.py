@@ -21,7 +21,7 @@ display backend needed).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,11 +33,24 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullLocator
 from scipy import stats
 
 from .io import atomic_path
 
-__all__ = ["PNG_DPI", "WIDTHS", "house_style", "mean_ci", "new_figure", "save", "seed_band"]
+__all__ = [
+    "PNG_DPI",
+    "WIDTHS",
+    "ci_error",
+    "datasets",
+    "house_style",
+    "log_axis",
+    "mean_ci",
+    "new_figure",
+    "save",
+    "seed_band",
+    "seed_bars",
+]
 
 PNG_DPI = 300
 #: Figure widths in inches: one journal column, two columns.
@@ -85,6 +98,32 @@ def mean_ci(
         return mean, math.nan, math.nan
     half = float(stats.t.ppf(0.5 + level / 2.0, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
     return mean, mean - half, mean + half
+
+
+def ci_error(values: Sequence[float] | np.ndarray) -> tuple[float, list[list[float]]]:
+    """Mean over seeds and the ``yerr``/``xerr`` of its 95 % interval, for ``errorbar``.
+
+    The error is ``[[mean - low], [high - mean]]`` (:func:`mean_ci`), or zero length when
+    the interval is undefined (one seed).
+
+    Example:
+        >>> ci_error([2.0])
+        (2.0, [[0.0], [0.0]])
+    """
+    mean, low, high = mean_ci(values)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return mean, [[0.0], [0.0]]
+    return mean, [[mean - low], [high - mean]]
+
+
+def datasets(table: pd.DataFrame) -> str:
+    """The datasets of a results table for a title: their names, sorted, comma-separated.
+
+    Example:
+        >>> datasets(pd.DataFrame({"dataset": ["digits", "cifar10", "digits"]}))
+        'cifar10, digits'
+    """
+    return ", ".join(sorted(table["dataset"].unique()))
 
 
 def _band(values: Sequence[float]) -> tuple[float, float]:
@@ -144,6 +183,32 @@ def seed_band(
         ax=ax,
         **kwargs,
     )
+
+
+def seed_bars(ax: Axes, groups: Mapping[str, Sequence[float] | np.ndarray]) -> Axes:
+    """One bar per group at its mean over seeds, a 95 % error bar and a dot per seed.
+
+    ``groups`` maps the tick label to the group's per-seed values, in drawing order; bar
+    ``i`` takes colour ``C{i}``.
+    """
+    for i, values in enumerate(groups.values()):
+        values = np.asarray(values, dtype=float)
+        mean, err = ci_error(values)
+        ax.bar(i, mean, color=f"C{i}", alpha=0.7, width=0.7)
+        ax.errorbar(i, mean, yerr=err, color="black", capsize=3, linewidth=0.8)
+        offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]
+        ax.scatter(i + np.asarray(offsets), values, s=5, color="black", zorder=3)
+    ax.set_xticks(range(len(groups)), list(groups))
+    return ax
+
+
+def log_axis(ax: Axes, ticks: Sequence[float], label: str) -> None:
+    """A logarithmic x axis labelled at ``ticks`` (plain numbers, no minor ticks)."""
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(set(ticks)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(label)
 
 
 def save(fig: Figure, stem: str | Path) -> list[Path]:

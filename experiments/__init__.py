@@ -31,12 +31,20 @@ defines:
     ``out_dir`` with :func:`amcl_lab.figures.save`.
 ``CLAIMS``
     A tuple of :class:`Claim`: each names the paper statement and a ``measure`` computing
-    one effect per seed from the results table; :func:`evaluate_claim` turns the seeds
+    one effect per seed from the results table, built from the shared vocabulary of
+    :mod:`amcl_lab.experiments._claims` (final values, paired differences, relative changes,
+    trends against a condition, non-inferiority); :func:`evaluate_claim` turns the seeds
     into mean, 95 % confidence interval and a verdict (reproduced / not reproduced /
-    inconclusive; fewer than 3 seeds is inconclusive).  Verdicts are never hard-coded.
+    inconclusive; fewer than 3 seeds is inconclusive). Verdicts are never hard-coded.
 
 :func:`run_experiment` does the rest: run folder and ``config.json``, ``results.json``
 (rows, claims, timing), figures.
+
+Modules whose name starts with ``_`` are not experiments but what they share: the protocol
+(``_protocol``, also the fields the ``gpu`` presets share), the claims vocabulary
+(``_claims``), training on a synthetic augmentation graph (``_graph``: ``projector``,
+``views``) and measures of trained networks (``_measures``: ``sharpness``; ``_pairs``:
+``amcl``).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from amcl_lab.figures import mean_ci
 from amcl_lab.io import write_json
 
 __all__ = [
+    "SIMCLR_CIFAR10",
     "VERDICTS",
     "Claim",
     "ClaimResult",
@@ -34,6 +35,7 @@ __all__ = [
     "describe",
     "evaluate_claim",
     "evaluate_claims",
+    "gpu_cifar10",
     "load",
     "names",
     "resolve_config",
@@ -278,6 +280,35 @@ def train_config(config: engine.TrainConfig, **changes: Any) -> engine.TrainConf
     """
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(engine.TrainConfig)}
     return engine.TrainConfig(**{**fields, **changes})
+
+
+#: SimCLR's CIFAR-10 projection head (512-512-128) and batch (512), for ``gpu`` presets.
+SIMCLR_CIFAR10: dict[str, Any] = {"proj_hidden": 512, "proj_dim": 128, "batch_size": 512}
+
+
+def gpu_cifar10(**fields: Any) -> dict[str, Any]:
+    """The fields the ``gpu`` presets share, as keyword arguments of a ``Config``.
+
+    CIFAR-10 (from ``--data-dir``) with the CIFAR-stem ResNet-18 (width 64), the five
+    augmentation families with crops down to 0.08 of the area (SimCLR's CIFAR recipe), a
+    checkpoint every 1,000 steps, 500 L-BFGS steps for the probe and PyTorch's default
+    threads; ``fields`` add to these or replace them.
+
+    Example:
+        >>> gpu_cifar10(lr=0.1, threads=4)["threads"]
+        4
+    """
+    shared: dict[str, Any] = {
+        "dataset": "cifar10",
+        "augment": "abcde",
+        "crop_min_scale": 0.08,
+        "encoder": "resnet18",
+        "width": 64,
+        "checkpoint_every": 1_000,
+        "probe_steps": 500,
+        "threads": 0,
+    }
+    return shared | fields
 
 
 def resolve_config(module: ModuleType, name: str, preset: str, overrides: Sequence[str]) -> Any:

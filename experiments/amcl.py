@@ -1,11 +1,11 @@
 """AMCL vs one head at constant temperature: overlap of positive and negative pair similarities.
 
-Wang et al., "Adaptive Multi-head Contrastive Learning" (ECCV 2024, arXiv:2310.05615;
-``../shared/spec/amcl.md`` sections 9.2-9.3) motivate AMCL with Fig. 1(b-g): histograms of
+Wang et al., "Adaptive Multi-head Contrastive Learning" (ECCV 2024, arXiv:2310.05615)
+motivate AMCL with Fig. 1(b-g): histograms of
 the cosine similarities of positive pairs (two views of one image) and negative pairs (views
 of different images) for SimCLR's single projection head with a constant temperature (b-d)
 and for AMCL, three heads with pair-adaptive temperatures (e-g), each trained with 1, 3 and 5
-augmentation families (the cumulative sets a, abc, abcde of section 9.2).  With one head,
+augmentation families (read here as the cumulative sets a, abc, abcde).  With one head,
 more augmentation pushes positive similarities down into the negatives; AMCL keeps the two
 apart, and the abstract says its gains grow with more augmentation methods.  This
 experiment trains both arms with the engine (baseline: ``nt_xent`` with one head and
@@ -17,7 +17,7 @@ experiment trains both arms with the engine (baseline: ``nt_xent`` with one head
   the heads (for one head, the cosine); positives are ``pair_draws`` independent view pairs
   of every held-out image (drawn with the run's augmentation families), negatives are all
   pairs (first view of image i, second view of image j), i != j, of the same draws;
-* **overlap** (the number the paper does not give, section 9.3): the overlap coefficient
+* **overlap** (a number the paper does not give: its Fig. 1 is qualitative): the overlap coefficient
   ``sum_b min(p_b, q_b)`` of the positive and negative histograms, ``p_b`` and ``q_b`` being
   the fractions of positive and negative pairs in bin ``b`` of ``hist_bins`` equal bins of
   [-1, 1]: 1 for identical histograms, 0 for disjoint ones (it equals one minus the total
@@ -50,30 +50,25 @@ effectively crop + blur, and ``d`` keeps brightness and contrast; ``e`` (flip) t
 digits into others, a strong augmentation.  The three sets still add families of increasing
 strength, and the baseline's overlap does grow with them, which is what the comparison
 needs.  The crop's minimum area is 0.25 instead of 0.08 (a 0.08 crop of 8x8 pixels is about
-two pixels).  ``gpu`` is CIFAR-10 with the AMCL code settings (section 9.1: CIFAR-stem
+two pixels).  ``gpu`` is CIFAR-10 with the settings of the authors' released code (CIFAR-stem
 ResNet-18, 512-512-128 heads, batch 512, SGD lr 0.06, baseline tau 0.5, AMCL top-100
 negatives and beta 1e-4) for 200 epochs instead of 800-1000; it needs ``--data-dir``.  The
 engine has no gradient clipping, which the second code release adds (norm 1).
 
-Result of the ``cpu`` preset (``docs/results.md``): trained from
-scratch, AMCL's Eq. (2.1) collapses.  Its per-anchor loss
-``(s_hardest_negative / tau_n - s_positive / tau_p)`` plus regularisers is 0 when every
-embedding is the same vector, and from a random network, where the hardest of 2N - 2
-negatives is usually more similar than the positive, gradient descent reaches that point
-within a few hundred steps: positive and negative similarities both go to 1, the overlap to
-1.  This happens with the paper's hardest negative and the code's top-k mean (k = 25 and
-100), with constant and adaptive temperatures, SGD and AdamW, learning rates 0.003 to 0.3
-and on MNIST-5k as well; it is the hardest-negative collapse that Schroff et al. (FaceNet,
-2015) describe for triplet losses.  In the ``cpu`` preset the mean positive and negative
-similarities of the AMCL arm are both 1.000 at every set (overlap 1, the probe 2-3 points
-below the baseline's), while the baseline's overlap grows from 0.22 (a) to 0.43 (abcde).
-So the AMCL claims are not reproduced here; whether the paper's 800-epoch ResNet-18 runs
-avoid the collapse can only be checked with the ``gpu`` preset.
+Result of the ``cpu`` preset (see docs/results.md, 'amcl'): trained from scratch, AMCL's
+Eq. (2.1) collapses.  Its per-anchor loss ``(s_hardest_negative / tau_n - s_positive /
+tau_p)`` plus regularisers is 0 when every embedding is the same vector, and from a random
+network, where the hardest of 2N - 2 negatives is usually more similar than the positive,
+gradient descent reaches that point within a few hundred steps (the hardest-negative
+collapse Schroff et al., FaceNet, 2015, describe for triplet losses): both similarities go
+to 1, the overlap to 1, at every set, with hardest or top-k negatives, constant or adaptive
+temperatures, SGD or AdamW and learning rates 0.003 to 0.3, while the baseline's overlap
+grows from 0.22 (a) to 0.43 (abcde).  So the AMCL claims are not reproduced here; whether
+the paper's 800-epoch ResNet-18 runs avoid the collapse needs the ``gpu`` preset.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,20 +76,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from amcl_lab import engine, figures
 from amcl_lab.data import Augmentation, load_dataset
-from amcl_lab.models import Network
 
-from ._protocol import Claim, ExperimentConfig, Results, train_config
+from . import _claims as claims
+from ._pairs import separation, similarities
+from ._protocol import SIMCLR_CIFAR10, Claim, ExperimentConfig, Results, gpu_cifar10, train_config
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "plot", "run", "separation", "similarities"]
 
 METHODS = ("baseline", "amcl")
-_STREAM_PAIRS = 11  # random stream of the measurement's view pairs (engine streams are 1-5)
 
 
 @dataclass(frozen=True)
@@ -182,96 +174,21 @@ def cpu() -> Config:
 
 
 def gpu() -> Config:
-    """CIFAR-10, CIFAR-stem ResNet-18, the AMCL code settings (amcl.md section 9.1)."""
+    """CIFAR-10, CIFAR-stem ResNet-18, the settings of the authors' released code."""
     return Config(
+        **gpu_cifar10(),
         seeds=3,
-        dataset="cifar10",
-        crop_min_scale=0.08,
-        encoder="resnet18",
-        width=64,
-        proj_hidden=512,
-        proj_dim=128,
+        **SIMCLR_CIFAR10,
         loss_options=("mode='topk'", "k=100", "beta=1e-4"),  # second release: top-100
-        batch_size=512,
         lr=0.06,
         steps=200 * (50_000 // 512),  # 200 epochs (the papers use 800-1000)
         eval_every=20 * (50_000 // 512),
-        checkpoint_every=1_000,
-        probe_steps=500,
         pair_draws=1,
         hist_bins=50,
-        threads=0,
     )
 
 
 PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
-
-
-@torch.no_grad()
-def similarities(
-    network: Network, images: Tensor, augmentation: Augmentation, draws: int, seed: int
-) -> tuple[Tensor, Tensor]:
-    """Positive and negative pair similarities of ``images`` under ``augmentation``.
-
-    Each of ``draws`` rounds makes two views of every image; a pair's similarity is the
-    cosine of its two projection-head embeddings averaged over heads.  Positives: the two
-    views of one image (``N`` per round); negatives: first view of image i and second view
-    of image j for every i != j (``N (N - 1)`` per round).  The network is evaluated in eval
-    mode and left in the mode it had.
-
-    Returns:
-        ``(positives, negatives)``, 1-D float tensors on the images' device.
-    """
-    was_training = network.training
-    network.eval()
-    generator = torch.Generator().manual_seed(engine.derive_seed(seed, _STREAM_PAIRS))
-    off_diagonal = ~torch.eye(images.shape[0], dtype=torch.bool, device=images.device)
-    positives, negatives = [], []
-    for _ in range(draws):
-        first, second = augmentation.views(images, 2, generator)
-        a = F.normalize(network(first).embeddings.float(), dim=-1)  # (C, N, D)
-        b = F.normalize(network(second).embeddings.float(), dim=-1)
-        sim = torch.einsum("cnd,cmd->nm", a, b) / a.shape[0]
-        positives.append(sim.diagonal())
-        negatives.append(sim[off_diagonal])
-    network.train(was_training)
-    return torch.cat(positives), torch.cat(negatives)
-
-
-def separation(positives: Tensor, negatives: Tensor, bins: int) -> dict[str, Any]:
-    """Histogram overlap coefficient, AUC and the two histograms of the similarities.
-
-    ``overlap = sum_b min(p_b, q_b)`` with ``p``, ``q`` the fractions of positives and
-    negatives in ``bins`` equal bins of [-1, 1] (values are clipped into the range); ``auc``
-    is P(positive > negative) + P(equal) / 2.  Returns ``overlap``, ``auc`` (floats),
-    ``positive`` and ``negative`` (bin fractions) and ``centers`` (bin centres), NumPy
-    arrays of length ``bins``.
-
-    Example:
-        >>> import torch
-        >>> s = separation(torch.tensor([0.9, 0.8]), torch.tensor([-0.5, 0.0, 0.1]), 4)
-        >>> s["overlap"], s["auc"]
-        (0.0, 1.0)
-        >>> s = separation(torch.tensor([0.2, 0.6]), torch.tensor([0.2, 0.6]), 4)
-        >>> s["overlap"], s["auc"]
-        (1.0, 0.5)
-    """
-    pos = positives.detach().double().clamp(-1.0, 1.0).cpu()
-    neg = negatives.detach().double().clamp(-1.0, 1.0).cpu()
-    p = torch.histc(pos, bins, -1.0, 1.0) / pos.numel()
-    q = torch.histc(neg, bins, -1.0, 1.0) / neg.numel()
-    ordered = neg.sort().values
-    below = torch.searchsorted(ordered, pos, side="left").double()
-    not_above = torch.searchsorted(ordered, pos, side="right").double()
-    auc = float(((below + not_above) / 2.0).mean() / neg.numel())
-    edges = np.linspace(-1.0, 1.0, bins + 1)
-    return {
-        "overlap": float(torch.minimum(p, q).sum()),
-        "auc": auc,
-        "positive": p.numpy(),
-        "negative": q.numpy(),
-        "centers": (edges[:-1] + edges[1:]) / 2.0,
-    }
 
 
 def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
@@ -304,57 +221,33 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
     return rows
 
 
-def _final(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The last value of ``metric`` per (method, families, seed)."""
-    t = table[table["metric"] == metric].dropna(subset=["value"])
-    t = t[t["step"] == t.groupby(["method", "families", "seed"])["step"].transform("max")]
-    return t.set_index(["method", "families", "seed"])["value"]
+RUNS = ("method", "families")  # what tells the runs of one seed apart
+RICHEST, POOREST = {"families": max}, {"families": min}
+BASELINE, AMCL = {"method": "baseline"}, {"method": "amcl"}
 
 
-def _per_set(table: pd.DataFrame, metric: str, method: str) -> pd.DataFrame:
-    """``metric`` of ``method`` as a (seed x number of families) frame."""
-    values = _final(table, metric)
-    if method not in values.index.get_level_values("method"):
-        return pd.DataFrame()
-    return values.xs(method, level="method").unstack("families")
+def _by_arm(table: pd.DataFrame, metric: str) -> pd.Series:
+    """The last value of ``metric`` per (seed, method, families), NaN values left out first."""
+    return claims.final(table.dropna(subset=["value"]), metric, RUNS)
 
 
-def _advantage(table: pd.DataFrame) -> pd.DataFrame:
-    """Baseline minus AMCL overlap, per seed and set (overlap points, x100)."""
-    return 100.0 * (_per_set(table, "overlap", "baseline") - _per_set(table, "overlap", "amcl"))
+def _points(metric: str, arm: claims.Condition, control: claims.Condition) -> claims.Measure:
+    """Measure: ``100 * (arm - control)`` of the final ``metric`` (points)."""
+    return lambda t: claims.paired_difference(_by_arm(t, metric), arm, control, scale=100.0)
 
 
-def _as_seeds(series: pd.Series) -> dict[int, float]:
-    return {int(seed): float(x) for seed, x in series.items() if not math.isnan(x)}
-
-
-def separates_better(table: pd.DataFrame) -> dict[int, float]:
+def separates_better(table: pd.DataFrame) -> claims.Effect:
     """Baseline minus AMCL overlap at the richest set (overlap points)."""
-    adv = _advantage(table)
-    return _as_seeds(adv[adv.columns.max()]) if not adv.empty else {}
+    return _points("overlap", BASELINE | RICHEST, AMCL | RICHEST)(table)
 
 
-def advantage_grows(table: pd.DataFrame) -> dict[int, float]:
+def advantage_grows(table: pd.DataFrame) -> claims.Effect:
     """``min(advantage_richest, advantage_richest - advantage_poorest)`` (overlap points)."""
-    adv = _advantage(table)
-    if adv.empty or adv.shape[1] < 2:
+    if _by_arm(table, "overlap").index.get_level_values("families").nunique() < 2:
         return {}
-    richest, poorest = adv[adv.columns.max()], adv[adv.columns.min()]
-    return _as_seeds(np.minimum(richest, richest - poorest))
-
-
-def baseline_overlap_grows(table: pd.DataFrame) -> dict[int, float]:
-    """Baseline overlap at the richest minus the poorest set (overlap points)."""
-    base = _per_set(table, "overlap", "baseline")
-    if base.empty or base.shape[1] < 2:
-        return {}
-    return _as_seeds(100.0 * (base[base.columns.max()] - base[base.columns.min()]))
-
-
-def probe_gain(table: pd.DataFrame) -> dict[int, float]:
-    """AMCL minus baseline linear-probe accuracy at the richest set (percentage points)."""
-    gain = _per_set(table, "linear_probe", "amcl") - _per_set(table, "linear_probe", "baseline")
-    return _as_seeds(100.0 * gain[gain.columns.max()]) if not gain.empty else {}
+    richest = separates_better(table)
+    poorest = _points("overlap", BASELINE | POOREST, AMCL | POOREST)(table)
+    return claims.combine(lambda r, p: min(r, r - p), richest, poorest)
 
 
 SOURCE = "Wang et al. 2024 (AMCL, arXiv:2310.05615)"
@@ -365,7 +258,7 @@ CLAIMS = (
             "With all augmentation families, AMCL's positive and negative pair similarities "
             "overlap less than those of a single head with a constant temperature"
         ),
-        source=f"{SOURCE}, Fig. 1(d) vs 1(g) and the README; amcl.md section 9.3",
+        source=f"{SOURCE}, Fig. 1(d) vs 1(g) and the README",
         effect="histogram overlap, baseline minus AMCL, richest set (overlap points, x100)",
         measure=separates_better,
     ),
@@ -387,14 +280,14 @@ CLAIMS = (
         ),
         source=f"{SOURCE}, Fig. 1(b-d) and the README",
         effect="baseline overlap, richest minus poorest set (overlap points, x100)",
-        measure=baseline_overlap_grows,
+        measure=_points("overlap", BASELINE | RICHEST, BASELINE | POOREST),
     ),
     Claim(
         id="amcl-probe-gain",
         statement="AMCL improves linear-probe accuracy over the single-head baseline",
         source=f"{SOURCE}, abstract (linear probing results)",
         effect="linear-probe test accuracy, AMCL minus baseline, richest set (points)",
-        measure=probe_gain,
+        measure=_points("linear_probe", AMCL | RICHEST, BASELINE | RICHEST),
     ),
 )
 
@@ -438,7 +331,7 @@ def _histograms(results: Results, out_dir: Path) -> list[Path]:
                 ax.set_ylabel("pairs (%)")
         axes[0, 0].legend(loc="upper left")
         fig.suptitle(
-            f"Held-out pair similarities on {', '.join(sorted(table['dataset'].unique()))}: "
+            f"Held-out pair similarities on {figures.datasets(table)}: "
             f"mean over {len(results.seeds)} seeds; overlap mean and 95 % CI"
         )
         return figures.save(fig, out_dir / "similarity_histograms")
@@ -457,7 +350,7 @@ def _summary(results: Results, out_dir: Path) -> list[Path]:
     with figures.house_style():
         fig, axes = figures.new_figure(len(_PANELS), width="double", aspect=0.85)
         for ax, (metric, scale, label) in zip(axes[0], _PANELS, strict=True):
-            t = _final(table, metric).reset_index()
+            t = _by_arm(table, metric).reset_index()
             t["value"] = scale * t["value"]
             figures.seed_band(ax, t, "families", "value", hue="method")
             ax.set_xlabel("augmentation families")

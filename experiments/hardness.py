@@ -1,35 +1,36 @@
 """Hardness awareness: negative weights concentrate as tau falls; the hard loss flattens uniformity.
 
-Wang & Liu (CVPR 2021, arXiv:2012.09740; ``../shared/spec/contrastive_theory.md`` sections
-1.2-1.5, 1.8) show that the contrastive loss weights each negative's gradient by a
-Boltzmann distribution :math:`r_i(s_{ij}) \\propto e^{s_{ij}/\\tau}` (Eq. 5) whose entropy
-shrinks as tau decreases, so a small tau concentrates the penalty on the hardest
-negatives; and that an explicit hard contrastive loss (Eq. 9: the denominator keeps only
-the top alpha fraction of negatives) gives that behaviour at any tau: in Table 1 its
-uniformity stays at the small-tau value (3.86-3.89 on CIFAR-10 for tau from 0.07 to 1.0)
-while the ordinary loss's drops from 3.86 to 2.96.  This experiment trains, for every tau of
-Table 1 (0.07, 0.3, 0.7, 1.0) and every seed, the ordinary loss
-(:func:`amcl_lab.losses.nt_xent`) and the hard loss
-(:func:`amcl_lab.losses.hard_contrastive` with ``k = alpha * (2B - 2)``, the spec's
-``k = alpha * #negatives`` with the 2B - 2 in-batch negatives of a batch of B images),
-with :func:`amcl_lab.engine.train`.  On the held-out split it measures the
-uniformity and tolerance of the embeddings and, for the ordinary loss, the per-anchor
-weights :func:`amcl_lab.metrics.negative_weights` of two augmented views of every held-out
-image at the model's own training tau (so the weights are the ones training applied, on a
-model trained at that tau: their entropy mixes the explicit 1/tau with the geometry the
-tau produced, and is not fixed by the monotonicity theorem A4 alone).
+Wang & Liu (CVPR 2021, arXiv:2012.09740, Eqs. 4-9 and Table 1) show that the contrastive
+loss weights each negative's gradient by a Boltzmann distribution
+:math:`r_i(s_{ij}) \\propto e^{s_{ij}/\\tau}` (Eq. 5) whose entropy shrinks as tau
+decreases, so a small tau concentrates the penalty on the hardest negatives; and that an
+explicit hard contrastive loss (Eq. 9: the denominator keeps only the top alpha fraction of
+negatives) gives that behaviour at any tau: in Table 1 its uniformity stays at the small-tau
+value (3.86-3.89 on CIFAR-10 for tau from 0.07 to 1.0) while the ordinary loss's drops from
+3.86 to 2.96.  This experiment trains, for every tau of Table 1 (0.07, 0.3, 0.7, 1.0) and
+every seed, the ordinary loss (:func:`amcl_lab.losses.nt_xent`) and the hard loss
+(:func:`amcl_lab.losses.hard_contrastive` with ``k = alpha * (2B - 2)``, the paper's upper
+alpha quantile of the negatives (Eq. 9) as ``k = alpha * #negatives`` with the 2B - 2
+in-batch negatives of a batch of B images), with :func:`amcl_lab.engine.train`.  On the
+held-out split it measures the uniformity and tolerance of the embeddings and, for the
+ordinary loss, the per-anchor weights :func:`amcl_lab.metrics.negative_weights` of two
+augmented views of every held-out image at the model's own training tau (so the weights are
+the ones training applied, on a model trained at that tau: their entropy mixes the explicit
+1/tau with the geometry the tau produced, and is not fixed by the paper's monotonicity
+statement alone).
 
 Claims (effects per seed, computed from the results table):
 
-* ``weights-concentrate-as-tau-falls`` (Eq. 5 and the entropy statement of section 1.3,
-  Fig. 3): Spearman's rank correlation between tau and the mean entropy of the anchors'
-  negative weights, for the ordinary loss; the claim is a positive correlation.  The table
-  also holds the effective number of negatives (inverse Simpson index) and the share of the
-  weight on the k hardest negatives, which the figure draws per tau.
-* ``hard-loss-flattens-uniformity`` (Table 1, acceptance pattern A14, Figs. 6-7): the
-  least-squares slope of the uniformity :math:`-L_{uniformity}` against log10 tau for the
-  hard loss minus that of the ordinary loss, in nats per decade of tau (the ordinary loss's
-  slope is negative; a flat hard loss makes the difference positive).
+* ``weights-concentrate-as-tau-falls`` (Eq. 5, Section 3.2: the entropy of the weights
+  decreases with tau, Fig. 3): Spearman's rank correlation between tau and the mean entropy
+  of the anchors' negative weights, for the ordinary loss; the claim is a positive
+  correlation.  The table also holds the effective number of negatives (inverse Simpson
+  index) and the share of the weight on the k hardest negatives, which the figure draws per
+  tau.
+* ``hard-loss-flattens-uniformity`` (Table 1, Figs. 6-7): the least-squares slope of the
+  uniformity :math:`-L_{uniformity}` against log10 tau for the hard loss minus that of the
+  ordinary loss, in nats per decade of tau (the ordinary loss's slope is negative; a flat
+  hard loss makes the difference positive).
 * ``hard-loss-uniform-at-large-tau`` (Table 1, hard 1.0 against ordinary 1.0): at the
   largest tau of the grid, the hard loss's uniformity minus the ordinary loss's, in nats.
 
@@ -84,53 +85,31 @@ import pandas as pd
 from amcl_lab import _validation as v
 from amcl_lab import engine, figures, metrics
 
+from . import _claims as claims
 from . import temperature
 from ._protocol import Claim, ExperimentConfig, Results, train_config
-from .temperature import (
-    TAU_LABEL,
-    final_values,
-    log_axis,
-    slope_by_seed,
-    spearman_by_seed,
-    tolerance_hook,
-)
+from .temperature import TAU_LABEL, tolerance_hook
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "hard_k", "plot", "run", "weights_hook"]
 
 ORDINARY, HARD = "nt_xent", "hard_contrastive"
-#: The paper's alpha on CIFAR-10: 4,095 of 50,000 memory-bank negatives (spec section 1.5).
+#: The paper's alpha on CIFAR-10: 4,095 of 50,000 memory-bank negatives (its Sec. 5.1).
 PAPER_ALPHA = 0.0819
 
 
 @dataclass(frozen=True)
-class Config(ExperimentConfig):
-    """:class:`ExperimentConfig` with the tau grid and the hard loss's fraction of negatives.
-
-    ``temperature`` is replaced by each value of ``temperatures``; ``loss`` is the ordinary
-    loss (NT-Xent) whose hard counterpart is trained beside it.
-    """
+class Config(temperature.SweepConfig):
+    """:class:`~amcl_lab.experiments.temperature.SweepConfig` with the hard loss's fraction of
+    negatives; the defaults are the ``cpu`` preset.  ``loss`` is the ordinary loss (NT-Xent)
+    whose hard counterpart is trained beside it."""
 
     temperatures: tuple[float, ...] = (0.07, 0.3, 0.7, 1.0)  # Table 1's tau columns
     hard_fraction: float = PAPER_ALPHA  # alpha: share of in-batch negatives the hard loss keeps
     weight_ranks: tuple[int, ...] = (1, 4, 16, 64, 256)  # k of "weight share on the k hardest"
     dataset: str = "digits"
-    augment: str = "abd"  # crop, blur, brightness/contrast; no flip for digits
     crop_min_scale: float = 0.6  # at 0.25 the hard loss collapses (module docstring)
-    encoder: str = "mlp"
-    width: int = 256
-    proj_hidden: int = 128
-    proj_dim: int = 64
-    loss: str = ORDINARY
-    batch_size: int = 512  # 1,022 in-batch negatives per anchor
     lr: float = 0.02  # at 0.05 the hard loss lingers collapsed at tau = 0.07
     steps: int = 150  # 75 epochs of the 1,442 training images
-    eval_every: int = 0  # at the start and the end only
-    checkpoint_every: int = 1_000
-    probe_steps: int = 100
-    knn_k: int = 20
-    geometry: tuple[str, ...] = ("uniformity",)
-    seeds: int = 3
-    threads: int = 1  # small MLP: one thread is fastest on shared cores
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -149,25 +128,10 @@ class Config(ExperimentConfig):
         if "uniformity" not in self.geometry:
             raise ValueError(f"{fn}: geometry must include 'uniformity' (two claims use it)")
 
-    @property
-    def grid(self) -> tuple[float, ...]:
-        """The distinct temperatures, increasing."""
-        return tuple(sorted(set(self.temperatures)))
-
 
 def smoke() -> Config:
     """Three temperatures, a tiny MLP, a few steps: every code path in seconds."""
-    return Config(
-        temperatures=(0.1, 0.3, 1.0),
-        hard_fraction=0.1,
-        weight_ranks=(1, 8, 64),
-        width=16,
-        proj_hidden=16,
-        proj_dim=8,
-        batch_size=64,
-        steps=6,
-        probe_steps=10,
-    )
+    return Config(**temperature.SMOKE, hard_fraction=0.1, weight_ranks=(1, 8, 64))
 
 
 def cpu() -> Config:
@@ -259,35 +223,37 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
 # --- claims ------------------------------------------------------------------------------
 
 
-def _of(values: pd.DataFrame, loss: str) -> pd.DataFrame:
-    return values[values["loss"] == loss]
+RUNS = ("loss", "temperature")  # what tells the runs of one seed apart
 
 
-def _entropy_trend(table: pd.DataFrame) -> dict[int, float]:
-    return spearman_by_seed(_of(final_values(table, "weight_entropy"), ORDINARY))
+def _by_loss(table: pd.DataFrame, metric: str, by: tuple[str, ...] = RUNS) -> pd.Series:
+    return temperature.final_values(table, metric, by)
 
 
-def _uniformity(table: pd.DataFrame) -> pd.DataFrame:
+def _entropy_trend(table: pd.DataFrame) -> claims.Effect:
+    entropy = claims.at(_by_loss(table, "weight_entropy"), {"loss": ORDINARY})
+    return claims.rank_correlation(entropy, "temperature")
+
+
+def _uniformity(table: pd.DataFrame) -> pd.Series:
     """Final ``-L_uniformity`` (higher is more uniform, as Table 1 reports it)."""
-    return final_values(table, "uniformity").assign(value=lambda t: -t["value"])
+    return -_by_loss(table, "uniformity")
 
 
-def _flattening(table: pd.DataFrame) -> dict[int, float]:
+def _flattening(table: pd.DataFrame) -> claims.Effect:
     unif = _uniformity(table)
-    hard, ordinary = slope_by_seed(_of(unif, HARD)), slope_by_seed(_of(unif, ORDINARY))
-    return {s: hard[s] - ordinary[s] for s in sorted(set(hard) & set(ordinary))}
+    hard = claims.log_slope(claims.at(unif, {"loss": HARD}), "temperature")
+    ordinary = claims.log_slope(claims.at(unif, {"loss": ORDINARY}), "temperature")
+    return claims.combine(lambda h, o: h - o, hard, ordinary)
 
 
-def _large_tau_gap(table: pd.DataFrame) -> dict[int, float]:
-    unif = _uniformity(table)
-    top = unif[unif["temperature"] == unif["temperature"].max()]
-    by_loss = top.pivot_table(index="seed", columns="loss", values="value")
-    if not {HARD, ORDINARY} <= set(by_loss.columns):
-        return {int(s): math.nan for s in by_loss.index}
-    return {int(s): float(g) for s, g in (by_loss[HARD] - by_loss[ORDINARY]).items()}
+def _large_tau_gap(table: pd.DataFrame) -> claims.Effect:
+    largest = {"temperature": max}
+    hard, ordinary = {"loss": HARD, **largest}, {"loss": ORDINARY, **largest}
+    return claims.paired_difference(_uniformity(table), hard, ordinary, drop_nan=False)
 
 
-SOURCE = "Wang & Liu 2021 (CVPR)"
+SOURCE = "Wang & Liu 2021 (CVPR, arXiv:2012.09740)"
 CLAIMS = (
     Claim(
         id="weights-concentrate-as-tau-falls",
@@ -295,7 +261,7 @@ CLAIMS = (
             "The contrastive loss's gradient weight on negatives concentrates on the hardest "
             "ones as the temperature decreases (the entropy of the weights decreases with tau)"
         ),
-        source=f"{SOURCE}, Eq. 5, Section 3.2 and Fig. 3; spec contrastive_theory.md 1.3",
+        source=f"{SOURCE}, Eq. 5, Section 3.2 and Fig. 3",
         effect=(
             "Spearman rank correlation between tau and the mean entropy of the held-out "
             "anchors' negative weights, NT-Xent models each at their training tau"
@@ -308,7 +274,7 @@ CLAIMS = (
             "With the explicit hard contrastive loss the uniformity hardly depends on the "
             "temperature, while the ordinary loss's uniformity drops as tau grows"
         ),
-        source=f"{SOURCE}, Table 1 and Figs. 6-7; spec contrastive_theory.md 1.8 (A14)",
+        source=f"{SOURCE}, Table 1 and Figs. 6-7",
         effect=(
             "slope of -L_uniformity against log10 tau, hard loss minus ordinary loss "
             "(nats per decade of tau)"
@@ -331,44 +297,56 @@ CLAIMS = (
 # --- figures -----------------------------------------------------------------------------
 
 
+def _weights_figure(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
+    """The ordinary loss's weight shares on the k hardest negatives and their entropy."""
+    fig, axes = figures.new_figure(2, width="double", aspect=0.7)
+    share = _by_loss(table, "weight_share", (*RUNS, "rank")).reset_index()
+    share = share[share["loss"] == ORDINARY].copy()
+    share["tau"] = share["temperature"].map(lambda t: f"{t:g}")
+    share["value"] = 100.0 * share["value"]
+    figures.seed_band(axes[0, 0], share, "rank", "value", hue="tau")
+    figures.log_axis(axes[0, 0], share["rank"].unique(), "k (hardest negatives, by similarity)")
+    axes[0, 0].set_ylabel("weight on the k hardest negatives (%)")
+    axes[0, 0].legend(title=r"$\tau$")
+    entropy = claims.at(_by_loss(table, "weight_entropy"), {"loss": ORDINARY}).reset_index()
+    m = claims.at(_by_loss(table, "weight_negatives"), {"loss": ORDINARY}).max()
+    figures.seed_band(axes[0, 1], entropy, "temperature", "value")
+    axes[0, 1].axhline(math.log(m), color="0.5", linestyle=":", label=f"uniform over {m:g}")
+    axes[0, 1].legend()
+    figures.log_axis(axes[0, 1], entropy["temperature"].unique(), TAU_LABEL)
+    axes[0, 1].set_ylabel("entropy of the weights (nats)")
+    fig.suptitle(title)
+    return figures.save(fig, out_dir / "negative_weights")
+
+
+def _uniformity_figure(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
+    """Uniformity and tolerance of both losses against tau."""
+    fig, axes = figures.new_figure(2, width="double", aspect=0.7)
+    names = {ORDINARY: "ordinary (NT-Xent)", HARD: "hard contrastive"}
+    unif = _uniformity(table).reset_index()
+    unif["objective"] = unif["loss"].map(names)
+    figures.seed_band(axes[0, 0], unif, "temperature", "value", hue="objective")
+    axes[0, 0].set_ylabel(r"uniformity $-L_{\mathrm{uniformity}}$ (t = 2, nats)")
+    tol = _by_loss(table, "tolerance").reset_index()
+    tol["objective"] = tol["loss"].map(names)
+    figures.seed_band(axes[0, 1], tol, "temperature", "value", hue="objective")
+    axes[0, 1].set_ylabel("tolerance (same-class mean cosine)")
+    for ax in axes[0]:
+        figures.log_axis(ax, unif["temperature"].unique(), TAU_LABEL)
+    fig.suptitle(title)
+    return figures.save(fig, out_dir / "uniformity_vs_tau")
+
+
 def plot(results: Results, out_dir: Path) -> list[Path]:
     """Negative-weight distributions per tau; uniformity and tolerance of both losses."""
-    table = results.table
-    dataset = ", ".join(sorted(table["dataset"].unique()))
-    seeds = len(results.seeds)
-    paths: list[Path] = []
+    table, seeds = results.table, len(results.seeds)
+    dataset = figures.datasets(table)
+    weights = (
+        f"NT-Xent on {dataset}: weights on held-out negatives at the training tau, "
+        f"95 % CI over {seeds} seeds"
+    )
+    geometry = f"{dataset}: held-out geometry, mean and 95 % CI over {seeds} seeds"
     with figures.house_style():
-        fig, axes = figures.new_figure(2, width="double", aspect=0.7)
-        share = _of(final_values(table, "weight_share"), ORDINARY).copy()
-        share["tau"] = share["temperature"].map(lambda t: f"{t:g}")
-        share["value"] = 100.0 * share["value"]
-        figures.seed_band(axes[0, 0], share, "rank", "value", hue="tau")
-        log_axis(axes[0, 0], share["rank"].unique(), "k (hardest negatives, by similarity)")
-        axes[0, 0].set_ylabel("weight on the k hardest negatives (%)")
-        axes[0, 0].legend(title=r"$\tau$")
-        entropy = _of(final_values(table, "weight_entropy"), ORDINARY)
-        m = _of(final_values(table, "weight_negatives"), ORDINARY)["value"].max()
-        figures.seed_band(axes[0, 1], entropy, "temperature", "value")
-        axes[0, 1].axhline(math.log(m), color="0.5", linestyle=":", label=f"uniform over {m:g}")
-        axes[0, 1].legend()
-        log_axis(axes[0, 1], entropy["temperature"].unique(), TAU_LABEL)
-        axes[0, 1].set_ylabel("entropy of the weights (nats)")
-        fig.suptitle(
-            f"NT-Xent on {dataset}: weights on held-out negatives at the training tau, "
-            f"95 % CI over {seeds} seeds"
+        return _weights_figure(table, weights, out_dir) + _uniformity_figure(
+            table, geometry, out_dir
         )
-        paths += figures.save(fig, out_dir / "negative_weights")
-
-        fig, axes = figures.new_figure(2, width="double", aspect=0.7)
-        names = {ORDINARY: "ordinary (NT-Xent)", HARD: "hard contrastive"}
-        unif = _uniformity(table).assign(objective=lambda t: t["loss"].map(names))
-        figures.seed_band(axes[0, 0], unif, "temperature", "value", hue="objective")
-        axes[0, 0].set_ylabel(r"uniformity $-L_{\mathrm{uniformity}}$ (t = 2, nats)")
-        tol = final_values(table, "tolerance").assign(objective=lambda t: t["loss"].map(names))
-        figures.seed_band(axes[0, 1], tol, "temperature", "value", hue="objective")
-        axes[0, 1].set_ylabel("tolerance (same-class mean cosine)")
-        for ax in axes[0]:
-            log_axis(ax, unif["temperature"].unique(), TAU_LABEL)
-        fig.suptitle(f"{dataset}: held-out geometry, mean and 95 % CI over {seeds} seeds")
-        paths += figures.save(fig, out_dir / "uniformity_vs_tau")
-    return paths

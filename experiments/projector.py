@@ -1,20 +1,20 @@
 """Projector size x orthogonality strength: a small projector with beta ~ 1/d matches a large one.
 
-Ghosh, Agrawal et al. (NeurIPS 2024, arXiv:2312.10725; ``../shared/spec/projectors.md``)
-read Barlow Twins as the invariance + beta-orthogonality form of the idealized kernel loss
-(spec section 2.3-2.4) and claim that the wide projectors of the original recipe are not
-needed: a projector of dimension d = 256 trained with a strong orthogonality weight beta
-matches d = 8192, provided beta grows as d shrinks (their tuned beta * d stays within
-1.5-6.6 over a 128x range of d, section 3.3).  This experiment trains multi-view Barlow
-Twins (``multiview_barlow_twins`` with two views, the paper's code reading: L2-normalised
-embeddings standardised jointly) over a grid of projector dimensions d (hidden = output =
-d, as in the paper's projector) and orthogonality weights beta = ``beta_times_dim / d'`` for
+Ghosh, Agrawal et al. (NeurIPS 2024, arXiv:2312.10725) read Barlow Twins as the invariance +
+beta-orthogonality form of their reformulated idealized kernel loss (abstract) and claim
+that the wide projectors of the original recipe are not needed: a projector of dimension d =
+256 trained with a strong orthogonality weight beta matches d = 8192, provided beta grows as
+d shrinks (in the authors' released experiment scripts the tuned beta * d stays within
+1.5-6.6 over a 128x range of d).  This experiment trains multi-view Barlow Twins
+(``multiview_barlow_twins`` with two views, the paper's code reading: L2-normalised
+embeddings standardised jointly) over a grid of projector dimensions d (hidden = output = d,
+as in the paper's projector) and orthogonality weights beta = ``beta_times_dim / d'`` for
 every d' of the grid, so the grid's diagonal follows the beta ~ 1/d rule, and reports the
 linear-probe accuracy of the backbone features after training.
 
 Claims (each over the seeds, effects in accuracy points of the backbone's linear probe):
 
-* ``small-projector-matches-large`` (spec sections 3.1-3.3, Table 1 of the paper): the
+* ``small-projector-matches-large`` (abstract and Table 1 of the paper): the
   smallest d with its rule beta (the strongest of the grid) against the largest d with its
   rule beta (the weakest).  "Matches" is a non-inferiority statement with a margin of 2
   points: reproduced when the 95 % CI of (small - large) lies above -2 points, not
@@ -22,12 +22,12 @@ Claims (each over the seeds, effects in accuracy points of the backbone's linear
   margin), inconclusive otherwise.  A small projector that is *better* still matches.  Two
   probes at chance would "match" trivially, so a seed whose large projector did not gain
   more than the margin over its random initialisation (step 0) has no effect (``nan``) and
-  the claim is inconclusive (:func:`matched_difference`, shared with ``views``).
-* ``orthogonality-rescues-small-projector`` (section 3.2-3.3 and the paper's appendix table
+  the claim is inconclusive (:func:`~amcl_lab.experiments._claims.matched_difference`).
+* ``orthogonality-rescues-small-projector`` (Theorem 3.2 and the paper's appendix table
   of fixed vs per-d beta): at the smallest d, the strongest beta beats the weakest (the
   weakest being the large projector's rule value, i.e. the fixed-beta baseline).
 * ``fixed-beta-favours-large-projector`` (the "bigger projector is better" heuristic the
-  paper revisits, section 5): at the weakest beta, the largest d beats the smallest.  With
+  paper revisits, Section 1): at the weakest beta, the largest d beats the smallest.  With
   the second claim this makes the first non-trivial: at a fixed beta the small projector
   does lose, and the rule beta ~ 1/d is what recovers the accuracy.
 
@@ -64,220 +64,26 @@ than Adam for 200 epochs; probe features are not averaged over views.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from amcl_lab import _validation as v
 from amcl_lab import engine, figures, metrics
-from amcl_lab.data import ImageData, Split
-from amcl_lab.data.synthetic import AugmentationGraph, clustered_augmentation_graph
-from amcl_lab.models import MLP, Network, Normalize, ProjectionHead
 
-from ._protocol import Claim, ExperimentConfig, Results
+from . import _claims as claims
+from ._graph import SMOKE, GraphConfig, gpu_images, train_condition
+from ._protocol import Claim, Results
 
-__all__ = [
-    "CLAIMS",
-    "PRESETS",
-    "Config",
-    "GraphConfig",
-    "graph_split",
-    "plot",
-    "run",
-    "train_on_graph",
-]
+__all__ = ["CLAIMS", "MATCH_MARGIN", "PRESETS", "Config", "plot", "run"]
 
 #: The orthogonality keyword of each loss this experiment can sweep.
 BETA_KEYWORD = {"multiview_barlow_twins": "lambda_offdiag", "invariance_orthogonality": "beta"}
 #: Non-inferiority margin of the "matches" claims, in accuracy points.
 MATCH_MARGIN = 2.0
-# random streams of the graph runs (the engine uses 1-5)
-_STREAM_GRAPH, _STREAM_VIEWS, _STREAM_SUBSET = 101, 102, 103
-
-
-# --- training on a synthetic augmentation graph (shared with the views experiment) ---------
-
-
-@dataclass(frozen=True)
-class GraphConfig(ExperimentConfig):
-    """:class:`ExperimentConfig` plus the synthetic augmentation graph the CPU presets train on.
-
-    With ``graph`` true, :func:`train_on_graph` replaces the image pipeline: ``dataset``,
-    ``augment``, ``crop_min_scale`` and ``encoder`` are ignored (the encoder is the engine's
-    MLP on one-hot codes of the graph's augmented points), every other training field
-    (objective, optimiser, steps, batch, views, train_fraction, probe) applies as in
-    :func:`amcl_lab.engine.train`.
-    """
-
-    graph: bool = True  # train on the clustered augmentation graph (False: `dataset` images)
-    graph_classes: int = 10
-    graph_images_per_class: int = 10
-    graph_augmentations_per_image: int = 2  # augmented points owned by each image
-    graph_overlap: float = 0.3  # weight of the other same-class images' points
-    graph_background: float = 0.01  # weight of every other point
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        fn = type(self).__name__
-        for name in ("graph_classes", "graph_augmentations_per_image"):
-            v.check_int(fn, name, getattr(self, name), low=1)
-        # the probe trains on half of each class's images and tests on the other half
-        v.check_int(fn, "graph_images_per_class", self.graph_images_per_class, low=2)
-        v.check_positive_float(fn, "graph_overlap", self.graph_overlap, allow_zero=True)
-        v.check_positive_float(fn, "graph_background", self.graph_background)
-
-
-def graph_split(config: GraphConfig, seed: int) -> tuple[AugmentationGraph, Split]:
-    """The seed's clustered graph and its augmented points as a probe train/test split.
-
-    Point ``a`` is a one-channel ``1 x M`` "image" holding the one-hot code of ``a``,
-    labelled with the class of the image that owns it; the points of the even-numbered
-    images of each class form the train split, those of the odd-numbered the test split.
-    """
-    gen = torch.Generator().manual_seed(engine.derive_seed(seed, _STREAM_GRAPH))
-    graph = clustered_augmentation_graph(
-        config.graph_classes,
-        config.graph_images_per_class,
-        config.graph_augmentations_per_image,
-        class_overlap=config.graph_overlap,
-        background=config.graph_background,
-        generator=gen,
-    )
-    assert graph.labels is not None  # the clustered generator labels its images
-    m = graph.num_augmentations
-    owner = torch.arange(m) // config.graph_augmentations_per_image
-    codes = torch.eye(m, dtype=torch.uint8).reshape(m, 1, 1, m)
-    labels = graph.labels[owner]
-    test = (owner % config.graph_images_per_class) % 2 == 1
-    classes = tuple(str(c) for c in range(config.graph_classes))
-
-    def part(name: str, rows: torch.Tensor) -> ImageData:
-        return ImageData(f"graph/{name}", codes[rows], labels[rows], classes, max_value=1.0)
-
-    return graph, Split("graph", part("train", ~test), part("test", test))
-
-
-def _subgraph(graph: AugmentationGraph, config: GraphConfig, seed: int) -> AugmentationGraph:
-    """The graph restricted to a random ``train_fraction`` of its images (uniform prior).
-
-    The subsets of one seed are nested (a smaller fraction keeps a prefix of the same random
-    order), so fractions of one seed differ only in the images they drop.
-
-    Raises:
-        ValueError: the kept images never reach some augmented point (possible only with
-            ``graph_overlap`` below ``graph_background``), so the subgraph is undefined.
-    """
-    if config.train_fraction >= 1.0:
-        return graph
-    n = graph.num_images
-    gen = torch.Generator().manual_seed(engine.derive_seed(seed, _STREAM_SUBSET))
-    keep = torch.randperm(n, generator=gen)[: max(1, round(config.train_fraction * n))]
-    keep = keep.sort().values
-    conditional = graph.conditional[keep]
-    unreachable = torch.nonzero(conditional.sum(dim=0) <= 0).flatten().tolist()
-    if unreachable:
-        raise ValueError(
-            f"train_on_graph: the {keep.numel()} images kept by train_fraction="
-            f"{config.train_fraction:g} (seed {seed}) never reach the augmented points "
-            f"{unreachable[:5]} with graph_overlap={config.graph_overlap:g}; raise "
-            "graph_overlap or train_fraction"
-        )
-    assert graph.labels is not None  # the clustered generator labels its images
-    prior = torch.full((keep.numel(),), 1.0 / keep.numel(), dtype=conditional.dtype)
-    return AugmentationGraph(prior, conditional, graph.labels[keep])
-
-
-def train_on_graph(
-    config: GraphConfig,
-    run: engine.Run | None = None,
-    tag: str = "train",
-    hooks: Sequence[engine.EvalHook] = (),
-) -> engine.TrainResult:
-    """:func:`amcl_lab.engine.train` with views drawn from a synthetic augmentation graph.
-
-    Each step draws ``batch_size`` images i.i.d. (with replacement) from the seed's graph
-    (restricted to a random ``train_fraction`` of its images), ``views`` augmented points of
-    each from :math:`p(a \\mid x)`, and takes one optimiser step of the configured objective on the
-    network's embeddings of their one-hot codes.  Evaluations (before the first step, every
-    ``eval_every`` steps and after the last) use :func:`amcl_lab.engine.evaluate` on the
-    probe split of :func:`graph_split`, which covers the points of *all* images, so a
-    fraction of the data shrinks pretraining only, as the paper's probe on the full
-    labelled set.  A run takes seconds, so it is not checkpointed: ``--resume`` trains it
-    again (the same numbers, every draw being seeded).
-
-    Raises:
-        FloatingPointError: the training loss became NaN or infinite.
-    """
-    fn = "train_on_graph"
-    device = run.device if run is not None else engine.resolve_device(config.device)
-    graph, split = graph_split(config, config.seed)
-    sampler = _subgraph(graph, config, config.seed)
-    if run is not None and run.resume:
-        run.truncate_metrics(tag, -1)  # retrained from scratch: drop the earlier lines
-    torch.manual_seed(config.seed)
-    encoder = MLP(graph.num_augmentations, config.width)
-    projector = ProjectionHead(config.width, config.proj_hidden, config.proj_dim)
-    network = Network(Normalize(split.mean, split.std), encoder, projector).to(device)
-    objective = engine.Objective(config).to(device)
-    opt = engine.build_optimisation(
-        config, network, objective, sampler.num_images, config.graph_classes
-    )
-    codes = ImageData(
-        "graph/points",
-        torch.eye(graph.num_augmentations, dtype=torch.uint8)[:, None, None, :],
-        torch.zeros(graph.num_augmentations, dtype=torch.int64),
-        ("point",),
-        max_value=1.0,
-    )
-    training = (split.train, split.train.labels)
-    gen = torch.Generator().manual_seed(engine.derive_seed(config.seed, _STREAM_VIEWS))
-    history: list[dict[str, Any]] = []
-    losses: list[float] = []
-
-    def record(step: int) -> None:
-        mean_loss = float(np.mean(losses)) if losses else math.nan
-        if not math.isfinite(mean_loss) and losses:
-            raise FloatingPointError(
-                f"{fn}: the training loss of {tag!r} became non-finite before step {step} "
-                f"(loss={config.loss!r}, lr={config.lr}); lower the learning rate"
-            )
-        entry = {"run": tag, "seed": config.seed, "step": step}
-        entry["epoch"] = step * config.batch_size / sampler.num_images
-        entry["train_loss"] = mean_loss
-        entry.update(engine.evaluate(network, split, config, device, step, hooks, training))
-        history.append(entry)
-        losses.clear()
-        if run is not None:
-            run.log(entry)
-
-    record(0)
-    network.train()
-    for step in range(1, config.steps + 1):
-        sample = sampler.sample_views(config.views, batch_size=config.batch_size, generator=gen)
-        x = codes.batch(sample.augmentations.T.reshape(-1), device)  # view-major rows
-        loss = objective(network(x), config.views, sample.images.to(device))
-        loss.backward()
-        opt.optimizer.step()
-        opt.optimizer.zero_grad(set_to_none=True)
-        opt.scheduler.step()
-        losses.append(float(loss.detach()))
-        if step == config.steps or (config.eval_every and step % config.eval_every == 0):
-            record(step)
-    return engine.TrainResult(tag, config, history, network, objective)
-
-
-def train_condition(
-    config: GraphConfig, run: engine.Run, tag: str, hooks: Sequence[engine.EvalHook] = ()
-) -> engine.TrainResult:
-    """One training run on the graph or, with ``graph`` false, on images (engine.train)."""
-    if config.graph:
-        return train_on_graph(config, run, tag, hooks)
-    return engine.train(config, run, tag, hooks)
 
 
 def embedding_rank(held: engine.HeldOut) -> dict[str, float]:
@@ -298,7 +104,7 @@ class Config(GraphConfig):
     """
 
     dims: tuple[int, ...] = (32, 128, 256)  # projector dimensions d (hidden = output = d)
-    beta_times_dim: float = 3.0  # the rule beta = beta_times_dim / d (spec: 1.5-6.6)
+    beta_times_dim: float = 3.0  # the rule beta = beta_times_dim / d (authors' tuned: 1.5-6.6)
     encoder: str = "mlp"
     width: int = 64  # backbone features
     loss: str = "multiview_barlow_twins"
@@ -335,19 +141,7 @@ class Config(GraphConfig):
 
 def smoke() -> Config:
     """A tiny graph, two dimensions, a few steps: every code path in seconds."""
-    return Config(
-        graph_classes=3,
-        graph_images_per_class=4,
-        graph_augmentations_per_image=2,
-        dims=(4, 8),
-        width=8,
-        batch_size=8,
-        steps=10,
-        eval_every=5,
-        probe_steps=10,
-        knn_k=5,
-        seeds=3,
-    )
+    return Config(**SMOKE, graph_augmentations_per_image=2, dims=(4, 8), batch_size=8, eval_every=5)
 
 
 def cpu() -> Config:
@@ -356,24 +150,12 @@ def cpu() -> Config:
 
 
 def gpu() -> Config:
-    """CIFAR-10, CIFAR-stem ResNet-18, the paper's d range and optimiser (spec sections 3.3, 6)."""
+    """CIFAR-10, CIFAR-stem ResNet-18, the paper's d range and optimiser (its CIFAR-10 scripts)."""
     return Config(
-        graph=False,
-        dataset="cifar10",
-        augment="abcde",
-        crop_min_scale=0.08,
-        encoder="resnet18",
-        width=64,
+        **gpu_images(),
         dims=(256, 1024, 8192),
         beta_times_dim=5.0,  # tuned CIFAR-10 values: 256 -> 0.02, 8192 -> 0.0008
         batch_size=512,
-        lr=1e-3,
-        steps=100 * (50_000 // 512),  # 100 epochs
-        checkpoint_every=1_000,
-        probe_steps=500,
-        knn_k=200,
-        seeds=3,
-        threads=0,
     )
 
 
@@ -418,99 +200,36 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
 # --- claims ------------------------------------------------------------------------------
 
 
-def _values_at(table: pd.DataFrame, metric: str, keys: Sequence[str], end: str) -> pd.Series:
-    t = table[table["metric"] == metric]
-    edge = t.groupby(["seed", *keys])["step"].transform(end)
-    return t[t["step"] == edge].set_index(["seed", *keys])["value"].astype(float)
-
-
-def final_values(table: pd.DataFrame, metric: str, keys: Sequence[str]) -> pd.Series:
-    """``metric`` at each run's last step, indexed by ``(seed, *keys)``."""
-    return _values_at(table, metric, keys, "max")
-
-
-def initial_values(table: pd.DataFrame, metric: str, keys: Sequence[str]) -> pd.Series:
-    """``metric`` at each run's first evaluation (the random initialisation, step 0)."""
-    return _values_at(table, metric, keys, "min")
-
-
-def select(values: pd.Series, condition: Mapping[str, Any]) -> pd.Series:
-    """The entries of ``values`` (indexed by ``seed`` plus condition columns) at ``condition``.
-
-    ``condition`` is ``{column: value}`` (floats compared with :func:`numpy.isclose`); the
-    result is indexed by ``seed``.
-    """
-    frame = values.rename("value").reset_index()
-    mask = np.logical_and.reduce([np.isclose(frame[k], val) for k, val in condition.items()])
-    return frame[mask].set_index("seed")["value"]
-
-
-def _per_seed(diff: pd.Series) -> dict[int, float]:
-    return {int(s): float(x) for s, x in diff.items()}
-
-
-def paired_difference(
-    values: pd.Series, a: Mapping[str, Any], b: Mapping[str, Any], scale: float = 100.0
-) -> dict[int, float]:
-    """Per seed, ``scale * (values at condition a - values at condition b)``.
-
-    Seeds missing either condition are left out (a claim with fewer than three seeds is
-    inconclusive).
-    """
-    return _per_seed((scale * (select(values, a) - select(values, b))).dropna())
-
-
-def matched_difference(
-    table: pd.DataFrame,
-    keys: Sequence[str],
-    candidate: Mapping[str, Any],
-    reference: Mapping[str, Any],
-    margin: float = MATCH_MARGIN,
-) -> dict[int, float]:
-    """Per seed, probe accuracy of ``candidate`` minus ``reference`` (points), for "matches".
-
-    Matching a reference that learned nothing is no evidence (two probes at chance match
-    trivially), so a seed whose reference did not gain more than ``margin`` points over its
-    own random initialisation (the step-0 evaluation) gets ``nan``, which makes the claim
-    inconclusive.  Seeds missing either condition are left out.
-    """
-    final = final_values(table, "linear_probe", keys)
-    start = initial_values(table, "linear_probe", keys)
-    diff = 100.0 * (select(final, candidate) - select(final, reference))
-    gain = 100.0 * (select(final, reference) - select(start, reference))
-    diff = diff.dropna()
-    learned = gain.reindex(diff.index) > margin
-    return _per_seed(diff.where(learned, math.nan))
-
-
 GRID = ("proj_dim", "beta")
-Measure = Callable[[pd.DataFrame], dict[int, float]]
 
 
-def _grid_difference(
-    first: tuple[str, str], second: tuple[str, str], match: bool = False
-) -> Measure:
-    """Measure: probe accuracy of cell ``first`` minus cell ``second`` (points).
+def _cells(
+    first: claims.Condition, second: claims.Condition, match: bool = False
+) -> claims.Measure:
+    """Measure: probe accuracy of grid cell ``first`` minus cell ``second`` (points).
 
-    A cell is ``(d, beta)`` with each coordinate ``"min"`` or ``"max"`` of the table's grid.
-    With ``match``, the difference is :func:`matched_difference` (``second`` the reference).
-    A table without two distinct values on both axes has no such cells: no effect.
+    A cell gives each of ``proj_dim`` and ``beta`` as ``min`` or ``max`` of the table's grid.
+    With ``match``, the difference is :func:`~amcl_lab.experiments._claims.matched_difference`
+    (``second`` the reference, which must have learned).  A table without two distinct
+    values on both axes has no such cells: no effect.
     """
 
-    def measure(table: pd.DataFrame) -> dict[int, float]:
-        acc = final_values(table, "linear_probe", GRID)
-        grid = acc.index.to_frame(index=False)
-        if min(grid[c].nunique() for c in GRID) < 2:
+    def measure(table: pd.DataFrame) -> claims.Effect:
+        acc = claims.final(table, "linear_probe", GRID)
+        if min(acc.index.get_level_values(c).nunique() for c in GRID) < 2:
             return {}
-
-        def cell(spec: tuple[str, str]) -> dict[str, float]:
-            return {c: getattr(grid[c], f)() for c, f in zip(GRID, spec, strict=True)}
-
         if match:
-            return matched_difference(table, GRID, cell(first), cell(second))
-        return paired_difference(acc, cell(first), cell(second))
+            return claims.matched_difference(
+                table, "linear_probe", GRID, first, second, margin=MATCH_MARGIN
+            )
+        return claims.paired_difference(acc, first, second, scale=100.0)
 
     return measure
+
+
+SMALL_STRONG = {"proj_dim": min, "beta": max}  # the small projector with its rule beta
+LARGE_WEAK = {"proj_dim": max, "beta": min}  # the large projector with its rule beta
+SMALL_WEAK = {"proj_dim": min, "beta": min}  # the small projector at the large one's beta
 
 
 SOURCE = "Ghosh, Agrawal et al. 2024 (arXiv:2312.10725)"
@@ -522,13 +241,13 @@ CLAIMS = (
             "A small projector with orthogonality weight scaled as beta ~ 1/d reaches the "
             "linear-probe accuracy of a large projector with its own beta ~ 1/d"
         ),
-        source=f"{SOURCE}, Table 1; projectors.md sections 3.1-3.3",
+        source=f"{SOURCE}, Table 1 and abstract",
         effect=(
             "probe accuracy, smallest d at beta = c/d_small minus largest d at beta = "
             f"c/d_large (points); non-inferiority margin {MATCH_MARGIN:g}; undefined for a "
             "seed whose large projector did not learn (gain over initialisation <= margin)"
         ),
-        measure=_grid_difference(("min", "max"), ("max", "min"), match=True),
+        measure=_cells(SMALL_STRONG, LARGE_WEAK, match=True),
         direction="greater",
         threshold=-MATCH_MARGIN,
     ),
@@ -538,9 +257,9 @@ CLAIMS = (
             "A small projector needs a stronger orthogonality weight: at the small d, "
             "beta = c/d_small beats the large projector's beta = c/d_large"
         ),
-        source=f"{SOURCE}, appendix table fixed vs per-d beta; projectors.md section 3.3",
+        source=f"{SOURCE}, appendix table fixed vs per-d beta (Theorem 3.2's implicit bias)",
         effect="probe accuracy at the smallest d, strongest minus weakest beta (points)",
-        measure=_grid_difference(("min", "max"), ("min", "min")),
+        measure=_cells(SMALL_STRONG, SMALL_WEAK),
     ),
     Claim(
         id="fixed-beta-favours-large-projector",
@@ -548,9 +267,9 @@ CLAIMS = (
             "At a fixed orthogonality weight tuned for a large projector, a larger projector "
             "gives better features (the heuristic the paper revisits)"
         ),
-        source=f"{SOURCE}, Section 1 and projectors.md section 5 (fixed-beta baseline)",
+        source=f"{SOURCE}, Section 1 (fixed-beta baseline)",
         effect="probe accuracy at the weakest beta, largest minus smallest d (points)",
-        measure=_grid_difference(("max", "min"), ("min", "min")),
+        measure=_cells(LARGE_WEAK, SMALL_WEAK),
     ),
 )
 
@@ -559,8 +278,8 @@ CLAIMS = (
 
 
 def _heatmap(ax: Any, table: pd.DataFrame, metric: str, scale: float, label: str) -> None:
-    values = final_values(table, metric, ["proj_dim", "beta"]) * scale
-    stats = values.groupby(level=["proj_dim", "beta"]).agg(list)
+    values = claims.final(table, metric, GRID) * scale
+    stats = values.groupby(level=list(GRID)).agg(list)
     cells = {k: figures.mean_ci(x) for k, x in stats.items()}
     dims = sorted({k[0] for k in cells})
     betas = sorted({k[1] for k in cells})
@@ -588,7 +307,7 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
         fig, axes = figures.new_figure(2, width="double", aspect=0.85)
         _heatmap(axes[0, 0], table, "linear_probe", 100.0, "linear-probe accuracy (%)")
         _heatmap(axes[0, 1], table, "embedding_rank", 1.0, "projector-output effective rank")
-        data = ", ".join(sorted(table["dataset"].unique()))
+        data = figures.datasets(table)
         fig.suptitle(
             f"Barlow Twins on {data}: mean [95 % CI] over {len(results.seeds)} seeds, "
             "after training"

@@ -2,147 +2,88 @@ r"""SGD vs SAM, SAF and MESA: Hessian sharpness, accuracy and per-step cost of t
 
 Foret et al. (ICLR 2021, arXiv:2010.01412) train with SAM, which takes the gradient at the
 ascent point :math:`w + \rho g/\lVert g\rVert` (two forward/backward passes per step), and
-report flatter minima (Hessian spectra, smaller :math:`\lambda_{max}`) and better accuracy.
-Du et al. (NeurIPS 2022, arXiv:2205.14083) get "sharpness-aware training for free" with SAF,
-a KL term to the logits each sample had :math:`\tilde E` epochs earlier (one pass per step),
-and MESA, the same term against an EMA teacher (one extra forward).  Numbers and setups:
-``../shared/spec/sharpness.md``.  Every condition is a supervised cross-entropy run of
-:func:`amcl_lab.engine.train` with the engine's optimizer choice (``sgd | sam | saf |
-mesa``); for each seed all conditions share the initialisation and the batch order, so the
-effects are paired differences to SGD.
+report flatter minima (Sec. 4.2: Hessian spectra, smaller :math:`\lambda_{max}`) and better
+accuracy.  Du et al. (NeurIPS 2022, arXiv:2205.14083) get "sharpness-aware training for
+free" with SAF, a KL term to the logits each sample had :math:`\tilde E` epochs earlier (one
+pass per step), and MESA, the same term against an EMA teacher (one extra forward); their
+Tables 1 and 3 give accuracy and throughput.  Every condition is a supervised
+cross-entropy run of :func:`amcl_lab.engine.train` with the engine's optimizer choice
+(``sgd | sam | saf | mesa``); for each seed all conditions share the initialisation and the
+batch order, so the effects are paired differences to SGD.
 
-Measures (:mod:`amcl_lab.sharpness`), taken on the final model of every run on one fixed
-evaluation batch, the same for every optimizer and seed: the first ``hessian_samples``
-images of the training split, un-augmented, with their labels.  The loss is the mean cross-entropy
-without the weight-decay term (adding it would shift every eigenvalue by ``weight_decay``);
-BatchNorm is in eval mode (running statistics: the Hessian of the function the model
-computes at test time; the SAM paper removed BatchNorm instead, spec section 5.2);
-float32; exact Hessian-vector products by double backward.
+Measures (:mod:`amcl_lab.experiments._measures` says how each is taken): ``lambda_max``,
+``trace``, ``ascent_sharpness`` and the spectral density of the final models, on one fixed
+batch of training images, and ``step_cost_ratio``, each optimizer's step time over SGD's.
 
-* ``lambda_max``: top eigenvalue by Lanczos (``hessian_top_k`` eigenvalues, relative
-  residual ``1e-3``); ``lambda_ratio`` = :math:`\lambda_1/\lambda_k` (SAM's
-  :math:`\lambda_{max}/\lambda_5` for k = 5).
-* ``trace``: Hutch++ (sketch ``trace_sketch``), stopped at a relative standard error of
-  ``trace_rtol`` (``trace_stderr`` recorded).
-* ``ascent_sharpness``: :math:`L(w + \rho g/\lVert g\rVert) - L(w)` with
-  ``sharpness_rho`` = 0.05 (SAF Fig. 4b), and ``hessian_batch_loss`` :math:`L(w)`.
-* ``density_node`` / ``density_weight``: stochastic Lanczos quadrature of the spectrum
-  (``density_runs`` x ``density_steps`` steps), broadened in :func:`plot`.
-* ``step_seconds`` / ``step_cost_ratio``: per-step cost.  After training, each seed times
-  the engine's optimizer step (SAM's second pass with frozen BatchNorm statistics, SAF's
-  buffer and KL term, MESA's teacher forward and EMA update) on freshly built networks of
-  every condition and one batch, side by side: in each of ``timing_rounds`` rounds every
-  optimizer takes one step, in a rotating order, after ``timing_warmup`` untimed rounds.
-  The ratio is the median over rounds of the condition's time over SGD's time in the same
-  round, so load from other processes that changes between rounds cancels (the CPU
-  numbers were measured on a shared machine).  Data loading and augmentation are not
-  timed; on CUDA the device is synchronised around each step.
-
-Claims (effects paired by seed; 95 % Student-t interval over the seeds):
-
-* ``sam-flatter-lambda-max``, ``sam-flatter-trace``, ``sam-lower-ascent-sharpness``: SAM's
-  final model is flatter than SGD's (SAM paper, Hessian spectra of WRN-40-10 on CIFAR-10,
-  spec section 1; the sharpness bracket of its Eq. 1).  Effect: relative change to SGD, %.
-* ``saf-flatter-lambda-max``, ``saf-flatter-trace``, ``saf-lower-ascent-sharpness``: the same
-  for SAF.  The SAF paper motivates its trajectory loss as a sharpness proxy (section 3.1)
-  and shows the ascent sharpness dropping when it switches on (Fig. 4b); it reports no
-  Hessian eigenvalues (spec section 1), so the Hessian claims for SAF are the issue's
-  extrapolation of that one.
-* ``sam-more-accurate``, ``saf-more-accurate``: higher test accuracy than SGD (SAF paper
-  Table 3: ResNet-18 on CIFAR-10, +0.9 / +0.8 points).  Effect: difference in points.
-* ``sam-costs-about-2x``: SAM's per-step time over SGD's is 2 within +-0.25 (SAF paper
-  Table 1 and 3, throughput 49-51 % of SGD's; spec section 7.4).  Effect: ratio - 2.
-* ``saf-costs-about-1x``: SAF's ratio is below 1.10 (spec section 7.4; the paper's 97.6-99.3
-  % throughput).  Effect: ratio - 1, claimed below 0.10.
-
-MESA is trained, measured and drawn alongside (the issue states no claim for it).
+Claims (effects paired by seed; :data:`CLAIMS` gives each one's source): the final models
+of SAM and of SAF are flatter than SGD's (``*-flatter-lambda-max``, ``*-flatter-trace``,
+``*-lower-ascent-sharpness``, % relative to SGD; the SAF paper reports no Hessian
+eigenvalues, only the ascent sharpness of its Fig. 4b, so its Hessian claims extrapolate)
+and more accurate (``*-more-accurate``, points); a SAM step costs 2x an SGD step within
++-0.25, a SAF step less than 1.10x (a loose bound around the paper's 1.01-1.03x).
+MESA is trained, measured and drawn alongside (no claim is made for it).
 
 Data.  ``cpu`` and ``smoke`` use scikit-learn's 8x8 digits (1,442 train / 355 test, bundled):
-supervised training of the engine's small CNN (width 16, 24 k parameters) for 30 epochs of
-11 steps (batch 128) takes seconds per run, so five seeds of four optimizers, their Hessian
-measures and the timing rounds fit the CPU budget; MNIST-5k (28x28) costs about twelve
-times more per image and would leave one or two seeds.  Augmentation: random resized crops
-of at least half the area (``augment="a"``), the digit analogue of the papers' "basic"
-crop-and-flip augmentation (flips change digits).  SAF and MESA are scaled to the small
-data in epochs, not steps: :math:`\tilde E` = 3 and :math:`E_{start}` = 5 epochs are the
-paper's values (0-based, the term is on from the sixth epoch, for 25 of the 30 epochs,
-83 % of training against 97.5 % in the paper's 200 CIFAR epochs), since every sample must be
-revisited between the logits it is compared with; one epoch is only 11 steps here, so
-MESA's EMA decay follows the spec's rule of thumb (horizon :math:`1/(1-\beta)` steps about
-:math:`\tilde E` epochs): :math:`\beta = 0.97` (33 steps) instead of 0.9998 (5,000
-ImageNet steps).  SAM's :math:`\rho` = 0.05, SAF's :math:`\lambda` = 0.3 and MESA's 0.8,
-:math:`\tau` = 5: the papers' values.
+the engine's small CNN (width 16, 24 k parameters) trains 30 epochs of 11 steps in seconds,
+so five seeds of four optimizers, their measures and the timing fit the CPU budget
+(MNIST-5k costs about twelve times more per image).  Crops keep at least half the area, the
+digit analogue of the papers' "basic" crop-and-flip (flips change digits).  SAF and MESA are
+scaled in epochs, since every sample must be revisited between the logits it is compared
+with: :math:`\tilde E` = 3 and :math:`E_{start}` = 5 are the paper's values; MESA's EMA
+horizon :math:`1/(1-\beta)` steps is kept at about :math:`\tilde E` epochs, :math:`\beta` =
+0.97 (33 steps) instead of 0.9998 (5,000 ImageNet steps).  The other hyperparameters are
+the papers' (:math:`\rho` = 0.05; :math:`\lambda` = 0.3 / 0.8 and :math:`\tau` = 5).
+``gpu`` is the SAF paper's CIFAR-10 setting (Table 3: CIFAR-stem ResNet-18, batch 128,
+lr 0.1, 200 epochs, MESA :math:`\beta` = 0.9998) with a Hessian batch of 2,048 images and
+crops plus flips (the engine has no pad-and-crop); it needs ``--data-dir``.
 
-What the ``cpu`` preset found (five seeds on a shared machine; the numbers are in
-``docs/results.md``): SAM's final models are flatter than SGD's on all three
-measures (about 20 % lower each, intervals excluding zero) and a SAM step costs about twice
-an SGD step.  SAF's final models are not flatter: their trace is higher than SGD's (not
-reproduced) and their top eigenvalue and ascent sharpness are not distinguishable from
-SGD's (inconclusive).  The trajectory term distils the softer predictions of three epochs
-earlier, so at the end of a short run the SAF model is less confident on the training
-images (its loss on the evaluation batch, ``hessian_batch_loss``, is about three times
-SGD's), and the cross-entropy Hessian grows with the probability mass left off the label
-(the :math:`\mathrm{diag}(p) - pp^\top` factor of the softmax Hessian, spec section 7.1),
-while SGD's nearly saturated final model has a small one.  The paper's evidence is the
-ascent sharpness *during* 200-epoch runs, and it reports no Hessian numbers.  SAF is
-nevertheless more accurate than SGD here, whereas SAM's accuracy gain is inconclusive at
-98 % accuracy on 355 test images.  SAF's step costs about 1.1x SGD's on this small CPU
-network, at the claim's bound: SAF adds no pass, but its KL and buffer work is a fixed
-millisecond or so next to a step of 15-25 ms, and timings on the shared machine vary
-between seeds; the sharpness benchmark (``README.md``, section Benchmarks) shows the
-ratio falling to 1.01x on a wider network.
-
-``gpu`` is the SAF paper's CIFAR-10 setting: CIFAR-stem ResNet-18, batch 128, lr 0.1,
-momentum 0.9, weight decay 5e-4, cosine schedule, 200 epochs, SAF/MESA hyperparameters as
-in the paper (MESA :math:`\beta` = 0.9998), Hessian batch of 2,048 training images,
-random resized crops of at least half the area plus flips (the engine has no pad-and-crop);
-it needs ``--data-dir``.
+Result of the ``cpu`` preset (see docs/results.md, 'sharpness'): SAM is about 20 % flatter
+than SGD on all three measures at twice the step cost; SAF is not flatter (its less
+confident final model has the larger cross-entropy Hessian) but more accurate.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import statistics
-import time
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 
 from amcl_lab import _validation as v
-from amcl_lab import engine, figures, sharpness
-from amcl_lab.data import Augmentation, Split, load_dataset
-from amcl_lab.models import Network, NetworkOutput
+from amcl_lab import engine, figures
+from amcl_lab.data import load_dataset
 
-from ._protocol import Claim, ExperimentConfig, Results
+from . import _claims as claims
+from ._measures import (
+    DENSITY_FLOOR,
+    GPU_MEASURES,
+    SMOKE_MEASURES,
+    MeasureConfig,
+    density_curves,
+    hessian_batch,
+    measure_sharpness,
+    step_costs,
+)
+from ._protocol import Claim, Results, gpu_cifar10, train_config
 
 __all__ = ["CLAIMS", "CONDITIONS", "PRESETS", "Config", "plot", "run"]
 
 #: Optimizers this experiment compares; ``"sgd"`` is the reference of every effect.
 CONDITIONS = ("sgd", "sam", "saf", "mesa")
-#: Relative Lanczos residual of the top eigenvalues.
-EIGEN_TOL = 1e-3
-#: Hutch++ probes before its standard-error rule may stop.
-TRACE_MIN_PROBES = 10
 #: Claimed per-step cost of SAM over SGD and the +- band of "about 2x".
 SAM_COST, SAM_COST_MARGIN = 2.0, 0.25
-#: Largest per-step cost of SAF over SGD that counts as "about 1x" (spec section 7.4).
+#: Largest per-step cost of SAF over SGD that counts as "about 1x" (the paper's is 1.01-1.03).
 SAF_COST_BOUND = 1.10
 
 
 @dataclass(frozen=True)
-class Config(ExperimentConfig):
-    """:class:`ExperimentConfig` for supervised training under several optimizers (``cpu``).
+class Config(MeasureConfig):
+    """:class:`MeasureConfig` for supervised training under several optimizers (``cpu``).
 
-    The training fields apply to every condition; ``optimizer`` and ``optimizer_options``
-    are set per condition from ``optimizers`` and the ``saf_*`` / ``mesa_*`` fields (SAM
-    uses ``rho``), so they must keep their defaults.
+    ``optimizer`` and ``optimizer_options`` are set per condition from ``optimizers`` and the
+    ``saf_*`` / ``mesa_*`` fields (SAM uses ``rho``), so they must keep their defaults.
     """
 
     dataset: str = "digits"
@@ -172,18 +113,6 @@ class Config(ExperimentConfig):
     mesa_start_epoch: int = 5
     mesa_weight: float = 0.8  # lambda (paper: 0.8)
     mesa_temperature: float = 5.0
-    # sharpness of the final models (one fixed batch of training images, eval-mode BN)
-    hessian_samples: int = 512  # the first training images
-    hessian_top_k: int = 5  # Lanczos eigenvalues; lambda_ratio = lambda_1 / lambda_k
-    trace_rtol: float = 0.05  # Hutch++ stops at this relative standard error
-    trace_sketch: int = 10  # Hutch++ sketch columns
-    trace_max_hvp: int = 200
-    density_runs: int = 1  # SLQ probes
-    density_steps: int = 30  # Lanczos steps per SLQ probe
-    sharpness_rho: float = 0.05  # radius of the ascent sharpness (SAF Fig. 4b)
-    # per-step cost
-    timing_rounds: int = 40  # timed rounds of one step per optimizer
-    timing_warmup: int = 5  # untimed rounds first
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -201,23 +130,11 @@ class Config(ExperimentConfig):
             raise ValueError(f"{fn}: optimizers has duplicates: {self.optimizers}")
         if self.loss != "ce":
             raise ValueError(f"{fn}: SAF and MESA distil classifier logits; loss must be 'ce'")
-        for name, low in (
-            ("saf_lag", 1),
-            ("saf_start_epoch", 0),
-            ("mesa_start_epoch", 0),
-            ("hessian_samples", 2),
-            ("hessian_top_k", 1),
-            ("trace_sketch", 1),
-            ("trace_max_hvp", 2 * self.trace_sketch + TRACE_MIN_PROBES),
-            ("density_runs", 1),
-            ("density_steps", 1),
-            ("timing_rounds", 1),
-            ("timing_warmup", 0),
-        ):
+        for name, low in (("saf_lag", 1), ("saf_start_epoch", 0), ("mesa_start_epoch", 0)):
             v.check_int(fn, name, getattr(self, name), low=low)
-        for name in ("saf_temperature", "mesa_temperature", "trace_rtol"):
+        for name in ("saf_temperature", "mesa_temperature"):
             v.check_positive_float(fn, name, getattr(self, name))
-        for name in ("saf_weight", "mesa_weight", "sharpness_rho"):
+        for name in ("saf_weight", "mesa_weight"):
             v.check_positive_float(fn, name, getattr(self, name), allow_zero=True)
         if not 0.0 <= self.mesa_decay <= 1.0:
             raise ValueError(f"{fn}: mesa_decay must be in [0, 1], got {self.mesa_decay}")
@@ -238,14 +155,7 @@ def smoke() -> Config:
         saf_start_epoch=1,
         mesa_decay=0.5,
         mesa_start_epoch=1,
-        hessian_samples=64,
-        hessian_top_k=2,
-        trace_sketch=2,
-        trace_rtol=0.5,
-        trace_max_hvp=30,
-        density_steps=6,
-        timing_rounds=3,
-        timing_warmup=1,
+        **SMOKE_MEASURES,
     )
 
 
@@ -255,169 +165,34 @@ def cpu() -> Config:
 
 
 def gpu() -> Config:
-    """The SAF paper's CIFAR-10 ResNet-18 setting (spec sharpness.md sections 1 and 3.6)."""
+    """The SAF paper's CIFAR-10 ResNet-18 setting (Du et al. 2022, Table 3)."""
     return Config(
-        dataset="cifar10",
-        augment="ae",  # crop + flip: the engine's closest to pad-and-crop + flip
-        crop_min_scale=0.5,
-        encoder="resnet18",
-        width=64,
+        **gpu_cifar10(
+            augment="ae",  # crop + flip: the engine's closest to pad-and-crop + flip
+            crop_min_scale=0.5,
+            checkpoint_every=2_000,
+            probe_steps=100,
+        ),
         batch_size=128,
         lr=0.1,
         steps=200 * (50_000 // 128),  # 200 epochs
-        checkpoint_every=2_000,
-        probe_steps=100,
         seeds=3,
-        threads=0,
         mesa_decay=0.9998,  # the released code's value
-        hessian_samples=2_048,
-        hessian_top_k=5,
-        trace_rtol=0.02,
-        trace_sketch=20,
-        trace_max_hvp=500,
-        density_runs=3,
-        density_steps=80,
-        timing_rounds=100,
-        timing_warmup=20,
+        **GPU_MEASURES,
     )
 
 
 PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
 
 
-# --- one condition -------------------------------------------------------------------------------
-
-
 def condition(config: Config, name: str, seed: int) -> engine.TrainConfig:
     """The :class:`~amcl_lab.engine.TrainConfig` of optimizer ``name`` at ``seed``."""
-    base = {f.name: getattr(config, f.name) for f in dataclasses.fields(engine.TrainConfig)}
     options: tuple[str, ...] = ()
-    if name == "saf":
-        options = (
-            f"lag={config.saf_lag}",
-            f"start_epoch={config.saf_start_epoch}",
-            f"weight={config.saf_weight!r}",
-            f"temperature={config.saf_temperature!r}",
-        )
-    elif name == "mesa":
-        options = (
-            f"decay={config.mesa_decay!r}",
-            f"start_epoch={config.mesa_start_epoch}",
-            f"weight={config.mesa_weight!r}",
-            f"temperature={config.mesa_temperature!r}",
-        )
-    return engine.TrainConfig(
-        **{**base, "optimizer": name, "optimizer_options": options, "seed": seed}
-    )
-
-
-def _cross_entropy(out: NetworkOutput, labels: torch.Tensor) -> torch.Tensor:
-    assert out.logits is not None  # loss "ce" builds a classifier
-    return F.cross_entropy(out.logits, labels)
-
-
-def hessian_batch(
-    config: Config, split: Split, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed evaluation batch: the first ``hessian_samples`` training images and labels."""
-    n = min(config.hessian_samples, len(split.train))
-    index = torch.arange(n)
-    return split.train.batch(index, device), split.train.labels[index].to(device)
-
-
-def measure_sharpness(
-    network: torch.nn.Module, batch: tuple[Any, Any], config: Config, seed: int
-) -> list[tuple[str, float, dict[str, Any]]]:
-    """``(metric, value, extra columns)`` of the Hessian measures of ``network`` on ``batch``."""
-    top = sharpness.top_eigenvalues(
-        network, _cross_entropy, batch, k=config.hessian_top_k, tol=EIGEN_TOL, seed=seed
-    )
-    trace = sharpness.hessian_trace(
-        network,
-        _cross_entropy,
-        batch,
-        rtol=config.trace_rtol,
-        sketch_size=config.trace_sketch,
-        min_probes=TRACE_MIN_PROBES,
-        max_hvp=config.trace_max_hvp,
-        seed=seed,
-    )
-    ascent = sharpness.ascent_sharpness(network, _cross_entropy, batch, rho=config.sharpness_rho)
-    density = sharpness.spectral_density(
-        network,
-        _cross_entropy,
-        batch,
-        n_runs=config.density_runs,
-        n_steps=config.density_steps,
-        seed=seed,
-    )
-    eig = top.eigenvalues.tolist()
-    out: list[tuple[str, float, dict[str, Any]]] = [
-        ("lambda_max", eig[0], {}),
-        ("trace", trace.estimate, {}),
-        ("trace_stderr", trace.stderr, {}),
-        ("ascent_sharpness", ascent.sharpness, {}),
-        ("hessian_batch_loss", ascent.loss, {}),
-        ("n_parameters", float(density.dim), {}),
-    ]
-    if len(eig) > 1:
-        out.append(("lambda_ratio", eig[0] / eig[-1], {}))
-    for r, (nodes, weights) in enumerate(zip(density.nodes, density.weights, strict=True)):
-        for j, (node, weight) in enumerate(zip(nodes.tolist(), weights.tolist(), strict=True)):
-            out.append(("density_node", node, {"slq_run": r, "index": j}))
-            out.append(("density_weight", weight, {"slq_run": r, "index": j}))
-    return out
-
-
-def step_costs(
-    config: Config, split: Split, seed: int, device: torch.device
-) -> dict[str, list[float]]:
-    """Seconds per optimizer step of every condition, timed side by side in rounds.
-
-    Fresh networks of every condition (built as :func:`amcl_lab.engine.train` builds them)
-    take ``timing_warmup + timing_rounds`` rounds of one step each on the seed's first
-    training batch, in a rotating order; SAF and MESA run at an epoch where their terms are
-    on.  Returns the timed rounds: ``{optimizer: [seconds per round]}``.
-    """
-    names = list(config.optimizers)
-    first = condition(config, "sgd", seed)
-    images, _ = engine.training_set(split, first)
-    n = len(images)
-    index = engine.batch_indices(n, config.batch_size, seed, 0)
-    x = images.batch(index, device)
-    labels, index = images.labels[index].to(device), index.to(device)
-    aug = Augmentation(config.augment, crop_min_scale=config.crop_min_scale)
-    views = aug.views(x, config.views, torch.Generator().manual_seed(seed))
-    epoch = max(config.saf_start_epoch, config.mesa_start_epoch)
-    states: dict[str, tuple[Network, engine.Objective, Any]] = {}
-    for name in names:
-        cfg = condition(config, name, seed)
-        torch.manual_seed(seed)
-        network = engine.build_network(cfg, split).to(device)
-        objective = engine.Objective(cfg).to(device)
-        opt = engine.build_optimisation(cfg, network, objective, n, split.num_classes)
-        for module in opt.extras().values():
-            module.to(device)
-        states[name] = (network, objective, opt)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(config.timing_warmup + config.timing_rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            network, objective, opt = states[name]
-            sync()
-            start = time.perf_counter()
-            engine.train_step(network, objective, opt, views, labels, index, epoch)
-            sync()
-            if r >= config.timing_warmup:
-                times[name].append(time.perf_counter() - start)
-    return times
-
-
-# --- the experiment ------------------------------------------------------------------------------
+    if name in ("saf", "mesa"):
+        first = f"lag={config.saf_lag}" if name == "saf" else f"decay={config.mesa_decay!r}"
+        rest = ("start_epoch", "weight", "temperature")
+        options = (first, *(f"{k}={getattr(config, f'{name}_{k}')!r}" for k in rest))
+    return train_config(config, optimizer=name, optimizer_options=options, seed=seed)
 
 
 def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
@@ -439,69 +214,45 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
             final = {"seed": seed, "step": result.final["step"], "epoch": result.final["epoch"]}
             for metric, value, extra in measure_sharpness(result.network, batch, config, seed):
                 add(name, final, metric, value, **extra)
-        times = step_costs(config, split, seed, run.device)
-        for name, seconds in times.items():
-            ratios = [t / s for t, s in zip(seconds, times["sgd"], strict=True)]
-            add(name, final, "step_seconds", statistics.median(seconds))
-            add(name, final, "step_cost_ratio", statistics.median(ratios))
+        for name, costs in step_costs(config, split, seed, run.device, condition).items():
+            for metric, value in costs.items():
+                add(name, final, metric, value)
     return rows
 
 
 # --- claims --------------------------------------------------------------------------------------
 
 
-def _final(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """``metric`` at the last step, one row per seed and one column per optimizer."""
-    t = table[table["metric"] == metric]
-    t = t[t["step"] == t["step"].max()]
-    return t.pivot(index="seed", columns="optimizer", values="value")
+SGD = {"optimizer": "sgd"}  # the control of every effect
 
 
-def _versus_sgd(
-    metric: str, optimizer: str, effect: Callable[[pd.Series, pd.Series], pd.Series]
-) -> Callable[[pd.DataFrame], Mapping[int, float]]:
-    def measure(table: pd.DataFrame) -> dict[int, float]:
-        wide = _final(table, metric)
-        if optimizer not in wide or "sgd" not in wide:
-            return {}
-        return effect(wide[optimizer], wide["sgd"]).dropna().to_dict()
-
-    return measure
+def _final(table: pd.DataFrame, metric: str) -> pd.Series:
+    """``metric`` at the table's last step, indexed by ``(seed, optimizer)``."""
+    return claims.final(table, metric, ["optimizer"], same_step=True)
 
 
-def _relative(metric: str, optimizer: str) -> Callable[[pd.DataFrame], Mapping[int, float]]:
-    return _versus_sgd(metric, optimizer, lambda x, sgd: 100.0 * (x - sgd) / sgd)
-
-
-def _points(optimizer: str) -> Callable[[pd.DataFrame], Mapping[int, float]]:
-    return _versus_sgd("test_accuracy", optimizer, lambda x, sgd: 100.0 * (x - sgd))
-
-
-def _cost(optimizer: str, minus: float) -> Callable[[pd.DataFrame], Mapping[int, float]]:
-    return _versus_sgd("step_cost_ratio", optimizer, lambda x, _sgd: x - minus)
+def _cost(optimizer: str, minus: float) -> claims.Measure:
+    arm = {"optimizer": optimizer}
+    return lambda t: claims.paired(_final(t, "step_cost_ratio"), arm, SGD, lambda x, _: x - minus)
 
 
 _SAM = "Foret et al. 2021 (SAM, arXiv:2010.01412)"
 _SAF = "Du et al. 2022 (SAF, arXiv:2205.14083)"
 _SAM_SPECTRA = (
-    f"{_SAM}, Hessian spectra of the final WRN-40-10 on CIFAR-10 (lambda_max 1.0 vs 24.2 "
-    "for SGD); spec sharpness.md section 1"
+    f"{_SAM}, Sec. 4.2, Hessian spectra of the final WRN-40-10 on CIFAR-10 (lambda_max 1.0 "
+    "vs 24.2 for SGD)"
 )
 _SAF_PROXY = (
-    f"{_SAF}, section 3.1 (the trajectory loss as a free sharpness proxy); the paper "
-    "reports no Hessian numbers (spec sharpness.md section 1): the issue's extrapolation"
+    f"{_SAF}, Sec. 3.1 (the trajectory loss as a free sharpness proxy); the paper reports "
+    "no Hessian numbers: the issue's extrapolation"
 )
 _ASCENT = "ascent sharpness L(w + rho g/|g|) - L(w)"
-_SLUGS = {
-    "lambda_max": "flatter-lambda-max",
-    "trace": "flatter-trace",
-    "ascent_sharpness": "lower-ascent-sharpness",
-}
+_SLUGS = {"lambda_max": "flatter-lambda-max", "trace": "flatter-trace"}
 
 
 def _flatter(optimizer: str, metric: str, what: str, source: str) -> Claim:
     return Claim(
-        id=f"{optimizer}-{_SLUGS[metric]}",
+        id=f"{optimizer}-{_SLUGS.get(metric, 'lower-ascent-sharpness')}",
         statement=(
             f"Training with {optimizer.upper()} ends at a flatter minimum than SGD: a smaller "
             f"{what}"
@@ -511,7 +262,7 @@ def _flatter(optimizer: str, metric: str, what: str, source: str) -> Claim:
             f"{what} of the final model on the fixed evaluation batch, {optimizer.upper()} "
             "relative to SGD of the same seed (%)"
         ),
-        measure=_relative(metric, optimizer),
+        measure=lambda t: claims.relative_change(_final(t, metric), {"optimizer": optimizer}, SGD),
         direction="less",
     )
 
@@ -525,7 +276,9 @@ def _more_accurate(optimizer: str) -> Claim:
             f"test accuracy of the final classifier, {optimizer.upper()} minus SGD of the same "
             "seed (percentage points)"
         ),
-        measure=_points(optimizer),
+        measure=lambda t: claims.paired_difference(
+            _final(t, "test_accuracy"), {"optimizer": optimizer}, SGD, scale=100.0
+        ),
     )
 
 
@@ -540,14 +293,14 @@ CLAIMS = (
         "ascent_sharpness",
         _ASCENT,
         f"{_SAF}, Fig. 4b (the ascent sharpness, rho = 0.05, drops when the trajectory loss "
-        "switches on); spec sharpness.md section 1",
+        "switches on)",
     ),
     _more_accurate("sam"),
     _more_accurate("saf"),
     Claim(
         id="sam-costs-about-2x",
         statement="A SAM step costs about twice an SGD step (two forward/backward passes)",
-        source=f"{_SAF}, Tables 1 and 3 (SAM throughput 49-51 % of SGD's); spec section 7.4",
+        source=f"{_SAF}, Tables 1 and 3 (SAM throughput 49-51 % of SGD's)",
         effect=(
             "median over rounds of SAM's step time over SGD's in the same round, minus "
             f"{SAM_COST:g} (ratio units)"
@@ -559,7 +312,7 @@ CLAIMS = (
     Claim(
         id="saf-costs-about-1x",
         statement="A SAF step costs about as much as an SGD step (no extra pass)",
-        source=f"{_SAF}, Tables 1 and 3 (SAF throughput 97.6-99.3 % of SGD's); spec section 7.4",
+        source=f"{_SAF}, Tables 1 and 3 (SAF throughput 97.6-99.3 % of SGD's)",
         effect=(
             "median over rounds of SAF's step time over SGD's in the same round, minus 1 "
             f"(claimed below {SAF_COST_BOUND - 1:.2f})"
@@ -579,14 +332,6 @@ def _order(table: pd.DataFrame) -> list[str]:
     return [name for name in CONDITIONS if name in present]
 
 
-def _mean_err(values: np.ndarray) -> tuple[float, list[list[float]]]:
-    """Mean and the (below, above) error-bar lengths of its 95 % CI (0 when undefined)."""
-    mean, low, high = figures.mean_ci(values)
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return mean, [[0.0], [0.0]]
-    return mean, [[mean - low], [high - mean]]
-
-
 _BARS = (
     ("lambda_max", "top Hessian eigenvalue", 1.0),
     ("trace", "Hessian trace", 1.0),
@@ -599,15 +344,9 @@ def _sharpness_bars(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path
     order = _order(table)
     fig, axes = figures.new_figure(len(_BARS), width="double", aspect=1.1)
     for ax, (metric, label, scale) in zip(axes[0], _BARS, strict=True):
-        wide = scale * _final(table, metric)
-        for i, name in enumerate(order):
-            values = wide[name].dropna().to_numpy()
-            mean, err = _mean_err(values)
-            ax.bar(i, mean, color=f"C{i}", alpha=0.7, width=0.7)
-            ax.errorbar(i, mean, yerr=err, color="black", capsize=3, linewidth=0.8)
-            offsets = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]
-            ax.scatter(i + np.asarray(offsets), values, s=5, color="black", zorder=3)
-        ax.set_xticks(range(len(order)), [name.upper() for name in order])
+        wide = scale * _final(table, metric).unstack("optimizer")
+        groups = {name.upper(): wide[name].dropna().to_numpy() for name in order}
+        figures.seed_bars(ax, groups)
         ax.set_ylabel(label)
         if metric == "test_accuracy":
             low = float(np.nanmin(wide[order].to_numpy()))
@@ -618,40 +357,15 @@ def _sharpness_bars(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path
 
 def _spectral_density(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
     """SLQ densities per seed (thin) and their mean over seeds (bold), log scale."""
-    nodes = table[table["metric"] == "density_node"]
-    weights = table[table["metric"] == "density_weight"]
-    keys = ["optimizer", "seed", "slq_run", "index"]
-    slq = nodes.merge(weights[[*keys, "value"]], on=keys, suffixes=("_node", "_weight"))
-    dims = _final(table, "n_parameters")
-    low, high = float(slq["value_node"].min()), float(slq["value_node"].max())
-    span = max(high - low, 1e-12)
-    sigma = 0.02 * span
-    grid = torch.linspace(low - 0.1 * span, high + 0.1 * span, 400, dtype=torch.float64)
-    floor = 1e-6
+    grid, sigma, curves = density_curves(table, "optimizer")
     fig, axes = figures.new_figure(1, width="single", aspect=0.8)
     ax = axes[0, 0]
     for i, name in enumerate(_order(table)):
-        curves = []
-        for seed, part in slq[slq["optimizer"] == name].groupby("seed"):
-            runs = [r.sort_values("index") for _, r in part.groupby("slq_run")]
-            curves.append(
-                sharpness.SpectralDensity(
-                    nodes=tuple(torch.tensor(r["value_node"].to_numpy()) for r in runs),
-                    weights=tuple(torch.tensor(r["value_weight"].to_numpy()) for r in runs),
-                    dim=int(dims.loc[seed, name]),
-                    n_hvp=0,
-                    method="double-backward",
-                    mode="eval",
-                )
-                .density(grid, sigma)
-                .clamp_min(floor)
-                .numpy()
-            )
-        for curve in curves:
-            ax.plot(grid.numpy(), curve, color=f"C{i}", alpha=0.3, linewidth=0.5)
-        ax.plot(grid.numpy(), np.mean(curves, axis=0), color=f"C{i}", label=name.upper())
+        for curve in curves[name]:
+            ax.plot(grid, curve, color=f"C{i}", alpha=0.3, linewidth=0.5)
+        ax.plot(grid, np.mean(curves[name], axis=0), color=f"C{i}", label=name.upper())
     ax.set_yscale("log")
-    ax.set_ylim(bottom=floor)
+    ax.set_ylim(bottom=DENSITY_FLOOR)
     ax.set_xlabel(f"Hessian eigenvalue (Gaussian broadening sigma = {sigma:.2g})")
     ax.set_ylabel("spectral density")
     ax.legend()
@@ -660,13 +374,13 @@ def _spectral_density(table: pd.DataFrame, title: str, out_dir: Path) -> list[Pa
 
 
 def _cost_vs_accuracy(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
-    cost = _final(table, "step_cost_ratio")
-    accuracy = 100.0 * _final(table, "test_accuracy")
+    cost = _final(table, "step_cost_ratio").unstack("optimizer")
+    accuracy = 100.0 * _final(table, "test_accuracy").unstack("optimizer")
     fig, axes = figures.new_figure(1, width="single", aspect=0.8)
     ax = axes[0, 0]
     for i, name in enumerate(_order(table)):
-        x, xerr = _mean_err(cost[name].dropna().to_numpy())
-        y, yerr = _mean_err(accuracy[name].dropna().to_numpy())
+        x, xerr = figures.ci_error(cost[name].dropna().to_numpy())
+        y, yerr = figures.ci_error(accuracy[name].dropna().to_numpy())
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=f"C{i}", capsize=3)
         ax.annotate(name.upper(), (x, y), xytext=(4, 4), textcoords="offset points")
     ax.set_xlabel("time per step / SGD's (median over rounds)")
@@ -678,13 +392,9 @@ def _cost_vs_accuracy(table: pd.DataFrame, title: str, out_dir: Path) -> list[Pa
 def plot(results: Results, out_dir: Path) -> list[Path]:
     """Sharpness bars, the spectral density and cost vs accuracy, seeds as 95 % CIs."""
     table = results.table
-    dataset = ", ".join(sorted(table["dataset"].unique()))
+    dataset = figures.datasets(table)
     title = f"{dataset}: mean and 95 % CI over {len(results.seeds)} seeds"
+    slq = f"{dataset}: SLQ, eval-mode BN, seeds thin, mean bold"
     with figures.house_style():
-        return [
-            *_sharpness_bars(table, title, out_dir),
-            *_spectral_density(
-                table, f"{dataset}: SLQ, eval-mode BN, seeds thin, mean bold", out_dir
-            ),
-            *_cost_vs_accuracy(table, title, out_dir),
-        ]
+        paths = _sharpness_bars(table, title, out_dir) + _spectral_density(table, slq, out_dir)
+        return paths + _cost_vs_accuracy(table, title, out_dir)

@@ -9,8 +9,8 @@ within two minutes on two CPU cores.  Augmentations are crop (min area 0.25 inst
 0.08: a 0.08-area crop of an 8x8 image is about two pixels), blur, and brightness/contrast
 jitter; flips are left out because a mirrored digit can be another digit, and grayscale is
 the identity on one channel.  The ``gpu`` preset is SimCLR on CIFAR-10 with the CIFAR-stem
-ResNet-18 and the settings of the AMCL code (``amcl.md`` section 9.1); it needs
-``--data-dir``.
+ResNet-18 and the settings of the AMCL authors' released code (Wang et al. 2024,
+arXiv:2310.05615: batch 512, SGD lr 0.06, tau 0.5); it needs ``--data-dir``.
 
 Claims: the paper's premise that contrastive pretraining learns features that are better
 than those of the same network at initialisation, measured per seed as the accuracy gain
@@ -27,7 +27,8 @@ import pandas as pd
 
 from amcl_lab import engine, figures
 
-from ._protocol import Claim, ExperimentConfig, Results
+from . import _claims as claims
+from ._protocol import SIMCLR_CIFAR10, Claim, ExperimentConfig, Results, gpu_cifar10
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "plot", "run"]
 
@@ -75,23 +76,14 @@ def cpu() -> Config:
 
 
 def gpu() -> Config:
-    """SimCLR on CIFAR-10, CIFAR-stem ResNet-18, AMCL code settings (amcl.md section 9.1)."""
+    """SimCLR on CIFAR-10, CIFAR-stem ResNet-18, the AMCL authors' released code settings."""
     return Config(
-        dataset="cifar10",
-        augment="abcde",
-        crop_min_scale=0.08,
-        encoder="resnet18",
-        width=64,
-        proj_hidden=512,
-        proj_dim=128,
-        batch_size=512,
+        **gpu_cifar10(),
+        **SIMCLR_CIFAR10,
         temperature=0.5,
         lr=0.06,
         steps=200 * (50_000 // 512),  # 200 epochs (the papers use 800-1000)
         eval_every=20 * (50_000 // 512),
-        checkpoint_every=1_000,
-        probe_steps=500,
-        threads=0,
     )
 
 
@@ -107,12 +99,13 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
     return rows
 
 
-def _gain(metric: str) -> Any:
-    def measure(table: pd.DataFrame) -> dict[int, float]:
-        t = table[table["metric"] == metric]
-        first = t[t["step"] == t["step"].min()].set_index("seed")["value"]
-        last = t[t["step"] == t["step"].max()].set_index("seed")["value"]
-        return (100.0 * (last - first)).to_dict()
+def _gain(metric: str) -> claims.Measure:
+    """Measure: ``metric`` at the last step minus at step 0, per seed (points)."""
+
+    def measure(table: pd.DataFrame) -> claims.Effect:
+        first = claims.initial(table, metric, same_step=True)
+        last = claims.final(table, metric, same_step=True)
+        return claims.per_seed(100.0 * (last - first))
 
     return measure
 
@@ -159,6 +152,6 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
             figures.seed_band(ax, t, "step", "value")
             ax.set_xlabel("training step")
             ax.set_ylabel(label)
-        dataset = ", ".join(sorted(table["dataset"].unique()))
+        dataset = figures.datasets(table)
         fig.suptitle(f"SimCLR on {dataset}: mean and 95 % CI over {len(results.seeds)} seeds")
         return figures.save(fig, out_dir / "training_curves")

@@ -1,24 +1,24 @@
 """Temperature sweep of NT-Xent: uniformity, tolerance and linear-probe accuracy against tau.
 
-Wang & Liu (CVPR 2021, arXiv:2012.09740; ``../shared/spec/contrastive_theory.md`` section 1)
-train the ordinary contrastive loss at several temperatures tau and report, per tau, the
-uniformity of the embedding (Eq. 10, reported as :math:`-L_{uniformity}` with t = 2), its
-tolerance (Eq. 11: the mean cosine similarity of same-class samples) and the linear-probe
-accuracy of the frozen backbone (spec sections 1.6-1.8, Table 1, Fig. 9).  This experiment
-trains SimCLR's NT-Xent (:func:`amcl_lab.losses.nt_xent`, in-batch negatives instead of the
-paper's memory bank) once per tau of a log-spaced grid and seed, with
-:func:`amcl_lab.engine.train`, and measures the three quantities on the held-out split:
-uniformity and tolerance of the first-head embeddings (:func:`amcl_lab.metrics.uniformity`,
-:func:`amcl_lab.metrics.tolerance`, conditional reading, with the held-out class labels),
-the probe on the encoder features (:func:`amcl_lab.engine.linear_probe`).
+Wang & Liu (CVPR 2021, arXiv:2012.09740) train the ordinary contrastive loss at several
+temperatures tau and report, per tau, the uniformity of the embedding (Eq. 10, reported as
+:math:`-L_{uniformity}` with t = 2), its tolerance (Eq. 11: the mean cosine similarity of
+same-class samples) and the linear-probe accuracy of the frozen backbone (Eqs. 10-11, Table
+1, Fig. 9).  This experiment trains SimCLR's NT-Xent (:func:`amcl_lab.losses.nt_xent`,
+in-batch negatives instead of the paper's memory bank) once per tau of a log-spaced grid and
+seed, with :func:`amcl_lab.engine.train`, and measures the three quantities on the held-out
+split: uniformity and tolerance of the first-head embeddings
+(:func:`amcl_lab.metrics.uniformity`, :func:`amcl_lab.metrics.tolerance`, conditional
+reading, with the held-out class labels), the probe on the encoder features
+(:func:`amcl_lab.engine.linear_probe`).
 
 Claims (each effect is computed per seed from the results table, over the tau grid):
 
-* ``uniformity-rises-as-tau-falls`` (Table 1, acceptance pattern A14 of spec section 1.8:
-  the ordinary loss's uniformity decreases strictly with tau on all four datasets): Spearman's
+* ``uniformity-rises-as-tau-falls`` (Table 1: the ordinary loss's uniformity decreases
+  strictly with tau on all four datasets): Spearman's
   rank correlation between tau and the uniformity *loss* :math:`L_{uniformity}` (lower is
   more uniform); the claim is a positive correlation.
-* ``tolerance-falls-as-tau-falls`` (Table 1, A14: tolerance increases strictly with tau):
+* ``tolerance-falls-as-tau-falls`` (Table 1: tolerance increases strictly with tau):
   the least-squares slope, against log10 tau, of the *label-specific* tolerance, the
   same-class mean cosine minus the mean cosine over all distinct held-out pairs, in cosine
   per decade of tau; the claim is a slope above ``TOLERANCE_SLOPE`` = 0.05, a third of the
@@ -35,7 +35,7 @@ Claims (each effect is computed per seed from the results table, over the tau gr
   while the slope of the shuffled excess had a standard deviation of 0.0013 and never
   exceeded 0.005 in magnitude (300 relabellings), against 0.15-0.17 with the real labels.
   The raw tolerance is recorded and plotted as well.
-* ``accuracy-peaks-at-intermediate-tau`` (section 1.8: the ordinary loss peaks at tau = 0.2
+* ``accuracy-peaks-at-intermediate-tau`` (Sec. 5: the ordinary loss peaks at tau = 0.2
   or 0.3, a reverse U; Table 1's 0.07 and 1.0 columns are both worse than 0.3): the probe
   accuracy at an interior tau minus the better of the two end points of the grid, in points.
   The interior tau is chosen per seed as the one with the best mean accuracy over the
@@ -55,7 +55,7 @@ brightness/contrast jitter, no flips (a mirrored digit can be another digit).  B
 embedding out slowly from the nearly collapsed random initialisation (the tau = 0.07 model
 needs several hundred steps to overtake the tau = 0.6 one in uniformity), and a larger
 batch shortens that transient.  ``smoke`` uses the 8x8 digits and a tiny network, for
-speed only.  ``gpu`` is the paper's CIFAR-10 setting (section 1.7: CIFAR-stem ResNet-18,
+speed only.  ``gpu`` is the paper's CIFAR-10 setting (its Sec. 5.1: CIFAR-stem ResNet-18,
 crop / colour jitter / flip / grayscale, SGD with momentum 0.9 and weight decay 5e-4 for
 200 epochs), with in-batch negatives of a 512-image batch instead of the memory bank, the
 paper's learning rate 0.03 at batch 128 scaled linearly, and a cosine schedule instead of
@@ -79,36 +79,31 @@ after 36 short epochs on MNIST-5k the small-tau models are not yet in that regim
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from matplotlib.axes import Axes
-from matplotlib.ticker import FuncFormatter, NullLocator
-from scipy import stats
 
 from amcl_lab import _validation as v
 from amcl_lab import engine, figures, metrics
 
-from ._protocol import Claim, ExperimentConfig, Results
+from . import _claims as claims
+from ._protocol import SIMCLR_CIFAR10, Claim, ExperimentConfig, Results, gpu_cifar10
 
 __all__ = [
     "CLAIMS",
     "PRESETS",
+    "SMOKE",
     "TAU_LABEL",
     "TOLERANCE_SLOPE",
     "Config",
+    "SweepConfig",
     "final_values",
-    "log_axis",
     "plot",
     "run",
-    "slope_by_seed",
-    "spearman_by_seed",
     "tolerance_hook",
 ]
 
@@ -120,25 +115,21 @@ TOLERANCE_SLOPE = 0.05
 
 
 @dataclass(frozen=True)
-class Config(ExperimentConfig):
-    """:class:`ExperimentConfig` with the tau grid; the defaults are the ``cpu`` preset.
+class SweepConfig(ExperimentConfig):
+    """:class:`ExperimentConfig` with a tau grid and the MLP setting of the tau sweeps.
 
-    ``temperature`` is replaced by each value of ``temperatures`` in turn.
+    Shared by this experiment and ``hardness``; ``temperature`` is replaced by each value
+    of ``temperatures`` in turn.
     """
 
     temperatures: tuple[float, ...] = (0.07, 0.15, 0.3, 0.6, 1.2)  # log-spaced (x2) tau grid
-    shuffle_labels: bool = False  # negative control: permute the held-out labels of tolerance
-    dataset: str = "mnist5k"
     augment: str = "abd"  # crop, blur, brightness/contrast; no flip for digits
-    crop_min_scale: float = 0.25
     encoder: str = "mlp"
     width: int = 256
     proj_hidden: int = 128
     proj_dim: int = 64
     loss: str = "nt_xent"
     batch_size: int = 512  # 1,022 in-batch negatives per anchor
-    lr: float = 0.05
-    steps: int = 250  # 32 epochs of the 4,000 training images
     eval_every: int = 0  # at the start and the end only
     checkpoint_every: int = 1_000
     probe_steps: int = 100
@@ -146,6 +137,22 @@ class Config(ExperimentConfig):
     geometry: tuple[str, ...] = ("uniformity",)
     seeds: int = 3
     threads: int = 1  # small MLP: one thread is fastest on shared cores
+
+    @property
+    def grid(self) -> tuple[float, ...]:
+        """The distinct temperatures, increasing."""
+        return tuple(sorted(set(self.temperatures)))
+
+
+@dataclass(frozen=True)
+class Config(SweepConfig):
+    """:class:`SweepConfig` on MNIST-5k; the defaults are the ``cpu`` preset."""
+
+    shuffle_labels: bool = False  # negative control: permute the held-out labels of tolerance
+    dataset: str = "mnist5k"
+    crop_min_scale: float = 0.25
+    lr: float = 0.05
+    steps: int = 250  # 32 epochs of the 4,000 training images
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -160,24 +167,22 @@ class Config(ExperimentConfig):
         if "uniformity" not in self.geometry:
             raise ValueError(f"{fn}: geometry must include 'uniformity' (a claim uses it)")
 
-    @property
-    def grid(self) -> tuple[float, ...]:
-        """The distinct temperatures, increasing."""
-        return tuple(sorted(set(self.temperatures)))
+
+#: The tiny network and three temperatures of the ``smoke`` presets (``hardness`` shares them).
+SMOKE: dict[str, Any] = {
+    "temperatures": (0.1, 0.3, 1.0),
+    "width": 16,
+    "proj_hidden": 16,
+    "proj_dim": 8,
+    "batch_size": 64,
+    "steps": 6,
+    "probe_steps": 10,
+}
 
 
 def smoke() -> Config:
     """Three temperatures, a tiny MLP on 8x8 digits, a few steps: every code path in seconds."""
-    return Config(
-        temperatures=(0.1, 0.3, 1.0),
-        dataset="digits",
-        width=16,
-        proj_hidden=16,
-        proj_dim=8,
-        batch_size=64,
-        steps=6,
-        probe_steps=10,
-    )
+    return Config(**SMOKE, dataset="digits")
 
 
 def cpu() -> Config:
@@ -186,22 +191,13 @@ def cpu() -> Config:
 
 
 def gpu() -> Config:
-    """CIFAR-10, CIFAR-stem ResNet-18, the paper's protocol (spec section 1.7)."""
+    """CIFAR-10, CIFAR-stem ResNet-18, the paper's protocol (Wang & Liu 2021, Sec. 5.1)."""
     return Config(
-        dataset="cifar10",
-        augment="acde",  # crop, grayscale, colour jitter, flip (Wu et al.; no blur on CIFAR)
-        crop_min_scale=0.08,
-        encoder="resnet18",
-        width=64,
-        proj_hidden=512,
-        proj_dim=128,
-        batch_size=512,
+        **gpu_cifar10(augment="acde"),  # crop, grayscale, colour jitter, flip (no blur on CIFAR)
+        **SIMCLR_CIFAR10,
         lr=0.12,  # 0.03 at batch 128, scaled linearly
         steps=200 * (50_000 // 512),  # 200 epochs
-        checkpoint_every=1_000,
-        probe_steps=500,
         knn_k=200,
-        threads=0,
     )
 
 
@@ -246,86 +242,27 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
 # --- claims ------------------------------------------------------------------------------
 
 
-def final_values(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """``metric`` at the last evaluation of every run: the non-metric columns and ``value``."""
-    t = table[(table["metric"] == metric) & (table["step"] == table["step"].max())]
-    return t.dropna(subset=["value"])
+def final_values(
+    table: pd.DataFrame, metric: str, by: Sequence[str] = ("temperature",)
+) -> pd.Series:
+    """``metric`` at the table's last step, indexed by ``(seed, *by)``, NaN left out."""
+    return claims.final(table, metric, by, same_step=True).dropna()
 
 
-def _by_seed(
-    values: pd.DataFrame, statistic: Callable[[np.ndarray, np.ndarray], float]
-) -> dict[int, float]:
-    """``statistic(temperatures, values)`` per seed, temperatures increasing."""
-    out = {}
-    for seed, t in values.groupby("seed"):
-        t = t.sort_values("temperature")
-        out[int(seed)] = statistic(t["temperature"].to_numpy(float), t["value"].to_numpy(float))
-    return out
+def _uniformity_trend(table: pd.DataFrame) -> claims.Effect:
+    return claims.rank_correlation(final_values(table, "uniformity"), "temperature")
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    if len(x) < 3 or np.ptp(y) == 0:  # a rank trend needs three points that differ
-        return math.nan
-    return float(stats.spearmanr(x, y).statistic)
+def _tolerance_trend(table: pd.DataFrame) -> claims.Effect:
+    excess = final_values(table, "tolerance") - final_values(table, "tolerance_chance")
+    return claims.log_slope(excess.dropna(), "temperature")
 
 
-def _slope(x: np.ndarray, y: np.ndarray) -> float:
-    if len(np.unique(x)) < 2:
-        return math.nan
-    return float(np.polyfit(np.log10(x), y, 1)[0])
+def _interior_optimum(table: pd.DataFrame) -> claims.Effect:
+    return claims.held_out_peak(final_values(table, "linear_probe"), "temperature", scale=100.0)
 
 
-def spearman_by_seed(values: pd.DataFrame) -> dict[int, float]:
-    """Per seed, Spearman's rank correlation between ``temperature`` and ``value``.
-
-    ``values`` has one row per (seed, temperature); a seed with fewer than three
-    temperatures or a constant value gets NaN (no rank trend can be measured).
-    """
-    return _by_seed(values, _spearman)
-
-
-def slope_by_seed(values: pd.DataFrame) -> dict[int, float]:
-    """Per seed, the least-squares slope of ``value`` against log10 ``temperature``.
-
-    A constant value has slope 0 (a flat curve is a measurement, not a missing one); a seed
-    with fewer than two temperatures gets NaN.
-    """
-    return _by_seed(values, _slope)
-
-
-def _uniformity_trend(table: pd.DataFrame) -> dict[int, float]:
-    return spearman_by_seed(final_values(table, "uniformity"))
-
-
-def _excess_tolerance(table: pd.DataFrame) -> pd.DataFrame:
-    same = final_values(table, "tolerance").set_index(["seed", "temperature"])["value"]
-    chance = final_values(table, "tolerance_chance").set_index(["seed", "temperature"])["value"]
-    return (same - chance).rename("value").dropna().reset_index()
-
-
-def _tolerance_trend(table: pd.DataFrame) -> dict[int, float]:
-    return slope_by_seed(_excess_tolerance(table))
-
-
-def _interior_optimum(table: pd.DataFrame) -> dict[int, float]:
-    acc = final_values(table, "linear_probe").pivot(
-        index="seed", columns="temperature", values="value"
-    )
-    grid = sorted(acc.columns)
-    interior = grid[1:-1]
-    out = {}
-    for seed in acc.index:
-        others = acc.drop(index=seed)[interior].mean() if interior else pd.Series(dtype=float)
-        if others.isna().all():  # no interior tau, or no other seed to choose it on
-            out[int(seed)] = math.nan
-            continue
-        chosen = others.idxmax()
-        ends = max(acc.loc[seed, grid[0]], acc.loc[seed, grid[-1]])
-        out[int(seed)] = 100.0 * float(acc.loc[seed, chosen] - ends)
-    return out
-
-
-SOURCE = "Wang & Liu 2021 (CVPR), Table 1 and Section 5"
+SOURCE = "Wang & Liu 2021 (CVPR, arXiv:2012.09740), Table 1 and Section 5"
 CLAIMS = (
     Claim(
         id="uniformity-rises-as-tau-falls",
@@ -333,7 +270,7 @@ CLAIMS = (
             "With the ordinary contrastive loss, the embedding is more uniform the smaller "
             "the temperature (the uniformity loss decreases as tau decreases)"
         ),
-        source=f"{SOURCE}; spec contrastive_theory.md 1.8 (A14)",
+        source=f"{SOURCE} (the ordinary loss on all four datasets)",
         effect=(
             "Spearman rank correlation between tau and the held-out uniformity loss "
             "L_uniformity (t = 2) over the tau grid"
@@ -346,7 +283,7 @@ CLAIMS = (
             "With the ordinary contrastive loss, samples of the same class are less similar "
             "the smaller the temperature (tolerance decreases as tau decreases)"
         ),
-        source=f"{SOURCE}; spec contrastive_theory.md 1.8 (A14)",
+        source=f"{SOURCE} (the ordinary loss on all four datasets)",
         effect=(
             "slope of the held-out tolerance minus the mean cosine of all distinct held-out "
             "pairs (its chance level) against log10 tau (cosine per decade of tau)"
@@ -360,7 +297,7 @@ CLAIMS = (
             "Linear-probe accuracy is highest at an intermediate temperature, lower at both "
             "small and large tau"
         ),
-        source=f"{SOURCE} (peak at tau = 0.2-0.3); spec contrastive_theory.md 1.8",
+        source=f"{SOURCE} (peak at tau = 0.2-0.3)",
         effect=(
             "linear-probe test accuracy at the interior tau chosen on the other seeds minus "
             "the better of the grid's two end points (percentage points)"
@@ -373,38 +310,30 @@ CLAIMS = (
 # --- figures -----------------------------------------------------------------------------
 
 
-def log_axis(ax: Axes, ticks: Sequence[float], label: str) -> None:
-    """A logarithmic x axis labelled at ``ticks`` (plain numbers, no minor ticks)."""
-    ax.set_xscale("log")
-    ax.set_xticks(sorted(set(ticks)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel(label)
-
-
 TAU_LABEL = r"temperature $\tau$"
 
 
 def plot(results: Results, out_dir: Path) -> list[Path]:
     """Uniformity and tolerance against tau; probe and k-NN accuracy against tau."""
     table = results.table
-    dataset = ", ".join(sorted(table["dataset"].unique()))
+    dataset = figures.datasets(table)
     seeds = len(results.seeds)
     paths: list[Path] = []
     with figures.house_style():
         fig, axes = figures.new_figure(2, width="double", aspect=0.7)
-        unif = final_values(table, "uniformity").assign(value=lambda t: -t["value"])
+        unif = (-final_values(table, "uniformity")).reset_index()
         figures.seed_band(axes[0, 0], unif, "temperature", "value")
         axes[0, 0].set_ylabel(r"uniformity $-L_{\mathrm{uniformity}}$ (t = 2, nats)")
         pairs = {"tolerance": "same class (tolerance)", "tolerance_chance": "all pairs (chance)"}
         tol = pd.concat(
-            final_values(table, metric).assign(pairs=label) for metric, label in pairs.items()
+            final_values(table, metric).reset_index().assign(pairs=label)
+            for metric, label in pairs.items()
         )
         figures.seed_band(axes[0, 1], tol, "temperature", "value", hue="pairs")
         axes[0, 1].set_ylabel("mean cosine similarity")
         grid = sorted(table["temperature"].unique())
         for ax in axes[0]:
-            log_axis(ax, grid, TAU_LABEL)
+            figures.log_axis(ax, grid, TAU_LABEL)
         fig.suptitle(
             f"NT-Xent on {dataset}: held-out geometry, mean and 95 % CI over {seeds} seeds"
         )
@@ -414,13 +343,14 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
         ax = axes[0, 0]
         evals = {"linear_probe": "linear probe", "knn": "k-NN"}
         acc = pd.concat(
-            final_values(table, metric).assign(evaluation=label) for metric, label in evals.items()
+            final_values(table, metric).reset_index().assign(evaluation=label)
+            for metric, label in evals.items()
         ).assign(value=lambda t: 100.0 * t["value"])
         figures.seed_band(ax, acc, "temperature", "value", hue="evaluation")
         start = table[(table["metric"] == "linear_probe") & (table["step"] == 0)]["value"]
         ax.axhline(100.0 * start.mean(), color="0.5", linestyle=":", label="probe at init")
         ax.legend()
-        log_axis(ax, grid, TAU_LABEL)
+        figures.log_axis(ax, grid, TAU_LABEL)
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{dataset}: mean and 95 % CI over {seeds} seeds")
         paths += figures.save(fig, out_dir / "accuracy_vs_tau")

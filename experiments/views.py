@@ -1,36 +1,36 @@
 """More views at fixed compute: 4 views on 50 % (8 on 25 %) of the data match 2 views on all of it.
 
-Ghosh, Agrawal et al. (NeurIPS 2024, arXiv:2312.10725; ``../shared/spec/projectors.md``
-section 4) argue that a training step estimates the kernel loss better with more
-augmentations per image (multi-view Barlow Twins compares each view with the mean of the
-image's views, a Monte-Carlo estimate of the view-averaged feature), so that more views
-converge faster and "we can reduce the pretraining dataset size by up to 2x while
-maintaining downstream accuracy simply by using more data augmentations" (abstract; the
-project page: "4 augmentations on 50 % ... match ... 2-augs using full dataset").  This
-experiment trains multi-view Barlow Twins with m in {2, 4, 8} views on fractions
-{25 %, 50 %, 100 %} of the pretraining images at *fixed compute*: every step embeds
-``rows`` = m x images rows and every run takes the same number of steps, so m = 4 sees half
-as many images per step as m = 2 (the paper instead keeps 128 images per step and fixes
-views x unique images per epoch, which gives the same total compute).  The projector is
-the small one of the ``projector`` experiment (d = 32 with beta = 3/32 on the graph); the
+Ghosh, Agrawal et al. (NeurIPS 2024, arXiv:2312.10725) argue that a training step estimates
+the kernel loss better with more augmentations per image (multi-view Barlow Twins compares
+each view with the mean of the image's views, a Monte-Carlo estimate of the view-averaged
+feature), so that more views converge faster and "we can reduce the pretraining dataset size
+by up to 2x while maintaining downstream accuracy simply by using more data augmentations"
+(abstract; the project page: "4 augmentations on 50 % ... match ... 2-augs using full
+dataset").  This experiment trains multi-view Barlow Twins with m in {2, 4, 8} views on
+fractions {25 %, 50 %, 100 %} of the pretraining images at *fixed compute*: every step
+embeds ``rows`` = m x images rows and every run takes the same number of steps, so m = 4
+sees half as many images per step as m = 2 (the paper instead keeps 128 images per step and
+fixes views x unique images per epoch, which gives the same total compute).  The projector
+is the small one of the ``projector`` experiment (d = 32 with beta = 3/32 on the graph); the
 linear probe always trains on the full labelled training set, as in the paper.
 
 Claims (each over the seeds, effects in accuracy points of the backbone's linear probe):
 
-* ``more-views-at-fixed-compute`` (spec section 4.1, "more augmentations significantly
+* ``more-views-at-fixed-compute`` (abstract; the project page: "more augmentations significantly
   improve the convergence"): with all the data, the most views beat two views.
 * ``two-views-lose-with-half-data`` and ``two-views-lose-with-quarter-data``: with two
   views, 50 % (25 %) of the data gives a worse probe than all of it.  This is the premise
   of the data-efficiency claim: where it fails, the fraction costs nothing at this scale
   and the "match" below is trivially true.
 * ``four-views-half-data-match-two-views-full`` and
-  ``eight-views-quarter-data-match-two-views-full`` (abstract; CIFAR-10 scripts of spec
-  section 4.3): 4 views on 50 % (8 views on 25 %) match 2 views on 100 %.  "Match" is a
-  non-inferiority statement with a margin of 2 points: reproduced when the 95 % CI of
-  (m views on the fraction - 2 views on all) lies above -2 points, not reproduced when it
-  lies at or below -2, inconclusive otherwise (being better still matches).  A seed whose
-  two-view reference did not learn (gain over its step-0 probe <= the margin) has no
-  effect, so probes at chance cannot "match" (the runs' step-0 evaluations are kept).
+  ``eight-views-quarter-data-match-two-views-full`` (abstract; the authors' CIFAR-10 scripts
+  run m = 4 on 50 % and m = 8 on 25 %): 4 views on 50 % (8 views on 25 %) match 2 views on
+  100 %.  "Match" is a non-inferiority statement with a margin of 2 points: reproduced when
+  the 95 % CI of (m views on the fraction - 2 views on all) lies above -2 points, not
+  reproduced when it lies at or below -2, inconclusive otherwise (being better still
+  matches).  A seed whose two-view reference did not learn (gain over its step-0 probe <=
+  the margin) has no effect, so probes at chance cannot "match" (the runs' step-0
+  evaluations are kept).
 
 Data.  ``smoke`` and ``cpu`` use the synthetic clustered augmentation graph of the
 ``projector`` experiment (10 classes x 10 images x 2 points, drawn per seed; the encoder is
@@ -59,16 +59,10 @@ from amcl_lab import _validation as v
 from amcl_lab import engine, figures
 from amcl_lab.data import Split, load_dataset
 
+from . import _claims as claims
+from ._graph import SMOKE, GraphConfig, gpu_images, train_condition
 from ._protocol import Claim, Results
-from .projector import (
-    MATCH_MARGIN,
-    GraphConfig,
-    Measure,
-    final_values,
-    matched_difference,
-    paired_difference,
-    train_condition,
-)
+from .projector import MATCH_MARGIN
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "plot", "run"]
 
@@ -134,18 +128,7 @@ class Config(GraphConfig):
 
 def smoke() -> Config:
     """A tiny graph, a few steps: every code path in seconds."""
-    return Config(
-        graph_classes=3,
-        graph_images_per_class=4,
-        proj_dim=8,
-        proj_hidden=8,
-        width=8,
-        rows=32,
-        steps=10,
-        probe_steps=10,
-        knn_k=5,
-        seeds=3,
-    )
+    return Config(**SMOKE, proj_dim=8, proj_hidden=8, rows=32)
 
 
 def cpu() -> Config:
@@ -154,25 +137,13 @@ def cpu() -> Config:
 
 
 def gpu() -> Config:
-    """CIFAR-10, CIFAR-stem ResNet-18, the paper's multi-view settings (spec sections 4.3, 6)."""
+    """CIFAR-10, CIFAR-stem ResNet-18, the paper's multi-view settings (its CIFAR-10 scripts)."""
     return Config(
-        graph=False,
-        dataset="cifar10",
-        augment="abcde",
-        crop_min_scale=0.08,
-        encoder="resnet18",
-        width=64,
+        **gpu_images(),
         proj_hidden=256,
         proj_dim=256,
         loss_options=("lambda_offdiag=0.02", "standardize=joint", "normalize=True"),
         rows=1024,  # 2 x 512 images (the paper's two-view batch), 8 x 128 (its multi-view batch)
-        lr=1e-3,
-        steps=100 * (50_000 // 512),  # 100 epochs of two views on all the data
-        checkpoint_every=1_000,
-        probe_steps=500,
-        knn_k=200,
-        seeds=3,
-        threads=0,
     )
 
 
@@ -233,32 +204,30 @@ def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
 CONDITION = ("views", "fraction")
 
 
-def _difference(
-    a: tuple[int | str, float], b: tuple[int | str, float], match: bool = False
-) -> Measure:
-    """Measure: probe accuracy at ``(views, fraction)`` a minus at b (points).
+def _probe_difference(
+    a: claims.Condition, b: claims.Condition, match: bool = False
+) -> claims.Measure:
+    """Measure: probe accuracy at condition a minus at b (points).
 
-    A view count may be ``"max"``: the most views of the table (no effect when that is 2,
-    the baseline).  With ``match``, the difference is
-    :func:`~amcl_lab.experiments.projector.matched_difference` (b the reference, which must
+    ``{"views": max}`` is the most views of the table (no effect when that is 2, the
+    baseline: a condition compared with itself).  With ``match``, the difference is
+    :func:`~amcl_lab.experiments._claims.matched_difference` (b the reference, which must
     have learned).
     """
 
-    def measure(table: pd.DataFrame) -> dict[int, float]:
-        acc = final_values(table, "linear_probe", CONDITION)
-        most = int(acc.index.get_level_values("views").max())
-        if "max" in (a[0], b[0]) and most == BASELINE_VIEWS:
-            return {}
-
-        def cell(spec: tuple[int | str, float]) -> dict[str, float]:
-            views, fraction = spec
-            return {"views": most if views == "max" else views, "fraction": fraction}
-
+    def measure(table: pd.DataFrame) -> claims.Effect:
         if match:
-            return matched_difference(table, CONDITION, cell(a), cell(b))
-        return paired_difference(acc, cell(a), cell(b))
+            return claims.matched_difference(
+                table, "linear_probe", CONDITION, a, b, margin=MATCH_MARGIN
+            )
+        acc = claims.final(table, "linear_probe", CONDITION)
+        return claims.paired_difference(acc, a, b, scale=100.0)
 
     return measure
+
+
+def _cell(views: Any, fraction: float) -> claims.Condition:
+    return {"views": views, "fraction": fraction}
 
 
 SOURCE = "Ghosh, Agrawal et al. 2024 (arXiv:2312.10725)"
@@ -271,9 +240,9 @@ def _premise(fraction: float, word: str) -> Claim:
             f"With two views, pretraining on {fraction:.0%} of the data gives worse features "
             "than on all of it (the premise of the data-efficiency claim)"
         ),
-        source=f"{SOURCE}, abstract; projectors.md section 4.1",
+        source=f"{SOURCE}, abstract",
         effect=f"probe accuracy, 2 views on 100 % minus 2 views on {fraction:.0%} (points)",
-        measure=_difference((BASELINE_VIEWS, 1.0), (BASELINE_VIEWS, fraction)),
+        measure=_probe_difference(_cell(BASELINE_VIEWS, 1.0), _cell(BASELINE_VIEWS, fraction)),
     )
 
 
@@ -290,7 +259,7 @@ def _match(views: int, fraction: float, word: str, where: str) -> Claim:
             f"non-inferiority margin {MATCH_MARGIN:g}; undefined for a seed whose reference "
             "did not learn (gain over initialisation <= margin)"
         ),
-        measure=_difference((views, fraction), (BASELINE_VIEWS, 1.0), match=True),
+        measure=_probe_difference(_cell(views, fraction), _cell(BASELINE_VIEWS, 1.0), match=True),
         direction="greater",
         threshold=-MATCH_MARGIN,
     )
@@ -308,14 +277,14 @@ CLAIMS = (
             "At fixed compute, more augmentations per image give better features than two "
             "(they estimate the kernel loss better and converge faster)"
         ),
-        source=f"{SOURCE}, abstract and project page; projectors.md section 4.1",
+        source=f"{SOURCE}, abstract and project page",
         effect="probe accuracy on all the data, most views minus 2 views (points)",
-        measure=_difference(("max", 1.0), (BASELINE_VIEWS, 1.0)),
+        measure=_probe_difference(_cell(max, 1.0), _cell(BASELINE_VIEWS, 1.0)),
     ),
     _premise(0.5, "half"),
-    _match(4, 0.5, "half", "abstract and project page (ImageNet-100); projectors.md 4.1"),
+    _match(4, 0.5, "half", "abstract and project page (ImageNet-100)"),
     _premise(0.25, "quarter"),
-    _match(8, 0.25, "quarter", "CIFAR-10 scripts; projectors.md section 4.3"),
+    _match(8, 0.25, "quarter", "the authors' CIFAR-10 scripts (8 views on 25 %)"),
 )
 
 
@@ -325,8 +294,8 @@ CLAIMS = (
 def plot(results: Results, out_dir: Path) -> list[Path]:
     """Probe accuracy vs views (all the data) and vs data fraction (per view count)."""
     table = results.table
-    acc = final_values(table, "linear_probe", CONDITION).mul(100.0).reset_index()
-    data = ", ".join(sorted(table["dataset"].unique()))
+    acc = claims.final(table, "linear_probe", CONDITION).mul(100.0).reset_index()
+    data = figures.datasets(table)
     compute = int(table["rows"].iloc[0])
     title = f"on {data}, {compute} rows per step: mean and 95 % CI over {len(results.seeds)} seeds"
     paths = []

@@ -12,7 +12,14 @@ import pytest
 import torch
 from experiment_runs import assert_saved_claims_recompute, doctored_probe
 
-from amcl_lab.experiments import VERDICTS, Results, evaluate_claim, evaluate_claims, run_experiment
+from amcl_lab.experiments import (
+    VERDICTS,
+    Results,
+    _graph,
+    evaluate_claim,
+    evaluate_claims,
+    run_experiment,
+)
 from amcl_lab.experiments import projector as experiment
 
 CLAIMS = {c.id: c for c in experiment.CLAIMS}
@@ -66,10 +73,10 @@ def test_plot_redraws_from_the_saved_results(smoke, tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
 
 
-def _cell(table: pd.DataFrame, spec: tuple[str, str]) -> pd.Series:
-    """Rows of ``table`` in the grid cell ``spec`` (each coordinate "min" or "max")."""
-    dim = getattr(table["proj_dim"], spec[0])()
-    beta = getattr(table["beta"], spec[1])()
+def _cell(table: pd.DataFrame, corner: tuple[str, str]) -> pd.Series:
+    """Rows of ``table`` in the grid cell ``corner`` (each coordinate "min" or "max")."""
+    dim = getattr(table["proj_dim"], corner[0])()
+    beta = getattr(table["beta"], corner[1])()
     return (table["proj_dim"] == dim) & np.isclose(table["beta"], beta)
 
 
@@ -136,7 +143,7 @@ def test_claims_on_a_grid_with_one_dimension_are_inconclusive(smoke):
 
 def test_graph_split_probes_the_points_of_unseen_images_with_their_class():
     config = experiment.smoke()
-    graph, split = experiment.graph_split(config, seed=0)
+    graph, split = _graph.graph_split(config, seed=0)
     m, per_image = graph.num_augmentations, config.graph_augmentations_per_image
 
     def points(data):  # the one-hot code of each probe "image"
@@ -156,8 +163,8 @@ def test_a_data_fraction_that_misses_augmented_points_is_a_clear_error():
         experiment.smoke(), graph_overlap=0.0, train_fraction=0.25, seed=2, steps=1
     )
     with pytest.raises(ValueError, match="graph_overlap"):
-        experiment.train_on_graph(config)
-    experiment.train_on_graph(dataclasses.replace(config, train_fraction=1.0))
+        _graph.train_on_graph(config)
+    _graph.train_on_graph(dataclasses.replace(config, train_fraction=1.0))
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from experiment_runs import smoke_rows
 
-from amcl_lab.experiments import VERDICTS, evaluate_claim, load, run_experiment
+from amcl_lab.experiments import VERDICTS, _claims, evaluate_claim, load, run_experiment
 
 temperature = load("temperature")
 CLAIMS = {c.id: c for c in temperature.CLAIMS}
@@ -81,14 +81,15 @@ def test_uniformity_claim_is_the_rank_correlation_of_the_data():
 
 def test_trend_statistics_per_seed():
     """Spearman needs a varying value; a flat curve has slope exactly 0, not NaN."""
-    values = _table("v", {0: [1.0, 2.0, 4.0], 1: [3.0, 3.0, 3.0], 2: [2.0, 1.0, 1.5]})
-    rho = temperature.spearman_by_seed(values)
+    table = _table("v", {0: [1.0, 2.0, 4.0], 1: [3.0, 3.0, 3.0], 2: [2.0, 1.0, 1.5]})
+    values = _claims.final(table, "v", ["temperature"])
+    rho = _claims.rank_correlation(values, "temperature")
     assert rho[0] == pytest.approx(1.0) and math.isnan(rho[1]) and rho[2] == pytest.approx(-0.5)
-    slope = temperature.slope_by_seed(values)
+    slope = _claims.log_slope(values, "temperature")
     assert slope[1] == pytest.approx(0.0, abs=1e-12)
     assert slope[0] == pytest.approx(np.polyfit(np.log10([0.1, 0.3, 1.0]), [1.0, 2.0, 4.0], 1)[0])
-    one_tau = values[values["temperature"] == 0.3]
-    assert all(math.isnan(x) for x in temperature.slope_by_seed(one_tau).values())
+    one_tau = values[values.index.get_level_values("temperature") == 0.3]
+    assert all(math.isnan(x) for x in _claims.log_slope(one_tau, "temperature").values())
 
 
 def test_tolerance_claim_uses_the_excess_over_the_all_pairs_similarity():
@@ -120,7 +121,8 @@ def test_a_faint_copy_of_the_trend_is_not_a_tolerance_trend():
     zeros = {s: [0.0] * 5 for s in range(3)}
     faint = {s: [f * x for x in real] for s, f in enumerate((0.01, 0.004, 0.007))}
     table = pd.concat([_table("tolerance", faint, grid), _table("tolerance_chance", zeros, grid)])
-    assert temperature.spearman_by_seed(_table("v", faint, grid)) == pytest.approx(
+    faint_values = _claims.final(_table("v", faint, grid), "v", ["temperature"])
+    assert _claims.rank_correlation(faint_values, "temperature") == pytest.approx(
         {0: 0.8, 1: 0.8, 2: 0.8}
     )
     result = evaluate_claim(claim, table)

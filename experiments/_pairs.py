@@ -1,0 +1,93 @@
+"""Pair similarities of a trained network and how well they separate (the ``amcl`` measures).
+
+Wang et al. (ECCV 2024, arXiv:2310.05615) motivate AMCL with histograms of the cosine
+similarities of positive pairs (two views of one image) and negative pairs (views of
+different images), Fig. 1(b-g).  :func:`similarities` draws such pairs from a trained
+network on held-out images; :func:`separation` turns them into the numbers the
+:mod:`amcl_lab.experiments.amcl` claims read (histogram overlap, AUC) and the histograms
+its figure draws.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from amcl_lab import engine
+from amcl_lab.data import Augmentation
+from amcl_lab.models import Network
+
+__all__ = ["separation", "similarities"]
+
+_STREAM_PAIRS = 11  # random stream of the measurement's view pairs (engine streams are 1-5)
+
+
+@torch.no_grad()
+def similarities(
+    network: Network, images: Tensor, augmentation: Augmentation, draws: int, seed: int
+) -> tuple[Tensor, Tensor]:
+    """Positive and negative pair similarities of ``images`` under ``augmentation``.
+
+    Each of ``draws`` rounds makes two views of every image; a pair's similarity is the
+    cosine of its two projection-head embeddings averaged over heads.  Positives: the two
+    views of one image (``N`` per round); negatives: first view of image i and second view
+    of image j for every i != j (``N (N - 1)`` per round).  The network is evaluated in eval
+    mode and left in the mode it had.
+
+    Returns:
+        ``(positives, negatives)``, 1-D float tensors on the images' device.
+    """
+    was_training = network.training
+    network.eval()
+    generator = torch.Generator().manual_seed(engine.derive_seed(seed, _STREAM_PAIRS))
+    off_diagonal = ~torch.eye(images.shape[0], dtype=torch.bool, device=images.device)
+    positives, negatives = [], []
+    for _ in range(draws):
+        first, second = augmentation.views(images, 2, generator)
+        a = F.normalize(network(first).embeddings.float(), dim=-1)  # (C, N, D)
+        b = F.normalize(network(second).embeddings.float(), dim=-1)
+        sim = torch.einsum("cnd,cmd->nm", a, b) / a.shape[0]
+        positives.append(sim.diagonal())
+        negatives.append(sim[off_diagonal])
+    network.train(was_training)
+    return torch.cat(positives), torch.cat(negatives)
+
+
+def separation(positives: Tensor, negatives: Tensor, bins: int) -> dict[str, Any]:
+    """Histogram overlap coefficient, AUC and the two histograms of the similarities.
+
+    ``overlap = sum_b min(p_b, q_b)`` with ``p``, ``q`` the fractions of positives and
+    negatives in ``bins`` equal bins of [-1, 1] (values are clipped into the range); ``auc``
+    is P(positive > negative) + P(equal) / 2.  Returns ``overlap``, ``auc`` (floats),
+    ``positive`` and ``negative`` (bin fractions) and ``centers`` (bin centres), NumPy
+    arrays of length ``bins``.
+
+    Example:
+        >>> import torch
+        >>> s = separation(torch.tensor([0.9, 0.8]), torch.tensor([-0.5, 0.0, 0.1]), 4)
+        >>> s["overlap"], s["auc"]
+        (0.0, 1.0)
+        >>> s = separation(torch.tensor([0.2, 0.6]), torch.tensor([0.2, 0.6]), 4)
+        >>> s["overlap"], s["auc"]
+        (1.0, 0.5)
+    """
+    pos = positives.detach().double().clamp(-1.0, 1.0).cpu()
+    neg = negatives.detach().double().clamp(-1.0, 1.0).cpu()
+    p = torch.histc(pos, bins, -1.0, 1.0) / pos.numel()
+    q = torch.histc(neg, bins, -1.0, 1.0) / neg.numel()
+    ordered = neg.sort().values
+    below = torch.searchsorted(ordered, pos, side="left").double()
+    not_above = torch.searchsorted(ordered, pos, side="right").double()
+    auc = float(((below + not_above) / 2.0).mean() / neg.numel())
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    return {
+        "overlap": float(torch.minimum(p, q).sum()),
+        "auc": auc,
+        "positive": p.numpy(),
+        "negative": q.numpy(),
+        "centers": (edges[:-1] + edges[1:]) / 2.0,
+    }
