@@ -4,7 +4,7 @@ The public API is re-exported here; see the README for a tour.
 """
 
 from . import distributed, fast, optim, oracle, sharpness
-from .amcl import AMCLModel, MultiHeadProjector, PairTemperature
+from .amcl import AMCLModel, MultiHeadProjector, PairTemperature, ScalarTemperature
 from .losses import (
     BarlowTwinsLoss,
     HardContrastiveLoss,
@@ -90,6 +90,7 @@ __all__ = [
     "NegativeWeights",
     "PairTemperature",
     "PyHessianResult",
+    "ScalarTemperature",
     "SimpleContrastiveLoss",
     "SimplexReport",
     "SpectralDensity",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,14 @@ from .losses import amcl as amcl_losses
 from .losses import nt_xent
 from .losses._common import NORM_EPS, l2_normalize
 
-__all__ = ["AMCL_LOSSES", "AMCLModel", "MultiHeadProjector", "PairTemperature"]
+__all__ = [
+    "AMCL_LOSSES",
+    "AMCLModel",
+    "LearnedTemperature",
+    "MultiHeadProjector",
+    "PairTemperature",
+    "ScalarTemperature",
+]
 
 
 class MultiHeadProjector(nn.Module):
@@ -104,7 +112,101 @@ class MultiHeadProjector(nn.Module):
         return torch.stack([head(part) for head, part in zip(self.heads, x, strict=True)])
 
 
-class PairTemperature(nn.Module):
+class LearnedTemperature(nn.Module):
+    r"""A temperature source with parameters: what :class:`AMCLModel` and the engine train.
+
+    Subclasses map pairs of vectors to temperatures in :math:`(\tau_{\min}, \tau_{\max})`
+    through :meth:`from_score`; :meth:`pairwise` and :meth:`with_queue` give the layouts the
+    AMCL losses take.  :class:`PairTemperature` is AMCL's network; :class:`ScalarTemperature`,
+    one learned temperature for every pair, is the control that separates "a learned
+    temperature level" from "a temperature per pair".
+    """
+
+    tau_min: float
+    tau_max: float
+
+    def _check_bounds(self, fn: str, tau_min: float, tau_max: float) -> None:
+        v.check_positive_float(fn, "tau_min", tau_min)
+        v.check_positive_float(fn, "tau_max", tau_max)
+        if tau_min >= tau_max:
+            raise ValueError(
+                f"{fn}: tau_min must be < tau_max, got tau_min={tau_min!r}, tau_max={tau_max!r}"
+            )
+        self.tau_min, self.tau_max = float(tau_min), float(tau_max)
+
+    def from_score(self, score: Tensor) -> Tensor:
+        r"""The squash :math:`\tau_{\min} + (\tau_{\max} - \tau_{\min})\,\mathrm{sigmoid}(-r)`."""
+        score = score.to(torch.promote_types(score.dtype, torch.float32))
+        return self.tau_min + (self.tau_max - self.tau_min) * torch.sigmoid(-score)
+
+    def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
+        """Temperatures of every row pair: ``(..., M, D)``, ``(..., K, D)`` -> ``(..., M, K)``."""
+        raise NotImplementedError
+
+    def with_queue(self, query: Tensor, key: Tensor, queue: Tensor) -> Tensor:
+        """MoCo's temperature layout: ``(C, N, D)`` queries, keys and a ``(C, K, D)`` queue ->
+        ``(C, N, 1 + K)``, column 0 the pair ``(query[c, i], key[c, i])``, column ``j >= 1``
+        the pair with queue row ``j - 1`` (what :func:`~amcl_lab.losses.amcl_moco` takes).
+
+        Example:
+            >>> import torch
+            >>> _ = torch.manual_seed(0)
+            >>> q, k = torch.randn(2, 3, 4, 8)
+            >>> PairTemperature(8, hidden=16).with_queue(q, k, torch.randn(3, 10, 8)).shape
+            torch.Size([3, 4, 11])
+        """
+        return torch.cat([self(query, key).unsqueeze(-1), self.pairwise(query, queue)], dim=-1)
+
+
+class ScalarTemperature(LearnedTemperature):
+    r"""One learned temperature for every pair: :math:`\tau = \tau_{\min} + (\tau_{\max} -
+    \tau_{\min})\,\mathrm{sigmoid}(-\theta)` with a single parameter :math:`\theta`.
+
+    The control of the AMCL experiment that learns the temperature *level* with the AMCL
+    objective (the regulariser :math:`\Omega` included) but gives every pair the same value,
+    so that a gain of :class:`PairTemperature` over it is due to pair-adaptivity.  It takes
+    the same inputs and returns the same shapes as :class:`PairTemperature`.
+
+    Args:
+        init: the starting temperature, in ``(tau_min, tau_max)``.
+        tau_min, tau_max: the bounds, ``0 < tau_min < tau_max``.
+
+    Example:
+        >>> import torch
+        >>> temperature = ScalarTemperature(0.5)
+        >>> a, b = torch.randn(2, 5, 8)
+        >>> [round(float(t), 6) for t in temperature(a, b)[:2]]
+        [0.5, 0.5]
+        >>> temperature.pairwise(a, b).shape
+        torch.Size([5, 5])
+    """
+
+    def __init__(self, init: float, tau_min: float = 1e-5, tau_max: float = 2.0) -> None:
+        super().__init__()
+        fn = "ScalarTemperature"
+        self._check_bounds(fn, tau_min, tau_max)
+        v.check_positive_float(fn, "init", init)
+        if not tau_min < init < tau_max:
+            raise ValueError(f"{fn}: init must be in (tau_min, tau_max), got {init!r}")
+        share = (init - tau_min) / (tau_max - tau_min)  # sigmoid(-theta) = share
+        self.theta = nn.Parameter(torch.tensor(math.log((1.0 - share) / share)))
+
+    @property
+    def value(self) -> Tensor:
+        """The current temperature (0-d)."""
+        return self.from_score(self.theta)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """The temperature of the pairs ``(a[i], b[i])``: ``(..., D)`` inputs -> ``(...)``."""
+        shape = torch.broadcast_shapes(a.shape[:-1], b.shape[:-1])
+        return self.value.to(a.device).expand(shape)
+
+    def pairwise(self, a: Tensor, b: Tensor) -> Tensor:
+        """``(..., M, D)``, ``(..., K, D)`` -> ``(..., M, K)``, every entry the temperature."""
+        return self.value.to(a.device).expand(*a.shape[:-1], b.shape[-2])
+
+
+class PairTemperature(LearnedTemperature):
     r"""The pair-adaptive temperature network shared by all heads and all loss terms.
 
     .. math::
@@ -174,14 +276,9 @@ class PairTemperature(nn.Module):
         fn = "PairTemperature"
         v.check_int(fn, "dim", dim, low=1)
         v.check_int(fn, "hidden", hidden, low=1)
-        v.check_positive_float(fn, "tau_min", tau_min)
-        v.check_positive_float(fn, "tau_max", tau_max)
-        if tau_min >= tau_max:
-            raise ValueError(
-                f"{fn}: tau_min must be < tau_max, got tau_min={tau_min!r}, tau_max={tau_max!r}"
-            )
+        self._check_bounds(fn, tau_min, tau_max)
         v.check_positive_float(fn, "eps", eps)
-        self.dim, self.tau_min, self.tau_max, self.eps = dim, float(tau_min), float(tau_max), eps
+        self.dim, self.eps = dim, eps
         self.phi = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, dim))
 
     def embed(self, x: Tensor, name: str = "x") -> Tensor:
@@ -201,11 +298,6 @@ class PairTemperature(nn.Module):
                 f"or float64 (1/tau reaches {1 / self.tau_min:.3g})"
             )
         return self.phi(l2_normalize(x.to(weight.dtype), self.eps))
-
-    def from_score(self, score: Tensor) -> Tensor:
-        r"""The squash :math:`\tau_{\min} + (\tau_{\max} - \tau_{\min})\,\mathrm{sigmoid}(-r)`."""
-        score = score.to(torch.promote_types(score.dtype, torch.float32))
-        return self.tau_min + (self.tau_max - self.tau_min) * torch.sigmoid(-score)
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """Temperatures of the pairs ``(a[i], b[i])``: ``(..., dim)`` inputs -> ``(...)``."""
@@ -285,7 +377,8 @@ class AMCLModel(nn.Module):
         encoder: maps a view ``(N, ...)`` to features ``(N, F)``.
         projector: maps ``(N, F)`` to a head stack ``(C, N, D)``, e.g.
             :class:`MultiHeadProjector`.
-        temperature: a :class:`PairTemperature` (adaptive) or a positive float (constant).
+        temperature: a :class:`LearnedTemperature` (adaptive: :class:`PairTemperature`, or
+            the :class:`ScalarTemperature` control) or a positive float (constant).
         loss: a name from :data:`AMCL_LOSSES` (default ``"amcl_nt_xent"``).
         predictor: a module mapping a head stack ``(C, N, D)`` to ``(C, N, D)``, e.g.
             ``MultiHeadProjector(D, 512, D, heads=C)``; required by ``"amcl_simsiam"`` only.
@@ -320,16 +413,17 @@ class AMCLModel(nn.Module):
         Views go through the encoder one at a time (BatchNorm statistics per view, as
         lightly and the second release do); with more than two views the loss is the mean
         over all view pairs.  MoCo needs a momentum encoder and a queue, which belong to a
-        training loop: call :func:`~amcl_lab.losses.amcl_moco` there.  The Barlow Twins
-        channel vectors are normalised by the temperature network like any input (the
-        second release feeds them raw).
+        training loop: call :func:`~amcl_lab.losses.amcl_moco` there with the temperatures
+        of :meth:`PairTemperature.with_queue` (the engine's ``loss="amcl_moco"`` does).  The
+        Barlow Twins channel vectors are normalised by the temperature network like any
+        input (the second release feeds them raw).
     """
 
     def __init__(
         self,
         encoder: nn.Module,
         projector: nn.Module,
-        temperature: PairTemperature | float,
+        temperature: LearnedTemperature | float,
         loss: str = "amcl_nt_xent",
         *,
         predictor: nn.Module | None = None,
@@ -339,13 +433,13 @@ class AMCLModel(nn.Module):
         super().__init__()
         fn = "AMCLModel"
         v.check_choice(fn, "loss", loss, tuple(AMCL_LOSSES))
-        adaptive = isinstance(temperature, PairTemperature)
+        adaptive = isinstance(temperature, LearnedTemperature)
         if not adaptive:
             v.check_temperature(fn, temperature)
         if loss == "nt_xent" and adaptive:
             raise ValueError(
                 f"{fn}: the baseline loss 'nt_xent' needs a constant temperature (a float), "
-                "got a PairTemperature; use loss='amcl_nt_xent' for adaptive temperatures"
+                "got a learned temperature; use loss='amcl_nt_xent' for adaptive temperatures"
             )
         if (predictor is None) == (loss == "amcl_simsiam"):
             need = "needs" if loss == "amcl_simsiam" else "takes no"
@@ -399,7 +493,7 @@ class AMCLModel(nn.Module):
 
     def _pair_loss(self, za: Tensor, zb: Tensor) -> Tensor:
         fn, kw, temperature = AMCL_LOSSES[self.loss], self._call_kwargs, self.temperature
-        if not isinstance(temperature, PairTemperature):
+        if not isinstance(temperature, LearnedTemperature):
             if self.loss == "nt_xent":
                 return sum(nt_xent(a, b, temperature, **kw) for a, b in zip(za, zb, strict=True))
             if self.loss == "amcl_simsiam":
@@ -413,7 +507,7 @@ class AMCLModel(nn.Module):
         if self.loss == "amcl_barlow_twins":
             # the channel vectors of the batch the loss correlates (global when gathered)
             ga, gb = self._global_rows(torch.stack([za, zb]), dim=2).unbind(0)
-            if ga.shape[1] != temperature.dim:
+            if isinstance(temperature, PairTemperature) and ga.shape[1] != temperature.dim:
                 raise ValueError(
                     f"AMCLModel: amcl_barlow_twins compares channel vectors of the batch, and "
                     f"the temperature network was built for batch size {temperature.dim}; got "

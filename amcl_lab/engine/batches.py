@@ -22,6 +22,7 @@ __all__ = [
     "STREAM_AUGMENT",
     "STREAM_EVAL",
     "STREAM_NOISE",
+    "STREAM_QUEUE",
     "STREAM_SHUFFLE",
     "STREAM_SUBSET",
     "batch_indices",
@@ -33,6 +34,7 @@ __all__ = [
 
 # independent random streams derived from one seed
 STREAM_SHUFFLE, STREAM_AUGMENT, STREAM_EVAL, STREAM_SUBSET, STREAM_NOISE = 1, 2, 3, 4, 5
+STREAM_QUEUE = 6  # MoCo's initial queue
 
 
 def derive_seed(*keys: int) -> int:

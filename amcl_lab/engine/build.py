@@ -81,6 +81,8 @@ class Optimisation:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
     two_pass: bool  # SAM/ASAM: a second forward/backward at the perturbed weights
+    params: list[Tensor]  # what the optimiser updates (the gradient norm is theirs)
+    grad_clip: float = 0.0  # clip their global L2 gradient norm to this; 0 = off
     saf: nn.Module | None = None
     mesa: nn.Module | None = None
     logits: _Logits | None = None
@@ -105,7 +107,8 @@ def build_optimisation(
     (:class:`~amcl_lab.optim.SAF`; set by :func:`train` under a process group).
     """
     fn = "build_optimisation"
-    params = [*network.parameters(), *objective.parameters()]
+    trainable = (*network.parameters(), *objective.parameters())
+    params = [p for p in trainable if p.requires_grad]  # not a MoCo key network
     options = config.optimizer_kwargs
     sgd = {"lr": config.lr, "momentum": config.momentum, "weight_decay": config.weight_decay}
     name = config.optimizer
@@ -142,6 +145,8 @@ def build_optimisation(
         optimizer,
         scheduler,
         two_pass=name in ("sam", "asam"),
+        params=params,
+        grad_clip=config.grad_clip,
         saf=extra if name == "saf" else None,
         mesa=extra if name == "mesa" else None,
         logits=logits,

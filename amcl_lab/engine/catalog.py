@@ -2,7 +2,8 @@
 
 * :data:`OBJECTIVES`: loss name -> :class:`ObjectiveSpec` (how the training step calls it);
 * :data:`GEOMETRY`: held-out metric name -> :data:`EvalHook` on a :class:`HeldOut` split;
-* :data:`OPTIMIZERS` and :data:`SCHEDULES`: optimiser and learning-rate schedule names.
+* :data:`OPTIMIZERS` and :data:`SCHEDULES`: optimiser and learning-rate schedule names;
+* :data:`TEMPERATURE_MODELS`: the learned temperatures of the AMCL losses.
 
 The tables sit at the bottom of the engine: the config validates against them, and the
 modules that act on a config (:mod:`.objectives`, :mod:`.evaluation`, :mod:`.build`) look
@@ -26,6 +27,7 @@ __all__ = [
     "OBJECTIVES",
     "OPTIMIZERS",
     "SCHEDULES",
+    "TEMPERATURE_MODELS",
     "EvalHook",
     "HeldOut",
     "ObjectiveSpec",
@@ -34,6 +36,8 @@ __all__ = [
 #: Optimiser names; ``sam``/``asam``/``saf``/``mesa`` come from :mod:`amcl_lab.optim`.
 OPTIMIZERS = ("sgd", "adamw", "sam", "asam", "saf", "mesa")
 SCHEDULES = ("cosine", "constant")
+#: Learned temperatures of the AMCL losses: AMCL's pair network, or one learned scalar.
+TEMPERATURE_MODELS = ("pair", "scalar")
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,10 @@ class ObjectiveSpec:
 
     ``kind``: ``"pairwise"`` (``fn(z_a, z_b)`` on two views, averaged over view pairs),
     ``"labels"`` (``fn(features (N, V, D), labels)``), ``"multiview"``
-    (``fn(views (N, V, D))``), ``"amcl"`` (through :class:`~amcl_lab.amcl.AMCLModel`) or
-    ``"ce"`` (cross-entropy on the classifier's logits).  ``fixed`` are keyword arguments of
+    (``fn(views (N, V, D))``), ``"amcl"`` (through :class:`~amcl_lab.amcl.AMCLModel`),
+    ``"moco"`` (``fn(queries, keys, queue)`` with keys from a momentum network and a queue of
+    past keys, :class:`~amcl_lab.engine.objectives.MomentumQueue`) or ``"ce"``
+    (cross-entropy on the classifier's logits).  ``fixed`` are keyword arguments of
     every call (a registry variant's ``fixed_kwargs``).
     """
 
@@ -66,13 +72,15 @@ def _objectives() -> dict[str, ObjectiveSpec]:
     for name, fn in AMCL_LOSSES.items():
         if name.startswith("amcl_"):
             table[name] = ObjectiveSpec("amcl", fn)
+    table["moco"] = ObjectiveSpec("moco", losses.info_nce)
+    table["amcl_moco"] = ObjectiveSpec("moco", losses.amcl_moco)
     table["ce"] = ObjectiveSpec("ce", None)
     return table
 
 
 #: Loss name -> :class:`ObjectiveSpec`: every two-view and SupCon loss of the registry,
-#: the multi-view losses, the AMCL losses (MoCo excepted: it needs a momentum encoder and a
-#: queue) and ``"ce"``.
+#: the multi-view losses, the AMCL losses, MoCo (``"moco"``: InfoNCE against a queue;
+#: ``"amcl_moco"``: its AMCL form) and ``"ce"``.
 OBJECTIVES: dict[str, ObjectiveSpec] = _objectives()
 
 

@@ -24,7 +24,7 @@ import torch
 from .. import _validation as v
 from ..data import DATASETS, Augmentation
 from ..models import ENCODERS
-from .catalog import GEOMETRY, OBJECTIVES, OPTIMIZERS, SCHEDULES
+from .catalog import GEOMETRY, OBJECTIVES, OPTIMIZERS, SCHEDULES, TEMPERATURE_MODELS
 
 __all__ = [
     "TrainConfig",
@@ -45,9 +45,10 @@ class TrainConfig:
       ``batch_size``, ``train_fraction``, ``label_noise`` (see :func:`training_set`);
     * model: ``encoder``, ``width``, ``proj_hidden``, ``proj_dim``, ``heads``;
     * objective: ``loss``, ``temperature``, ``supervised``, ``adaptive_temperature``,
-      ``loss_options``;
+      ``temperature_model``, ``tau_min``, ``tau_max``, ``loss_options``, and for MoCo
+      ``queue_size`` and ``key_momentum``;
     * optimisation: ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``rho``,
-      ``optimizer_options``, ``schedule``, ``warmup_steps``, ``steps``;
+      ``optimizer_options``, ``schedule``, ``warmup_steps``, ``steps``, ``grad_clip``;
     * evaluation and bookkeeping: ``eval_every``, ``checkpoint_every``, ``probe_steps``,
       ``probe_weight_decay``, ``knn_k``, ``knn_temperature``, ``geometry``, ``seed``,
       ``device``.
@@ -76,8 +77,13 @@ class TrainConfig:
     loss: str = "nt_xent"  # a name from engine.OBJECTIVES
     temperature: float = 0.5  # for losses with a temperature (constant-temperature AMCL too)
     supervised: bool = False  # class labels (SupCon, CE) instead of instance identities
-    adaptive_temperature: bool = True  # AMCL losses: learned PairTemperature vs `temperature`
+    adaptive_temperature: bool = True  # AMCL losses: a learned temperature vs `temperature`
+    temperature_model: str = "pair"  # learned: pair (AMCL's PairTemperature) | scalar (control)
+    tau_min: float = 1e-5  # bounds of a learned temperature (the second AMCL release's)
+    tau_max: float = 2.0
     loss_options: tuple[str, ...] = ()  # extra loss keywords, "key=value"
+    queue_size: int = 4096  # MoCo losses: keys per head in the FIFO queue of negatives
+    key_momentum: float = 0.99  # MoCo losses: EMA factor m of the momentum (key) network
     # optimisation
     optimizer: str = "sgd"  # sgd | adamw | sam | asam | saf | mesa
     lr: float = 0.1  # peak learning rate
@@ -88,6 +94,7 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | constant (after linear warm-up)
     warmup_steps: int = 0
     steps: int = 500  # optimiser steps
+    grad_clip: float = 0.0  # clip the global L2 norm of the gradients to this; 0 = off
     # evaluation and bookkeeping
     eval_every: int = 0  # steps between evaluations; 0 = at the start and the end only
     checkpoint_every: int = 100  # steps between checkpoints (and at the end)
@@ -106,6 +113,7 @@ class TrainConfig:
         v.check_choice(fn, "loss", self.loss, tuple(OBJECTIVES))
         v.check_choice(fn, "optimizer", self.optimizer, OPTIMIZERS)
         v.check_choice(fn, "schedule", self.schedule, SCHEDULES)
+        v.check_choice(fn, "temperature_model", self.temperature_model, TEMPERATURE_MODELS)
         for name in self.geometry:
             v.check_choice(fn, "geometry", name, tuple(GEOMETRY))
         for name, low in (
@@ -120,14 +128,24 @@ class TrainConfig:
             ("checkpoint_every", 1),
             ("probe_steps", 1),
             ("knn_k", 1),
+            ("queue_size", 1),
         ):
             v.check_int(fn, name, getattr(self, name), low=low)
         one_view = self.loss == "ce" or (self.supervised and OBJECTIVES[self.loss].kind == "labels")
         v.check_int(fn, "views", self.views, low=1 if one_view else 2)
         for name in ("temperature", "lr", "knn_temperature"):
             v.check_positive_float(fn, name, getattr(self, name))
-        for name in ("momentum", "weight_decay", "rho", "probe_weight_decay"):
+        for name in ("momentum", "weight_decay", "rho", "probe_weight_decay", "grad_clip"):
             v.check_positive_float(fn, name, getattr(self, name), allow_zero=True)
+        v.check_positive_float(fn, "tau_min", self.tau_min)
+        v.check_positive_float(fn, "tau_max", self.tau_max)
+        if self.tau_min >= self.tau_max:
+            raise ValueError(
+                f"{fn}: tau_min must be < tau_max, got tau_min={self.tau_min}, "
+                f"tau_max={self.tau_max}"
+            )
+        if not 0.0 <= self.key_momentum < 1.0:
+            raise ValueError(f"{fn}: key_momentum must be in [0, 1), got {self.key_momentum}")
         Augmentation(self.augment, crop_min_scale=self.crop_min_scale)  # validates both
         if not 0.0 < self.train_fraction <= 1.0:
             raise ValueError(f"{fn}: train_fraction must be in (0, 1], got {self.train_fraction}")

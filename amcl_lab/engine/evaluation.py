@@ -5,31 +5,115 @@ All evaluation is on frozen features in eval mode: :func:`extract` embeds a spli
 score the encoder's features, :func:`nearest_mean_accuracy` scores a classifier-free
 embedding against its own labels, and the geometry hooks of
 :data:`~amcl_lab.engine.catalog.GEOMETRY` (or any :data:`~amcl_lab.engine.catalog.EvalHook`)
-compute metrics of :mod:`amcl_lab.metrics` on the held-out split.  :func:`evaluate` runs
+compute metrics of :mod:`amcl_lab.metrics` on the held-out split.  Every contrastive run
+also gets the collapse diagnostics of :func:`collapse_diagnostics`.  :func:`evaluate` runs
 all of them for one evaluation record.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import metrics
+from ..amcl import LearnedTemperature
 from ..data import Augmentation, ImageData, Split
 from ..models import LinearClassifier, Network
 from .batches import STREAM_EVAL, generator, training_set
-from .catalog import GEOMETRY, EvalHook, HeldOut
+from .catalog import GEOMETRY, OBJECTIVES, EvalHook, HeldOut
 from .config import TrainConfig
+from .objectives import Objective
 
 __all__ = [
+    "COLLAPSE_NEGATIVE_COSINE",
+    "COLLAPSE_RANK",
+    "DIAGNOSTIC_ROWS",
+    "collapse_diagnostics",
+    "embed",
     "evaluate",
     "extract",
     "knn_accuracy",
     "linear_probe",
     "nearest_mean_accuracy",
 ]
+
+
+#: A run is collapsed when the held-out mean negative-pair cosine exceeds this ...
+COLLAPSE_NEGATIVE_COSINE = 0.9
+#: ... or when the effective rank of its held-out embeddings falls below this.
+COLLAPSE_RANK = 2.0
+#: Held-out images the pair diagnostics use (the first ones of the test split).
+DIAGNOSTIC_ROWS = 1024
+#: A learned temperature within this fraction of a bound counts as "at the bound".
+BOUND_TOLERANCE = 0.01
+
+
+@torch.no_grad()
+def collapse_diagnostics(
+    held: HeldOut, temperature: LearnedTemperature | None = None
+) -> dict[str, float]:
+    r"""Signs that a contrastive run collapsed, measured on held-out view pairs.
+
+        With :math:`a_i, b_i` the first-head embeddings of two augmented views of held-out image
+        :math:`i` (the first :data:`DIAGNOSTIC_ROWS` images), cosines :math:`c_{ij} =
+        \cos(a_i, b_j)`:
+
+        * ``diag_pos_cosine``: the mean positive cosine :math:`rac1n\sum_i c_{ii}`;
+        * ``diag_neg_cosine``: the mean negative cosine :math:`rac{1}{n(n-1)}\sum_{i
+    e j}
+          c_{ij}`;
+        * ``diag_embedding_rank``: the effective rank (:func:`amcl_lab.metrics.effective_rank`)
+          of the held-out first-head embeddings, 0 when they are all equal;
+        * ``collapsed``: 1.0 when ``diag_neg_cosine > COLLAPSE_NEGATIVE_COSINE`` (0.9: every
+          image looks like every other) or ``diag_embedding_rank < COLLAPSE_RANK`` (2: the
+          embeddings span a line), else 0.0.
+
+        With a learned ``temperature`` (AMCL) also ``tau_pos_mean``, ``tau_pos_min``
+        (temperatures of the positive pairs :math:`(a_i, b_i)`), ``tau_neg_mean``,
+        ``tau_neg_min`` (of the negative pairs :math:`(a_i, b_j), i \ne j`), ``tau_median``
+        (the median over all those pairs: what a temperature-matched control uses) and
+        ``tau_at_bound``,
+        the fraction of all those temperatures within 1 % (:data:`BOUND_TOLERANCE`) of
+        ``tau_min`` or ``tau_max``: a saturated sigmoid, the temperature runaway of AMCL's
+        log-sum-exp forms.
+
+        Args:
+            held: the held-out split of an evaluation (:class:`~amcl_lab.engine.HeldOut`).
+            temperature: the run's learned pair-temperature network, if any.
+    """
+    a, b = held.view_pair[:, :DIAGNOSTIC_ROWS].double().unbind(0)
+    cos = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+    n = cos.shape[0]
+    off = ~torch.eye(n, dtype=torch.bool, device=cos.device)
+    z = held.embeddings.double()
+    flat = bool((z - z.mean(dim=0)).abs().max() == 0)
+    rank = 0.0 if flat else float(metrics.effective_rank(z))
+    out = {
+        "diag_pos_cosine": float(cos.diagonal().mean()),
+        "diag_neg_cosine": float(cos[off].mean()) if n > 1 else float("nan"),
+        "diag_embedding_rank": rank,
+    }
+    out["collapsed"] = float(
+        out["diag_neg_cosine"] > COLLAPSE_NEGATIVE_COSINE or rank < COLLAPSE_RANK
+    )
+    if temperature is not None:
+        dtype = next(temperature.parameters()).dtype
+        tau = temperature.pairwise(a.to(dtype), b.to(dtype)).double()
+        pos, neg = tau.diagonal(), tau[off]
+        low, high = temperature.tau_min, temperature.tau_max
+        near = (tau <= low * (1 + BOUND_TOLERANCE)) | (tau >= high * (1 - BOUND_TOLERANCE))
+        out.update(
+            tau_pos_mean=float(pos.mean()),
+            tau_pos_min=float(pos.min()),
+            tau_neg_mean=float(neg.mean()) if n > 1 else float("nan"),
+            tau_neg_min=float(neg.min()) if n > 1 else float("nan"),
+            tau_median=float(tau.median()),
+            tau_at_bound=float(near.double().mean()),
+        )
+    return out
 
 
 @torch.no_grad()
@@ -144,6 +228,8 @@ def evaluate(
     step: int,
     hooks: Sequence[EvalHook] = (),
     training: tuple[ImageData, Tensor] | None = None,
+    objective: Objective | None = None,
+    views: Callable[[], Tensor] | None = None,
 ) -> dict[str, float]:
     """Probe, k-NN and classifier accuracies plus the geometry metrics of ``config``.
 
@@ -152,6 +238,12 @@ def evaluate(
     classifier against the labels training used (noisy ones included).  Supervised runs
     without a classifier (SupCon) score the nearest-class-mean classifier of their first-head
     embeddings instead (:func:`nearest_mean_accuracy`, Graf et al.'s "explicit linear" head).
+    Contrastive runs (every loss but cross-entropy) add :func:`collapse_diagnostics`, with
+    the learned pair temperatures of ``objective`` where it has them.  The held-out view
+    pairs (:attr:`~amcl_lab.engine.HeldOut.view_pair`) are the embeddings of two augmented
+    views of every test image, drawn with the run's augmentation from ``(seed, step)``;
+    ``views`` replaces that draw for data the image augmentations do not apply to (a
+    callable returning the ``(2, N, D)`` embeddings).
     """
     data, clean = training if training is not None else training_set(split, config)
     labelled = clean >= 0  # STL-10's unlabelled images serve training only
@@ -182,18 +274,23 @@ def evaluate(
         fitted = train.labels.to(device)
         out["train_accuracy"] = nearest_mean_accuracy(e_train, fitted, split.num_classes)
     hooks = [*(GEOMETRY[name] for name in config.geometry), *hooks]
-    if hooks:
+    contrastive = OBJECTIVES[config.loss].kind != "ce"
+    if hooks or contrastive:
         aug = Augmentation(config.augment, crop_min_scale=config.crop_min_scale)
 
-        def views() -> Tensor:
+        def augmented() -> Tensor:
             gen = generator(config.seed, step, STREAM_EVAL)
             x = split.test.batch(None, device)
             pair = aug.views(x, 2, gen)
-            return torch.stack([_embed(network, p) for p in pair])
+            return torch.stack([embed(network, p) for p in pair])
 
-        held = HeldOut(f_test, e_test if e_test is not None else f_test, y_test, views)
+        embeddings = e_test if e_test is not None else f_test
+        held = HeldOut(f_test, embeddings, y_test, views or augmented)
         for hook in hooks:
             out.update({k: float(val) for k, val in hook(held).items()})
+        if contrastive:
+            pair = objective.pair_temperature if objective is not None else None
+            out.update(collapse_diagnostics(held, pair))
     return out
 
 
@@ -220,7 +317,8 @@ def nearest_mean_accuracy(z: Tensor, labels: Tensor, classes: int) -> float:
 
 
 @torch.no_grad()
-def _embed(network: Network, x: Tensor) -> Tensor:
+def embed(network: Network, x: Tensor) -> Tensor:
+    """First-head embeddings ``(N, D)`` of ``x`` in eval mode (features without a projector)."""
     was_training = network.training
     network.eval()
     out = network(x)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,7 +30,7 @@ from .evaluation import EvalHook, evaluate
 from .objectives import Objective
 from .runs import CHECKPOINT_FORMAT, Run, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
-__all__ = ["TrainResult", "train", "train_step"]
+__all__ = ["StepResult", "TrainResult", "train", "train_step"]
 
 
 @dataclass
@@ -103,7 +103,13 @@ def train(
         ValueError: an inconsistent config (e.g. a batch larger than the training set,
             supervised training on unlabelled images, a batch not divisible by the number
             of processes), or a checkpoint of another config.
-        FloatingPointError: the training loss became NaN or infinite.
+        FloatingPointError: the loss or the gradient norm of a step became NaN or infinite
+            (the message names the run, seed, step and quantity; the step is not taken).
+
+    Each record also holds ``grad_norm_peak``, the largest global L2 norm of the update's
+    gradient (before clipping; SAM/ASAM's second pass, which DDP averages, so every rank sees
+    the same) since the previous evaluation; with ``grad_clip > 0`` that gradient is clipped
+    to the global norm ``grad_clip`` before every update.
     """
     fn = "train"
     device = run.device if run is not None else resolve_device(config.device)
@@ -126,7 +132,7 @@ def train(
     per_epoch = n_train // config.batch_size
     torch.manual_seed(config.seed)
     network = build_network(config, split).to(device)
-    objective = Objective(config, gather_distributed=parallel).to(device)
+    objective = Objective(config, network=network, gather_distributed=parallel).to(device)
     opt = build_optimisation(
         config, network, objective, n_train, split.num_classes, gather_distributed=parallel
     )
@@ -135,7 +141,7 @@ def train(
     images = training[0].to(device)
     aug = Augmentation(config.augment, crop_min_scale=config.crop_min_scale)
 
-    step, history = 0, []
+    step, history, grad_peak = 0, [], 0.0
     loss_sum, loss_count = torch.zeros((), device=device, dtype=torch.float64), 0
     ckpt = run.checkpoint(tag) if run is not None else None
     if ckpt is not None and distributed.on_main(ckpt.exists):  # rank 0 decides for all
@@ -151,7 +157,7 @@ def train(
         for name, module in opt.extras().items():
             module.load_state_dict(state["extras"][name])
         set_rng_state(state["rng"])
-        step, history = state["step"], state["history"]
+        step, history, grad_peak = state["step"], state["history"], state["grad_peak"]
         loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
         run.truncate_metrics(tag, step)  # type: ignore[union-attr]
         if state["done"]:
@@ -178,15 +184,19 @@ def train(
         return mean_loss
 
     def record(at: int) -> None:
-        nonlocal loss_sum, loss_count
+        nonlocal loss_sum, loss_count, grad_peak
         mean_loss = check_finite(at)
         entry = {"run": tag, "seed": config.seed, "step": at, "epoch": at / per_epoch}
         entry["train_loss"] = mean_loss
+        if loss_count:
+            entry["grad_norm_peak"] = grad_peak
         entry.update(
-            distributed.on_main(evaluate, network, split, config, device, at, hooks, training)
+            distributed.on_main(
+                evaluate, network, split, config, device, at, hooks, training, objective
+            )
         )
         history.append(entry)
-        loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+        loss_sum, loss_count, grad_peak = torch.zeros_like(loss_sum), 0, 0.0
         if run is not None:
             run.log(entry)
 
@@ -207,6 +217,7 @@ def train(
             "history": history,
             "loss_sum": loss_sum,
             "loss_count": loss_count,
+            "grad_peak": grad_peak,
         }
         save_checkpoint(ckpt, payload)
 
@@ -226,7 +237,11 @@ def train(
         if parallel:  # this rank's block of the global batch (views drawn as for one process)
             index, labels = distributed.shard(index), distributed.shard(labels)
             views = distributed.shard(views, dim=1)
-        loss = train_step(model, loss_fn, opt, views, labels, index, step // per_epoch)
+        where = f"{tag!r} (seed {config.seed}) at step {step}"
+        loss, norm = train_step(
+            model, loss_fn, opt, views, labels, index, step // per_epoch, where=where
+        )
+        grad_peak = max(grad_peak, norm)
         loss_sum += loss.detach().double()
         loss_count += 1
         opt.scheduler.step()
@@ -242,6 +257,33 @@ def train(
     return TrainResult(tag, config, history, network, objective)
 
 
+class StepResult(NamedTuple):
+    """What :func:`train_step` returns: the loss at the weights and the gradient norm."""
+
+    loss: Tensor
+    grad_norm: float
+
+
+def _checked_norm(opt: Optimisation, loss: Tensor, where: str, clip: bool) -> float:
+    """The global L2 gradient norm after a backward pass, refusing NaN/inf; clips if asked."""
+    loss = loss.detach()
+    if not bool(torch.isfinite(loss)):
+        raise FloatingPointError(
+            f"train {where}: the loss is {float(loss):g}; the step was not taken (lower the "
+            "learning rate, set grad_clip, or check the loss options)"
+        )
+    grads = [p.grad for p in opt.params if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
+    if not bool(torch.isfinite(norm)):
+        raise FloatingPointError(
+            f"train {where}: the gradient norm is {float(norm):g} (loss {float(loss):g}); the "
+            "step was not taken (lower the learning rate or set grad_clip)"
+        )
+    if clip and opt.grad_clip > 0.0:
+        torch.nn.utils.clip_grads_with_norm_(opt.params, opt.grad_clip, norm)
+    return float(norm)
+
+
 def train_step(
     network: Network | DistributedDataParallel,
     objective: Objective | DistributedDataParallel,
@@ -250,21 +292,30 @@ def train_step(
     labels: Tensor,
     index: Tensor,
     epoch: int,
-) -> Tensor:
-    """One optimiser step on ``views`` ``(V, B, C, H, W)``; returns the loss at the weights.
+    *,
+    where: str = "step",
+) -> StepResult:
+    """One optimiser step on ``views`` ``(V, B, C, H, W)``: the loss and the update's gradient norm.
 
     SAM/ASAM take the second forward/backward at the perturbed weights with BatchNorm
     statistics frozen (``docs/optim-api.md``); SAF and MESA add their distillation term on
     the first view's logits (SAF keyed by the images' dataset rows, its epoch counter being
     ``epoch``), and MESA's teacher is updated after every step.  Under DDP, SAM's first pass
-    runs in ``no_sync``: each rank perturbs with its own gradient (m-sharpness).
+    runs in ``no_sync``: each rank perturbs with its own gradient (m-sharpness).  MoCo losses
+    draw the step's keys from the objective's momentum network first and update it and the
+    queue after the optimiser step.  A non-finite loss or gradient norm raises
+    ``FloatingPointError`` (naming ``where``) before any weight changes; with
+    ``opt.grad_clip`` the update's gradient is clipped to that global norm.
     """
     v_count, b = views.shape[:2]
     flat = views.reshape(v_count * b, *views.shape[2:])
+    loss_module = getattr(objective, "module", objective)  # unwrapped from DDP
+    momentum = loss_module.momentum
+    keys = momentum.keys(flat) if momentum is not None else None
     first_pass = distributed.no_sync(network, objective) if opt.two_pass else nullcontext()
     with first_pass:
         out = network(flat)
-        loss = objective(out, v_count, labels)
+        loss = objective(out, v_count, labels, keys)
         if opt.saf is not None or opt.mesa is not None:
             assert out.logits is not None  # build_optimisation requires a classifier
             first = out.logits[:b]
@@ -273,14 +324,18 @@ def train_step(
             if opt.mesa is not None:
                 loss = loss + opt.mesa(first, views[0], epoch)
         loss.backward()
+    norm = _checked_norm(opt, loss, where, clip=not opt.two_pass)
     if opt.two_pass:
         opt.optimizer.first_step(zero_grad=True)  # type: ignore[attr-defined]
         with frozen_bn_stats(network):
-            objective(network(flat), v_count, labels).backward()
+            perturbed = objective(network(flat), v_count, labels, keys)
+            perturbed.backward()
+        norm = _checked_norm(opt, perturbed, f"{where} (SAM's second pass)", clip=True)
         opt.optimizer.second_step(zero_grad=True)  # type: ignore[attr-defined]
     else:
         opt.optimizer.step()
         opt.optimizer.zero_grad(set_to_none=True)
     if opt.mesa is not None:
         opt.mesa.update(opt.logits)
-    return loss
+    loss_module.after_step(getattr(network, "module", network), keys, v_count)
+    return StepResult(loss, norm)

@@ -1,28 +1,114 @@
-"""What a run minimises: the :class:`Objective` module of a config's loss.
+r"""What a run minimises: the :class:`Objective` module of a config's loss.
 
 The loss is looked up by name in :data:`~amcl_lab.engine.catalog.OBJECTIVES` (every two-view
 and SupCon loss of :mod:`amcl_lab.registry`, the multi-view losses of the small-projector
-paper, the AMCL losses through :class:`amcl_lab.amcl.AMCLModel`, supervised cross-entropy);
-:class:`Objective` turns a network's output on ``V`` views into that loss, summed over
-projection heads and averaged over view pairs.
+paper, the AMCL losses through :class:`amcl_lab.amcl.AMCLModel`, MoCo and its AMCL form,
+supervised cross-entropy); :class:`Objective` turns a network's output on ``V`` views into
+that loss, summed over projection heads and averaged over view pairs.  MoCo's key side, a
+momentum copy of the network and a per-head queue of past keys, is
+:class:`MomentumQueue`, held by the objective so that it is checkpointed with it.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import itertools
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import distributed
-from ..amcl import AMCLModel, PairTemperature
-from ..models import MultiHeadProjector, NetworkOutput
+from .. import distributed, losses
+from ..amcl import AMCLModel, LearnedTemperature, PairTemperature, ScalarTemperature
+from ..losses._common import l2_normalize
+from ..models import MultiHeadProjector, Network, NetworkOutput
+from .batches import STREAM_QUEUE, generator
 from .catalog import OBJECTIVES
 from .config import TrainConfig
 
-__all__ = ["Objective"]
+__all__ = ["MomentumQueue", "Objective", "learned_temperature"]
+
+
+class MomentumQueue(nn.Module):
+    r"""MoCo's key side: a momentum copy of the network and a per-head FIFO queue of keys.
+
+    The key network starts as a copy of the trained (query) network and follows it by the
+    exponential moving average of Eq. (2) of [He2020]_,
+    :math:`\theta_k \leftarrow m\,\theta_k + (1 - m)\,\theta_q` (``momentum`` :math:`m`),
+    applied to every parameter after each optimiser step; its BatchNorm statistics come from
+    its own forward passes in training mode, as in MoCo.  Every projection head has a momentum
+    copy (the per-head momentum projectors of the AMCL MoCo variant).  The queue holds, per
+    head, the ``size`` most recent L2-normalised keys, oldest overwritten first; it starts as
+    random unit vectors drawn from ``seed``.
+
+    Args:
+        network: the query network to copy (its classifier, if any, is not used).
+        heads: projection heads C; dim: projection dimension D; size: queue rows K >= 1.
+        momentum: :math:`m` in [0, 1).
+        seed: the run's seed (the initial queue is drawn from its own stream).
+
+    References:
+        .. [He2020] K. He, H. Fan, Y. Wu, S. Xie, R. Girshick, "Momentum Contrast for
+           Unsupervised Visual Representation Learning", CVPR 2020, arXiv:1911.05722.
+
+    .. note:: Documented choice.
+        With ``V`` views every key of the step is enqueued (``V N`` rows per step, view
+        major; under ``torchrun`` the keys of every rank, in the order of the global batch),
+        after the optimiser step, so the loss of a step never sees its own keys as negatives.
+        The queue is a buffer of the objective, so a checkpoint holds it, the key network
+        and the write position.
+    """
+
+    queue: Tensor
+    position: Tensor
+
+    def __init__(
+        self, network: Network, *, heads: int, dim: int, size: int, momentum: float, seed: int
+    ) -> None:
+        super().__init__()
+        self.network = copy.deepcopy(network)
+        self.network.classifier = None
+        self.network.requires_grad_(False)
+        self.momentum = momentum
+        start = torch.randn(heads, size, dim, generator=generator(seed, STREAM_QUEUE))
+        device = next(network.parameters()).device
+        self.register_buffer("queue", l2_normalize(start).to(device))
+        self.register_buffer("position", torch.zeros((), dtype=torch.long, device=device))
+
+    @torch.no_grad()
+    def keys(self, x: Tensor) -> Tensor:
+        """The normalised key head stack ``(C, rows, D)`` of a batch of images (no gradient)."""
+        out = self.network(x)
+        assert out.embeddings is not None  # MoCo configs have a projector
+        return l2_normalize(out.embeddings)
+
+    @torch.no_grad()
+    def update(self, network: Network, keys: Tensor, views: int) -> None:
+        """After an optimiser step: move the key network towards ``network``, enqueue ``keys``.
+
+        ``keys`` is this rank's ``(C, V n, D)`` stack (view major); under a process group the
+        keys of every rank are gathered into the order of the global batch first.
+        """
+        m = self.momentum
+        for key_p, query_p in zip(self.network.parameters(), network.parameters(), strict=True):
+            key_p.mul_(m).add_(query_p.detach(), alpha=1.0 - m)
+        c, rows, d = keys.shape
+        per_view = distributed.gather(keys.reshape(c, views, rows // views, d), dim=2)
+        self.enqueue(per_view.flatten(1, 2))
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Write the ``(C, n, D)`` rows into the queue, overwriting the oldest (FIFO)."""
+        size, n = self.queue.shape[1], keys.shape[1]
+        if n >= size:
+            self.queue.copy_(keys[:, n - size :])
+            self.position.zero_()
+            return
+        rows = (self.position + torch.arange(n, device=keys.device)) % size
+        self.queue[:, rows] = keys.to(self.queue.dtype)
+        self.position.copy_((self.position + n) % size)
 
 
 class Objective(nn.Module):
@@ -43,13 +129,30 @@ class Objective(nn.Module):
     input width is then the global batch size.  The other losses are evaluated on the local
     shard (AMCL SimSiam is per sample and needs no gather); a ``loss_options`` entry
     ``gather_distributed=False`` opts out.
+
+    MoCo losses (kind ``"moco"``) need the ``network`` to copy into their
+    :class:`MomentumQueue`: each view's queries are scored against the keys of every other
+    view (the symmetrised MoCo loss; for two views the mean of ``(q_1, k_2)`` and
+    ``(q_2, k_1)``), with the queue as negatives, per head; ``amcl_moco`` takes the
+    temperatures of a learned :class:`~amcl_lab.amcl.PairTemperature` (or ``temperature``).
+    The keys of a step come from :meth:`MomentumQueue.keys` and are passed to ``forward``;
+    :meth:`after_step` updates the key network and the queue.
     """
 
-    def __init__(self, config: TrainConfig, *, gather_distributed: bool = False) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        network: Network | None = None,
+        gather_distributed: bool = False,
+    ) -> None:
         super().__init__()
         fn = "Objective"
         self.spec = OBJECTIVES[config.loss]
         self.supervised = config.supervised
+        self._proj_dim = config.proj_dim
+        self.momentum: MomentumQueue | None = None
+        self.temperature_net: LearnedTemperature | None = None
         options = {**self.spec.fixed, **config.loss_kwargs}
         takes = self.spec.fn is not None and (
             "gather_distributed" in inspect.signature(self.spec.fn).parameters
@@ -59,8 +162,24 @@ class Objective(nn.Module):
         self.amcl: AMCLModel | None = None
         if self.spec.kind == "amcl":
             self.amcl = _amcl_model(config, options)
+            net = self.amcl.temperature
+            self.temperature_net = net if isinstance(net, LearnedTemperature) else None
             self.kwargs: dict[str, Any] = {}
             return
+        if self.spec.kind == "moco":
+            if network is None:
+                raise ValueError(f"{fn}: loss {config.loss!r} needs the network (its key copy)")
+            self.momentum = MomentumQueue(
+                network,
+                heads=config.heads,
+                dim=config.proj_dim,
+                size=config.queue_size,
+                momentum=config.key_momentum,
+                seed=config.seed,
+            )
+            options.pop("gather_distributed", None)  # the queue holds every rank's keys
+            if config.loss == "amcl_moco" and config.adaptive_temperature:
+                self.temperature_net = learned_temperature(config, config.proj_dim)
         if self.spec.fn is not None and "temperature" in inspect.signature(self.spec.fn).parameters:
             options.setdefault("temperature", config.temperature)
         if self.spec.fn is not None:
@@ -75,7 +194,22 @@ class Objective(nn.Module):
                 ) from None
         self.kwargs = options
 
-    def forward(self, out: NetworkOutput, views: int, labels: Tensor) -> Tensor:
+    @property
+    def pair_temperature(self) -> LearnedTemperature | None:
+        """The learned temperature of pairs of embeddings, if the loss has one.
+
+        ``None`` for constant temperatures and for the Barlow Twins form, whose temperatures
+        are those of channel vectors, not of embedding pairs.
+        """
+        net = self.temperature_net
+        if isinstance(net, PairTemperature) and net.dim != self._proj_dim:
+            return None
+        return net
+
+    def forward(
+        self, out: NetworkOutput, views: int, labels: Tensor, keys: Tensor | None = None
+    ) -> Tensor:
+        """The loss of ``out`` on ``views`` views (``keys``: MoCo's key stack of the step)."""
         kind, fn, kw = self.spec.kind, self.spec.fn, self.kwargs
         if kind == "ce":
             assert out.logits is not None  # guaranteed by build_network
@@ -86,6 +220,12 @@ class Objective(nn.Module):
         if kind == "amcl":
             assert self.amcl is not None
             return self.amcl(*z.unbind(dim=1))
+        if kind == "moco":
+            assert self.momentum is not None and keys is not None, "MoCo needs the step's keys"
+            k = keys.reshape(c, views, rows // views, d)
+            queue = self.momentum.queue.to(z.dtype)
+            pairs = list(itertools.permutations(range(views), 2))
+            return sum(self._moco(z[:, a], k[:, b], queue) for a, b in pairs) / len(pairs)
         if kind == "pairwise":
             pairs = list(itertools.combinations(range(views), 2))
             total = sum(fn(z[h, a], z[h, b], **kw) for a, b in pairs for h in range(c))
@@ -96,9 +236,32 @@ class Objective(nn.Module):
             return sum(fn(per_image[h], targets, **kw) for h in range(c))
         return sum(fn(per_image[h], **kw) for h in range(c))
 
+    def _moco(self, query: Tensor, key: Tensor, queue: Tensor) -> Tensor:
+        fn, kw = self.spec.fn, self.kwargs
+        if fn is losses.info_nce:
+            return sum(fn(q, k_, u, **kw) for q, k_, u in zip(query, key, queue, strict=True))
+        tau = kw.get("temperature")
+        if self.temperature_net is not None:
+            tau = self.temperature_net.with_queue(query, key, queue)
+        return fn(query, key, queue, **{**kw, "temperature": tau})
+
+    @torch.no_grad()
+    def after_step(self, network: Network, keys: Tensor | None, views: int) -> None:
+        """MoCo: after the optimiser step, update the key network and enqueue ``keys``."""
+        if self.momentum is not None and keys is not None:
+            self.momentum.update(network, keys, views)
+
+
+def learned_temperature(config: TrainConfig, dim: int) -> LearnedTemperature:
+    """The learned temperature of ``config.temperature_model`` for ``dim``-wide vectors."""
+    bounds = {"tau_min": config.tau_min, "tau_max": config.tau_max}
+    if config.temperature_model == "scalar":
+        return ScalarTemperature(config.temperature, **bounds)
+    return PairTemperature(dim, **bounds)
+
 
 def _amcl_model(config: TrainConfig, options: dict[str, Any]) -> AMCLModel:
-    temperature: PairTemperature | float = config.temperature
+    temperature: LearnedTemperature | float = config.temperature
     if config.adaptive_temperature:
         # Barlow Twins compares channel vectors across the batch (the second AMCL code
         # release's BatchVectorTemperatureHead): those of the global batch when gathered,
@@ -107,7 +270,7 @@ def _amcl_model(config: TrainConfig, options: dict[str, Any]) -> AMCLModel:
         if not options.get("gather_distributed", False):
             batch //= distributed.world_size()
         dim = batch if config.loss == "amcl_barlow_twins" else config.proj_dim
-        temperature = PairTemperature(dim)
+        temperature = learned_temperature(config, dim)
     predictor = None
     if config.loss == "amcl_simsiam":
         predictor = MultiHeadProjector(

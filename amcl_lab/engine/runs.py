@@ -37,7 +37,7 @@ __all__ = [
     "set_rng_state",
 ]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the gradient-norm peak since the last evaluation
 
 
 @dataclass
@@ -256,5 +256,16 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
-    """Read a checkpoint of :func:`save_checkpoint` onto ``device`` (tensors only, no code)."""
-    return torch.load(path, map_location=device, weights_only=True)
+    """Read a checkpoint of :func:`save_checkpoint` onto ``device`` (tensors only, no code).
+
+    Raises:
+        ValueError: a checkpoint of another format (an older amcl_lab), naming the file.
+    """
+    state = torch.load(path, map_location=device, weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise ValueError(
+            f"{path}: checkpoint format {found!r}, this amcl_lab writes format "
+            f"{CHECKPOINT_FORMAT}; start the run again (a new --run-id) instead of resuming it"
+        )
+    return state

@@ -15,6 +15,7 @@ from amcl_lab import (
     AMCLModel,
     MultiHeadProjector,
     PairTemperature,
+    ScalarTemperature,
     amcl_barlow_twins,
     amcl_info_nce,
     amcl_nt_xent,
@@ -219,3 +220,18 @@ def test_readme_amcl_example_runs_and_trains():
     loss.backward()
     temperature = namespace["model"].temperature
     assert all(p.grad is not None for p in temperature.parameters())
+
+
+def test_the_scalar_temperature_starts_at_init_and_learns_one_value():
+    temperature = ScalarTemperature(0.3, tau_min=0.01, tau_max=1.0)
+    a, b = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    assert float(temperature.value) == pytest.approx(0.3, abs=1e-7)
+    pair = temperature.pairwise(a, b)
+    assert pair.shape == (3, 5, 5) and bool((pair == temperature.value).all())
+    assert temperature(a, b).shape == (3, 5)
+    model = AMCLModel(nn.Identity(), nn.Identity(), temperature, "amcl_nt_xent", mode="max")
+    model(a, b).backward()
+    assert temperature.theta.grad is not None and float(temperature.theta.grad) != 0.0
+    for bad in ({"init": 1.0}, {"init": 0.001}, {"init": 0.5, "tau_min": 2.0}):
+        with pytest.raises(ValueError):
+            ScalarTemperature(**{"init": 0.5, "tau_min": 0.01, "tau_max": 1.0, **bad})

@@ -95,6 +95,10 @@ GATHERED: dict[str, dict[str, object]] = {
     # learned temperatures of the global batch's channel vectors (width: the global batch).
     # One step: in three SGD steps this loss grows to the hundreds and float32 rounding of
     # its gradients moves the weights by up to 3e-5 (the same runs in float64 agree to 1e-15)
+    # MoCo: local queries against a queue filled with the keys of every rank, in the order
+    # of the global batch; the key network follows the (DDP-averaged) query network
+    "moco": {"loss": "moco", "queue_size": 40},
+    "amcl_moco-learned": {"loss": "amcl_moco", "adaptive_temperature": True, "queue_size": 40},
     "amcl_barlow_twins-learned": {
         "loss": "amcl_barlow_twins",
         "adaptive_temperature": True,
