@@ -23,6 +23,7 @@ from amcl_lab import _validation as v
 from amcl_lab import engine
 from amcl_lab.data import ImageData, Split
 from amcl_lab.data.synthetic import AugmentationGraph, clustered_augmentation_graph
+from amcl_lab.engine.evaluation import embed
 from amcl_lab.models import MLP, Network, Normalize, ProjectionHead
 
 from ._protocol import ExperimentConfig, gpu_cifar10
@@ -36,8 +37,8 @@ __all__ = [
     "train_on_graph",
 ]
 
-# random streams of the graph runs (the engine uses 1-5)
-_STREAM_GRAPH, _STREAM_VIEWS, _STREAM_SUBSET = 101, 102, 103
+# random streams of the graph runs (the engine uses 1-6)
+_STREAM_GRAPH, _STREAM_VIEWS, _STREAM_SUBSET, _STREAM_PAIRS = 101, 102, 103, 104
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,9 @@ def train_on_graph(
     ``eval_every`` steps and after the last) use :func:`amcl_lab.engine.evaluate` on the
     probe split of :func:`graph_split`, which covers the points of *all* images, so a
     fraction of the data shrinks pretraining only, as the paper's probe on the full
-    labelled set.  A run takes seconds, so it is not checkpointed: ``--resume`` trains it
-    again (the same numbers, every draw being seeded).
+    labelled set.  The collapse diagnostics compare two points drawn from :math:`p(a \\mid x)`
+    for every image of the graph.  A run takes seconds, so it is not checkpointed:
+    ``--resume`` trains it again (the same numbers, every draw being seeded).
 
     Raises:
         FloatingPointError: the training loss became NaN or infinite.
@@ -173,6 +175,15 @@ def train_on_graph(
     )
     training = (split.train, split.train.labels)
     gen = torch.Generator().manual_seed(engine.derive_seed(config.seed, _STREAM_VIEWS))
+
+    def view_pairs(step: int) -> torch.Tensor:
+        """Embeddings ``(2, images, D)`` of two points drawn from p(a | x) for every image."""
+        pair_gen = torch.Generator().manual_seed(
+            engine.derive_seed(config.seed, step, _STREAM_PAIRS)
+        )
+        points = torch.multinomial(graph.conditional, 2, replacement=True, generator=pair_gen)
+        return torch.stack([embed(network, codes.batch(points[:, v], device)) for v in (0, 1)])
+
     history: list[dict[str, Any]] = []
     losses: list[float] = []
 
@@ -186,7 +197,19 @@ def train_on_graph(
         entry = {"run": tag, "seed": config.seed, "step": step}
         entry["epoch"] = step * config.batch_size / sampler.num_images
         entry["train_loss"] = mean_loss
-        entry.update(engine.evaluate(network, split, config, device, step, hooks, training))
+        entry.update(
+            engine.evaluate(
+                network,
+                split,
+                config,
+                device,
+                step,
+                hooks,
+                training,
+                objective,
+                views=lambda: view_pairs(step),
+            )
+        )
         history.append(entry)
         losses.clear()
         if run is not None:
