@@ -24,8 +24,7 @@ from torch import Tensor, nn
 
 from . import _validation as v
 from . import distributed
-from .losses import amcl as amcl_losses
-from .losses import nt_xent
+from .losses import amcl_barlow_twins, amcl_info_nce, amcl_nt_xent, amcl_simsiam, nt_xent
 from .losses._common import NORM_EPS, l2_normalize
 
 __all__ = [
@@ -320,10 +319,10 @@ class PairTemperature(LearnedTemperature):
 
 #: Losses :class:`AMCLModel` can build, with the function each one calls.
 AMCL_LOSSES: dict[str, Callable[..., Tensor]] = {
-    "amcl_nt_xent": amcl_losses.amcl_nt_xent,
-    "amcl_info_nce": amcl_losses.amcl_info_nce,
-    "amcl_barlow_twins": amcl_losses.amcl_barlow_twins,
-    "amcl_simsiam": amcl_losses.amcl_simsiam,
+    "amcl_nt_xent": amcl_nt_xent,
+    "amcl_info_nce": amcl_info_nce,
+    "amcl_barlow_twins": amcl_barlow_twins,
+    "amcl_simsiam": amcl_simsiam,
     "nt_xent": nt_xent,
 }
 

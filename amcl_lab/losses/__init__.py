@@ -1,19 +1,13 @@
 """Reference losses: pure functions on tensors plus thin ``nn.Module`` wrappers.
 
 One module per family: :mod:`.contrastive` (NT-Xent, InfoNCE), :mod:`.supcon`,
-:mod:`.barlow_twins`, :mod:`.hard` (hard and simple contrastive losses), :mod:`.amcl` (AMCL's
-multi-head, pair-adaptive-temperature losses), :mod:`.kernel` (the idealized kernel loss, its
-invariance + orthogonality form and multi-view Barlow Twins).
+:mod:`.barlow_twins`, :mod:`.hard` (hard and simple contrastive losses), :mod:`.amcl` and
+:mod:`.amcl_siamese` (AMCL's multi-head, pair-adaptive-temperature losses), :mod:`.kernel`
+(the idealized kernel loss, its invariance + orthogonality form and multi-view Barlow Twins).
 """
 
-from .amcl import (
-    amcl_barlow_twins,
-    amcl_info_nce,
-    amcl_moco,
-    amcl_nt_xent,
-    amcl_simsiam,
-    omega,
-)
+from .amcl import amcl_info_nce, amcl_moco, amcl_nt_xent, omega
+from .amcl_siamese import amcl_barlow_twins, amcl_simsiam
 from .barlow_twins import barlow_twins, cross_correlation
 from .contrastive import info_nce, nt_xent
 from .hard import hard_contrastive, hard_negative_mask, simple_contrastive

@@ -1,5 +1,5 @@
-r"""AMCL losses: multi-head, pair-adaptive-temperature forms of SimCLR, MoCo, InfoNCE, SimSiam
-and Barlow Twins (Wang et al., ECCV 2024, Table 2).
+r"""AMCL losses: multi-head, pair-adaptive-temperature forms of SimCLR, MoCo and InfoNCE
+(Wang et al., ECCV 2024, Table 2); SimSiam and Barlow Twins are in :mod:`.amcl_siamese`.
 
 Every function here is a pure function of tensors.  Features come as head stacks
 ``(C, N, D)`` (head, sample, feature), one per view, and the per-pair temperatures come as a
@@ -45,18 +45,15 @@ from torch import Tensor
 
 from .. import _validation as v
 from .. import distributed
+from ._amcl_common import check_stacks, compute_dtype, omega, omega_terms, temperatures
 from ._common import NORM_EPS, l2_normalize, reduce_anchors, two_view_similarities
-from .barlow_twins import BN_EPS, cross_correlation
 
 __all__ = [
-    "BARLOW_OMEGA_DIMS",
     "MODES",
     "NEG_REGULARIZERS",
-    "amcl_barlow_twins",
     "amcl_info_nce",
     "amcl_moco",
     "amcl_nt_xent",
-    "amcl_simsiam",
     "omega",
 ]
 
@@ -69,135 +66,6 @@ _LSE_MODES = ("softmax", "nt_xent")
 #: Negative-side regulariser: the paper's Omega averaged like the similarity term, or the
 #: second code release's ``sum_k (log tau_k + 1/tau_k)``.
 NEG_REGULARIZERS = ("omega", "release2")
-#: Which d' enters Omega in the Barlow Twins variant.
-BARLOW_OMEGA_DIMS = ("features", "batch")
-
-
-# --- the regulariser -------------------------------------------------------------------------
-
-
-def _omega(tau: Tensor, dim: int) -> Tensor:
-    return 0.5 * dim * torch.log(tau) + torch.reciprocal(tau)
-
-
-def omega(tau: float | Tensor, dim: int) -> Tensor:
-    r"""The AMCL temperature regulariser :math:`\Omega(\tau) = \tfrac{d'}{2}\log\tau + 1/\tau`.
-
-    It is, up to a constant, the negative log-normaliser of an isotropic Gaussian of variance
-    :math:`\tau` in :math:`d'` dimensions, so that for unit vectors
-    :math:`\lVert a-b\rVert^2/(2\tau) + \tfrac{d'}{2}\log\tau = -\mathrm{sim}(a,b)/\tau +
-    \Omega(\tau)` (P14).  Its unique minimum is at :math:`\tau_0 = 2/d'`; it tends to
-    :math:`+\infty` at both ends and can be negative (for :math:`d' = 128` on about
-    :math:`[3\cdot10^{-3}, 0.98]`), so it is not a penalty :math:`\ge 0`.  :math:`d'` is
-    ``dim``.  Implements the regulariser of Eqs. (2.1)-(2.3) of [Wang2024]_.
-
-    Args:
-        tau: temperatures, a float or a floating tensor of any shape, every entry finite and
-            > 0.
-        dim: :math:`d'`, the dimension of the vectors whose similarity ``tau`` divides, >= 1.
-
-    Returns:
-        A tensor of the shape of ``tau`` (0-d for a float, computed in float64).
-
-    Raises:
-        ValueError: a non-positive or non-finite temperature, or ``dim < 1``.
-
-    Example:
-        >>> import torch
-        >>> round(float(omega(1.0, 128)), 12)  # log 1 = 0
-        1.0
-        >>> round(float(omega(2 / 128, 128)), 6)  # the minimum, 64 (1 - ln 64)
-        -202.168517
-        >>> tau = torch.tensor([1e-5, 2.0], dtype=torch.float64)  # the ends of the range
-        >>> [round(x, 4) for x in omega(tau, 128).tolist()]
-        [99263.1728, 44.8614]
-
-    References:
-        .. [Wang2024] L. Wang, P. Koniusz, T. Gedeon, L. Zheng, "Adaptive Multi-head
-           Contrastive Learning", ECCV 2024, arXiv:2310.05615.
-
-    .. note:: Documented choice.
-        The coefficient :math:`d'/2` and the :math:`1/\tau` term follow both official code
-        releases and the Gaussian likelihood they derive from; the paper's own printed
-        definition of :math:`\Omega` (Wang et al. 2024, arXiv:2310.05615) was not checked
-        against these.
-    """
-    fn = "omega"
-    v.check_int(fn, "dim", dim, low=1)
-    if not isinstance(tau, Tensor):
-        v.check_temperature(fn, tau, name="tau")
-        tau = torch.tensor(float(tau), dtype=torch.float64)
-    _check_positive_tensor(fn, "tau", tau)
-    return _omega(tau.to(v.compute_dtype(tau)), dim)
-
-
-# --- validation ------------------------------------------------------------------------------
-
-
-def _check_positive_tensor(fn: str, name: str, t: Tensor) -> None:
-    v.check_tensor(fn, name, t)
-    if t.numel() and not bool((t > 0).all()):
-        raise ValueError(
-            f"{fn}: {name} must be > 0 everywhere, got a minimum of {float(t.min())!r}"
-        )
-
-
-def _check_stacks(fn: str, names: tuple[str, ...], stacks: tuple[Tensor, ...], rows: int) -> None:
-    """Head stacks ``(C, N, D)`` of one shape, N >= ``rows``, on one device."""
-    for name, z in zip(names, stacks, strict=True):
-        v.check_tensor(fn, name, z, ndim=3)
-        if z.shape[0] < 1 or z.shape[1] < rows:
-            raise ValueError(
-                f"{fn}: {name} must be a (C, N, D) head stack with C >= 1 and N >= {rows} "
-                f"rows per head, got shape {tuple(z.shape)}"
-            )
-    first = stacks[0]
-    for name, z in zip(names[1:], stacks[1:], strict=True):
-        if z.shape[0] != first.shape[0]:
-            raise ValueError(
-                f"{fn}: {names[0]} has {first.shape[0]} heads but {name} has {z.shape[0]}; "
-                "every view must come from the same multi-head projector"
-            )
-        if z.shape[1] != first.shape[1]:
-            raise ValueError(
-                f"{fn}: {names[0]} and {name} must have the same batch size N (row n of each "
-                f"is the same sample), got {first.shape[1]} and {z.shape[1]}"
-            )
-        v.check_same_shape(fn, names[0], first, name, z)
-    v.check_same_device(fn, list(zip(names, stacks, strict=True)))
-
-
-def _temperatures(
-    fn: str, temperature: float | Tensor, shape: tuple[int, ...], layout: str, like: Tensor
-) -> Tensor:
-    """``temperature`` validated, cast to the dtype of ``like`` and broadcast to ``shape``."""
-    if not isinstance(temperature, Tensor):
-        v.check_temperature(fn, temperature)
-        return torch.tensor(float(temperature), dtype=like.dtype, device=like.device).expand(shape)
-    _check_positive_tensor(fn, "temperature", temperature)
-    v.check_same_device(fn, [("features", like), ("temperature", temperature)])
-    temperature = temperature.to(like.dtype)
-    if temperature.ndim == len(shape) and temperature.shape[0] not in (1, shape[0]):
-        raise ValueError(
-            f"{fn}: temperature has {temperature.shape[0]} heads but the features have "
-            f"{shape[0]}; expected a tensor broadcastable to {shape} {layout}"
-        )
-    try:
-        ok = torch.broadcast_shapes(temperature.shape, shape) == torch.Size(shape)
-    except RuntimeError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"{fn}: temperature must be a positive scalar or a tensor broadcastable to "
-            f"{shape} {layout}, got shape {tuple(temperature.shape)}"
-        )
-    return temperature.expand(shape)
-
-
-def _compute_dtype(features: tuple[Tensor, ...], temperature: float | Tensor) -> torch.dtype:
-    """The dtype every input is computed in (half precision is promoted to float32)."""
-    extra = (temperature,) if isinstance(temperature, Tensor) else ()
-    return v.compute_dtype(*features, *extra)
 
 
 def _check_selection(
@@ -267,12 +135,12 @@ def _contrastive_terms(
     # 1/tau multiplies outside the max: the pair's own temperature (Table 2).
     data = -s_pos / tau_pos + (s_sel / tau_sel).mean(dim=-1)
     if neg_regularizer == "omega":
-        reg_neg = _omega(tau_sel, dim).mean(dim=-1)  # kappa = 1 reproduces Eq. (2.1)
+        reg_neg = omega_terms(tau_sel, dim).mean(dim=-1)  # kappa = 1 reproduces Eq. (2.1)
     else:
         # Release 2's "Eq. (5)" selected-set regulariser: log coefficient 1, summed over kappa
         # (the second official code release's top-kappa loss, not the paper's Table 2).
         reg_neg = (torch.log(tau_sel) + torch.reciprocal(tau_sel)).sum(dim=-1)
-    return data + beta * (_omega(tau_pos, dim) - reg_neg)
+    return data + beta * (omega_terms(tau_pos, dim) - reg_neg)
 
 
 def _log_sum_exp_terms(
@@ -297,8 +165,8 @@ def _log_sum_exp_terms(
         logits = torch.cat([logits, positive[..., None]], dim=-1)
     # logsumexp subtracts the row maximum: finite in float32 down to tau = 1e-5
     data = -positive + torch.logsumexp(logits, dim=-1)
-    reg_neg = _omega(tau_cand, dim).mean(dim=-1)
-    return data + beta * (_omega(tau_pos, dim) - reg_neg)
+    reg_neg = omega_terms(tau_cand, dim).mean(dim=-1)
+    return data + beta * (omega_terms(tau_pos, dim) - reg_neg)
 
 
 def _terms(
@@ -345,13 +213,13 @@ def _two_view(
     eps: float,
     gather_distributed: bool,
 ) -> Tensor:
-    _check_stacks(fn, ("z1", "z2"), (z1, z2), rows=2)
+    check_stacks(fn, ("z1", "z2"), (z1, z2), rows=2)
     v.check_positive_float(fn, "beta", beta, allow_zero=True)
     v.check_reduction(fn, reduction)
     v.check_positive_float(fn, "eps", eps)
     heads, n, dim = z1.shape
     gathered = gather_distributed and distributed.is_active()
-    dtype = _compute_dtype((z1, z2), temperature)
+    dtype = compute_dtype((z1, z2), temperature)
     z1, z2 = z1.to(dtype), z2.to(dtype)
     pairs = two_view_similarities(z1, z2, eps, gathered=gathered, fn=fn)  # (C, 2n, 2N)
     total = pairs.sim.shape[-1]
@@ -364,7 +232,7 @@ def _two_view(
         if gathered
         else "(C, 2N, 2N): head, anchor row of [z1; z2], candidate row"
     )
-    tau = _temperatures(fn, temperature, (heads, 2 * n, total), layout, z1)
+    tau = temperatures(fn, temperature, (heads, 2 * n, total), layout, z1)
 
     keep = pairs.negatives.clone()
     rows = torch.arange(2 * n, device=keep.device)
@@ -779,7 +647,7 @@ def amcl_moco(
         gather either.
     """
     fn = "amcl_moco"
-    _check_stacks(fn, ("query", "key"), (query, key), rows=1)
+    check_stacks(fn, ("query", "key"), (query, key), rows=1)
     v.check_tensor(fn, "queue", queue, ndim=3)
     heads, n, dim = query.shape
     if queue.shape[0] != heads or queue.shape[2] != dim or queue.shape[1] < 1:
@@ -793,10 +661,10 @@ def amcl_moco(
     v.check_positive_float(fn, "eps", eps)
     size = queue.shape[1]
     count = _check_selection(fn, mode, k, size, neg_regularizer)
-    dtype = _compute_dtype((query, key, queue), temperature)
+    dtype = compute_dtype((query, key, queue), temperature)
     q, key_, bank = (l2_normalize(t.to(dtype), eps) for t in (query, key, queue))
     layout = "(C, N, 1 + K): head, query, [key, queue rows]"
-    tau = _temperatures(fn, temperature, (heads, n, 1 + size), layout, q)
+    tau = temperatures(fn, temperature, (heads, n, 1 + size), layout, q)
     terms = _terms(
         mode,
         (q * key_).sum(dim=-1),
@@ -809,201 +677,3 @@ def amcl_moco(
         neg_regularizer=neg_regularizer,
     )
     return v.reduce(terms.sum(dim=0), reduction)
-
-
-# --- Eq. (2.2) ---------------------------------------------------------------------------------
-
-
-def amcl_simsiam(
-    p1: Tensor,
-    p2: Tensor,
-    h1: Tensor,
-    h2: Tensor,
-    temperature: float | Tensor,
-    *,
-    beta: float = 1e-4,
-    stop_gradient: bool = True,
-    reduction: str = "mean",
-    eps: float = NORM_EPS,
-) -> Tensor:
-    r"""AMCL form of SimSiam's symmetric negative cosine, each half over its pair temperature.
-
-    With predictor outputs :math:`p`, projector outputs (targets) :math:`h` and
-    :math:`[\cdot]_{sg}` the stop-gradient,
-
-    .. math::
-
-        \ell_i = \sum_{c=1}^{C}\Big(-\frac{\mathrm{sim}(p^c_{1i}, [h^c_{2i}]_{sg})}
-                 {2\tau^c_{0i}}
-                 - \frac{\mathrm{sim}(p^c_{2i}, [h^c_{1i}]_{sg})}{2\tau^c_{1i}}
-                 + \beta\,\Omega(\tau^c_{0i}) + \beta\,\Omega(\tau^c_{1i})\Big).
-
-    Both temperatures are positive-pair temperatures, so both regularisers enter with
-    :math:`+\beta`; with one head and :math:`\tau \equiv 1` the loss is SimSiam's plus
-    :math:`2\beta` (P13).  Implements Eq. (2.2) of Table 2 of [Wang2024]_.
-
-    Args:
-        p1: ``(C, N, D)`` predictor outputs of the first view, N >= 1.
-        p2: ``(C, N, D)`` predictor outputs of the second view.
-        h1: ``(C, N, D)`` projector outputs of the first view (target of ``p2``).
-        h2: ``(C, N, D)`` projector outputs of the second view (target of ``p1``).
-        temperature: a positive float or a tensor broadcastable to ``(C, 2, N)``:
-            ``[c, 0, i]`` belongs to the pair ``(p1, h2)``, ``[c, 1, i]`` to ``(p2, h1)``.
-            Compute it on the detached targets, as the second release does.
-        beta: regulariser weight, >= 0.
-        stop_gradient: detach ``h1`` and ``h2`` (SimSiam).  ``False`` gives the full
-            derivative, for gradient checks or callers who detach the targets themselves;
-            the value is the same.
-        reduction: ``"mean"`` over the N samples, ``"sum"``, or ``"none"``.
-        eps: floor on the row norm used for normalisation.
-
-    Returns:
-        A scalar or the ``(N,)`` head-summed per-sample losses.
-
-    Raises:
-        ValueError: shape, head or device mismatch, NaN/inf inputs, a bad temperature,
-            ``beta < 0`` or an unknown reduction.
-
-    Example:
-        >>> import torch
-        >>> g = torch.Generator().manual_seed(0)
-        >>> p1, p2, h1, h2 = torch.randn(4, 2, 5, 8, generator=g, dtype=torch.float64)
-        >>> tau = 0.1 + torch.rand(2, 2, 5, generator=g, dtype=torch.float64)
-        >>> round(float(amcl_simsiam(p1, p2, h1, h2, tau, beta=0.01)), 6)
-        0.104882
-
-    References:
-        .. [Wang2024] L. Wang, P. Koniusz, T. Gedeon, L. Zheng, "Adaptive Multi-head
-           Contrastive Learning", ECCV 2024, arXiv:2310.05615.
-        .. [Chen2021] X. Chen, K. He, "Exploring Simple Siamese Representation Learning",
-           CVPR 2021, arXiv:2011.10566.
-
-    .. note:: Documented choice.
-        The table's targets carry no head index; each head here uses its own projector
-        output as target (the second release does the same).
-    """
-    fn = "amcl_simsiam"
-    names = ("p1", "p2", "h1", "h2")
-    _check_stacks(fn, names, (p1, p2, h1, h2), rows=1)
-    v.check_positive_float(fn, "beta", beta, allow_zero=True)
-    v.check_reduction(fn, reduction)
-    v.check_positive_float(fn, "eps", eps)
-    heads, n, dim = p1.shape
-    if stop_gradient:
-        h1, h2 = h1.detach(), h2.detach()
-    dtype = _compute_dtype((p1, p2, h1, h2), temperature)
-    a1, a2, t1, t2 = (l2_normalize(t.to(dtype), eps) for t in (p1, p2, h1, h2))
-    layout = "(C, 2, N): head, pair (p1, h2) or (p2, h1), sample"
-    tau = _temperatures(fn, temperature, (heads, 2, n), layout, a1)
-    sims = torch.stack([(a1 * t2).sum(dim=-1), (a2 * t1).sum(dim=-1)], dim=1)  # (C, 2, N)
-    terms = -sims / (2 * tau) + beta * _omega(tau, dim)
-    return v.reduce(terms.sum(dim=(0, 1)), reduction)
-
-
-# --- Eq. (2.3) ---------------------------------------------------------------------------------
-
-
-def amcl_barlow_twins(
-    z1: Tensor,
-    z2: Tensor,
-    temperature: float | Tensor,
-    *,
-    lambda_offdiag: float = 5e-3,
-    beta: float = 1e-6,
-    omega_dim: str = "features",
-    eps: float = BN_EPS,
-    variance: str = "biased",
-    gather_distributed: bool = False,
-) -> Tensor:
-    r"""AMCL form of Barlow Twins: every cross-correlation entry over its own temperature.
-
-    With :math:`\mathcal C^c` the cross-correlation of head :math:`c`
-    (:func:`~amcl_lab.losses.cross_correlation`), diagonal temperatures
-    :math:`\tau^c_{l} = \tau^c_{ll}` in the positive role and off-diagonal ones in the
-    negative role,
-
-    .. math::
-
-        \ell = \sum_{c=1}^{C}\Big(\sum_{l}\big(1 - \mathcal C^c_{ll}/\tau^c_{ll}\big)^2
-               + \lambda\sum_{l}\sum_{m\ne l}\frac{(\mathcal C^c_{lm})^2}{\tau^c_{lm}}
-               + \beta\sum_{l}\Omega(\tau^c_{ll})
-               - \beta\sum_{l}\sum_{m\ne l}\Omega(\tau^c_{lm})\Big).
-
-    :math:`\lambda` is ``lambda_offdiag``.  With one head and :math:`\tau \equiv 1` this is
-    Barlow Twins plus the constant :math:`\beta D(2 - D)` (P12).  Implements Eq. (2.3) of
-    Table 2 of [Wang2024]_.
-
-    Args:
-        z1: ``(C, N, D)`` head stack of the first view, N >= 2.
-        z2: ``(C, N, D)`` head stack of the second view, the same batch size N.
-        temperature: a positive float or a tensor broadcastable to ``(C, D, D)``;
-            ``[c, l, m]`` belongs to feature ``l`` of view 1 and feature ``m`` of view 2.  The
-            temperature network sees the channel vectors ``z1[c, :, l]`` and ``z2[c, :, m]``
-            (:meth:`amcl_lab.amcl.PairTemperature.pairwise` on ``z.transpose(1, 2)``), which
-            ties it to one batch size.
-        lambda_offdiag: off-diagonal weight, >= 0.
-        beta: regulariser weight, >= 0 (``1e-6`` in the second release).
-        omega_dim: which :math:`d'` enters :math:`\Omega`: ``"features"`` (D, the default)
-            or ``"batch"`` (N, the dimension of the channel vectors the temperatures
-            compare).
-        eps: variance floor of the standardisation.
-        variance: ``"biased"`` or ``"unbiased"`` standardisation.
-        gather_distributed: under an initialised process group, ``z1`` and ``z2`` are this
-            rank's shard (n >= 2 samples) of a global batch of N = W n: the head stacks are
-            all-gathered and every rank returns the loss of the global batch (as
-            :func:`~amcl_lab.losses.barlow_twins`; ``temperature`` stays ``(C, D, D)`` and
-            ``omega_dim="batch"`` uses the global N).  No effect without a process group.
-
-    Returns:
-        A scalar (a batch statistic; no per-sample reduction).
-
-    Raises:
-        ValueError: shape, head or batch-size mismatch, N < 2, NaN/inf inputs, a bad
-            temperature, negative ``lambda_offdiag`` or ``beta``, an unknown ``omega_dim``,
-            or (gathered, on every rank) shards of different sizes.
-
-    Example:
-        >>> import torch
-        >>> g = torch.Generator().manual_seed(0)
-        >>> z1 = torch.randn(2, 16, 4, generator=g, dtype=torch.float64)
-        >>> z2 = z1 + 0.1 * torch.randn(2, 16, 4, generator=g, dtype=torch.float64)
-        >>> tau = 0.5 + torch.rand(2, 4, 4, generator=g, dtype=torch.float64)
-        >>> round(float(amcl_barlow_twins(z1, z2, tau, beta=0.01)), 6)
-        0.649396
-
-    References:
-        .. [Wang2024] L. Wang, P. Koniusz, T. Gedeon, L. Zheng, "Adaptive Multi-head
-           Contrastive Learning", ECCV 2024, arXiv:2310.05615.
-        .. [Zbontar2021] J. Zbontar, L. Jing, I. Misra, Y. LeCun, S. Deny, "Barlow Twins:
-           Self-Supervised Learning via Redundancy Reduction", ICML 2021, arXiv:2103.03230.
-
-    .. note:: Documented choice.
-        :math:`d' = D` (the projection width, 2048 in the second release, which applies it to
-        all :math:`D(D-1)` off-diagonal temperatures) is the default; the channel vectors
-        the temperature network compares have N entries, so the Gaussian reading suggests
-        :math:`d' = N` (``omega_dim="batch"``).  The paper does not say which.
-    """
-    fn = "amcl_barlow_twins"
-    _check_stacks(fn, ("z1", "z2"), (z1, z2), rows=2)
-    v.check_positive_float(fn, "lambda_offdiag", lambda_offdiag, allow_zero=True)
-    v.check_positive_float(fn, "beta", beta, allow_zero=True)
-    v.check_choice(fn, "omega_dim", omega_dim, BARLOW_OMEGA_DIMS)
-    if gather_distributed and distributed.is_active():  # the global batch, on every rank
-        z1 = distributed.gather(z1, dim=1, fn=fn, name="z1")
-        z2 = distributed.gather(z2, dim=1, fn=fn, name="z2")
-    heads, n, dim = z1.shape
-    dtype = _compute_dtype((z1, z2), temperature)
-    z1, z2 = z1.to(dtype), z2.to(dtype)
-    layout = "(C, D, D): head, feature of z1, feature of z2"
-    tau = _temperatures(fn, temperature, (heads, dim, dim), layout, z1)
-
-    corr = torch.stack(
-        [cross_correlation(a, b, eps=eps, variance=variance) for a, b in zip(z1, z2, strict=True)]
-    )
-    eye = torch.eye(dim, dtype=torch.bool, device=corr.device)
-    scaled = corr / tau
-    on_diag = (1.0 - torch.diagonal(scaled, dim1=-2, dim2=-1)).pow(2).sum()
-    off_diag = (corr * scaled).masked_fill(eye, 0.0).sum()
-    reg = _omega(tau, dim if omega_dim == "features" else n)
-    reg_terms = torch.diagonal(reg, dim1=-2, dim2=-1).sum() - reg.masked_fill(eye, 0.0).sum()
-    return on_diag + lambda_offdiag * off_diag + beta * reg_terms
