@@ -44,6 +44,7 @@ __all__ = [
     "Effect",
     "Measure",
     "at",
+    "collapsed_seeds",
     "combine",
     "final",
     "held_out_peak",
@@ -161,6 +162,42 @@ def per_seed(values: pd.Series, *, drop_nan: bool = False) -> Effect:
         values = values.dropna()
     values = values.sort_index(kind="stable")
     return {int(seed): float(x) for seed, x in values.items()}
+
+
+#: Columns of a tidy table that are not conditions (what tells runs apart).
+_NOT_CONDITIONS = ("seed", "metric", "value", "step", "epoch", "bin")
+
+
+def collapsed_seeds(table: pd.DataFrame, arm: Condition) -> list[int]:
+    """The seeds whose runs at ``arm`` ended collapsed (the engine's ``collapsed`` flag).
+
+    Every training run of a contrastive loss records ``collapsed`` (1.0 or 0.0) at each
+    evaluation (:func:`amcl_lab.engine.evaluation.collapse_diagnostics`); a run is told
+    apart by its seed and condition columns, and its last record decides.  The random
+    network at step 0 usually "collapses" by this test (its embeddings sit in a narrow
+    cone), so only the last step counts.
+
+    Example:
+        >>> t = pd.DataFrame({"seed": [0, 0, 1, 1], "step": [0, 9, 0, 9], "arm": "a",
+        ...                   "metric": "collapsed", "value": [1.0, 0.0, 1.0, 1.0]})
+        >>> collapsed_seeds(t, {"arm": "a"}), collapsed_seeds(t, {"arm": "b"})
+        ([1], [])
+    """
+    rows = table[table["metric"] == "collapsed"] if "metric" in table else table.iloc[:0]
+    if not len(rows):
+        return []
+    by = [c for c in rows.columns if c not in _NOT_CONDITIONS and rows[c].notna().any()]
+    if any(column not in by for column in arm):
+        return []
+    flags = at(final(rows, "collapsed", by), arm)
+    return sorted(
+        {int(seed) for seed, flag in zip(_seeds(flags), flags, strict=True) if flag > 0.5}
+    )
+
+
+def _seeds(values: pd.Series) -> list[Any]:
+    index = values.index
+    return list(index.get_level_values("seed") if isinstance(index, pd.MultiIndex) else index)
 
 
 # --- paired effects --------------------------------------------------------------------------

@@ -25,7 +25,10 @@ from amcl_lab import engine
 from amcl_lab.figures import mean_ci
 from amcl_lab.io import write_json
 
+from . import _claims
+
 __all__ = [
+    "SETUP_FAILED",
     "SIMCLR_CIFAR10",
     "VERDICTS",
     "Claim",
@@ -43,8 +46,10 @@ __all__ = [
     "train_config",
 ]
 
-#: The three verdicts a claim can get.
-VERDICTS = ("reproduced", "not reproduced", "inconclusive")
+#: The verdicts a claim can get.  ``setup failed (collapsed)``: an arm the claim rests on
+#: collapsed, so the run says nothing about the paper (it is the setup that failed).
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "setup failed (collapsed)")
+SETUP_FAILED = VERDICTS[3]
 DIRECTIONS = ("greater", "less", "within")
 MIN_SEEDS = 3
 REQUIRED_PRESETS = ("smoke", "cpu", "gpu")
@@ -90,6 +95,12 @@ class Claim:
             as "a small projector matches a large one").
         threshold: the boundary for ``"greater"`` / ``"less"``.
         margin: the equivalence margin for ``"within"``, > 0.
+        arms: the conditions (``{column: value}``) of the training arms the claim rests on.
+            If a run of one of them ended collapsed (held-out mean negative cosine above
+            0.9 or embedding rank below 2 at its last evaluation,
+            :func:`amcl_lab.engine.evaluation.collapse_diagnostics`), the verdict is
+            ``setup failed (collapsed)``: the effect is still measured and shown, but it
+            is no evidence about the paper.
     """
 
     id: str
@@ -100,6 +111,7 @@ class Claim:
     direction: str = "greater"
     threshold: float = 0.0
     margin: float = 0.0
+    arms: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         v.check_choice("Claim", "direction", self.direction, DIRECTIONS)
@@ -156,12 +168,25 @@ def evaluate_claim(claim: Claim, table: pd.DataFrame, level: float = 0.95) -> Cl
     reproduced when it lies at or below it, inconclusive when it contains it (``"less"``
     mirrors this).  ``"within"``: reproduced when the interval lies inside
     ``[-margin, margin]``, not reproduced when it lies entirely outside, inconclusive
-    otherwise.  Fewer than 3 seeds, or a non-finite effect, is always inconclusive.
+    otherwise.  Fewer than 3 seeds, or a non-finite effect, is always inconclusive.  A
+    collapsed run of one of the claim's ``arms`` overrides all of these:
+    ``setup failed (collapsed)``.
     """
     per_seed = {int(k): float(val) for k, val in claim.measure(table).items()}
     values = list(per_seed.values())
     mean, low, high = mean_ci(values, level) if values else (math.nan, math.nan, math.nan)
-    if len(values) < MIN_SEEDS:
+    collapsed = [
+        f"{_describe(arm)} (seeds {', '.join(map(str, seeds))})"
+        for arm in claim.arms
+        if (seeds := _claims.collapsed_seeds(table, arm))
+    ]
+    if collapsed:
+        verdict = SETUP_FAILED
+        reason = (
+            f"collapsed: {'; '.join(collapsed)} ended with held-out negative cosine > 0.9 or "
+            "embedding rank < 2"
+        )
+    elif len(values) < MIN_SEEDS:
         verdict, reason = "inconclusive", f"{len(values)} seeds; a verdict needs {MIN_SEEDS}"
     elif not all(math.isfinite(x) for x in (mean, low, high)):
         verdict, reason = "inconclusive", "the effect is not finite for every seed"
@@ -183,6 +208,10 @@ def evaluate_claim(claim: Claim, table: pd.DataFrame, level: float = 0.95) -> Cl
         verdict,
         reason,
     )
+
+
+def _describe(arm: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in arm.items())
 
 
 def evaluate_claims(claims: Sequence[Claim], table: pd.DataFrame) -> list[ClaimResult]:

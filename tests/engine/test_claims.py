@@ -66,6 +66,30 @@ def test_the_verdict_changes_with_the_data():
     assert evaluate_claim(claim, _table([-3.0, -2.5, -2.8])).verdict == "not reproduced"
 
 
+def _with_collapse(flags: dict[tuple[str, int], float]) -> pd.DataFrame:
+    """A gain of 1 per seed plus each (arm, seed) run's collapse flag at steps 0 and 10."""
+    rows = [{"seed": s, "metric": "gain", "value": 1.0 + 0.1 * s} for s in range(3)]
+    for (arm, seed), last in flags.items():
+        for step, flag in ((0, 1.0), (10, last)):  # step 0 always looks collapsed
+            rows.append({"seed": seed, "arm": arm, "step": step, "metric": "collapsed"})
+            rows[-1]["value"] = flag
+    return pd.DataFrame(rows)
+
+
+def test_a_collapsed_arm_makes_the_setup_fail_not_the_paper():
+    healthy = {(arm, s): 0.0 for arm in ("a", "b") for s in range(3)}
+    claim = _claim(arms=({"arm": "a"},))
+    assert evaluate_claim(claim, _with_collapse(healthy)).verdict == "reproduced"
+    one_seed = evaluate_claim(claim, _with_collapse({**healthy, ("a", 2): 1.0}))
+    assert one_seed.verdict == "setup failed (collapsed)"
+    assert "arm=a (seeds 2)" in one_seed.reason and one_seed.n_seeds == 3  # still measured
+    other_arm = _with_collapse({**healthy, ("b", 0): 1.0})
+    assert evaluate_claim(claim, other_arm).verdict == "reproduced"  # not an arm it rests on
+    assert evaluate_claim(_claim(), _with_collapse({**healthy, ("a", 2): 1.0})).verdict == (
+        "reproduced"  # a claim that names no arms is judged on its effect alone
+    )
+
+
 def test_claim_needs_a_margin_for_equivalence():
     with pytest.raises(ValueError, match="needs a margin > 0"):
         _claim(direction="within")
