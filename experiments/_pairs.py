@@ -21,7 +21,7 @@ from amcl_lab import engine
 from amcl_lab.data import Augmentation
 from amcl_lab.models import Network
 
-__all__ = ["separation", "similarities"]
+__all__ = ["pair_rows", "separation", "similarities"]
 
 _STREAM_PAIRS = 11  # random stream of the measurement's view pairs (engine streams are 1-5)
 
@@ -91,3 +91,33 @@ def separation(positives: Tensor, negatives: Tensor, bins: int) -> dict[str, Any
         "negative": q.numpy(),
         "centers": (edges[:-1] + edges[1:]) / 2.0,
     }
+
+
+def pair_rows(
+    result: engine.TrainResult,
+    condition: dict[str, Any],
+    images: Tensor,
+    augmentation: Augmentation,
+    *,
+    draws: int,
+    bins: int,
+) -> list[dict[str, Any]]:
+    """Tidy rows of a trained run's held-out pair overlap, AUC, means and histograms.
+
+    One row per measure at the run's last step (``overlap``, ``auc``, ``positive_mean``,
+    ``negative_mean``) and one per histogram bin (``positive_fraction`` and
+    ``negative_fraction`` with the bin centre in ``bin``), each with ``condition``.
+    """
+    seed, steps = result.config.seed, result.config.steps
+    pos, neg = similarities(result.network, images, augmentation, draws, seed)
+    sep = separation(pos, neg, bins)
+    final = {**condition, "seed": seed, "step": steps, "epoch": None}
+    rows = [{**final, "metric": m, "value": sep[m]} for m in ("overlap", "auc")]
+    rows.append({**final, "metric": "positive_mean", "value": float(pos.mean())})
+    rows.append({**final, "metric": "negative_mean", "value": float(neg.mean())})
+    for kind in ("positive", "negative"):
+        rows += [
+            {**final, "metric": f"{kind}_fraction", "bin": float(c), "value": float(f)}
+            for c, f in zip(sep["centers"], sep[kind], strict=True)
+        ]
+    return rows

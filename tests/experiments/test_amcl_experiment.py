@@ -1,4 +1,5 @@
-"""The AMCL experiment: smoke run, the identical-arms control, overlap and claims from data."""
+"""The AMCL experiment: smoke runs of every framework, the identical-arms control, overlap,
+the controls, collapse verdicts and claims from data."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from experiment_runs import smoke_rows
+from experiment_runs import assert_saved_claims_recompute, smoke_rows
 from scipy import stats
 
 from amcl_lab.experiments import VERDICTS, evaluate_claim, load, resolve_config, run_experiment
+from amcl_lab.experiments._amcl import arm_config
 
 amcl = load("amcl")
 CLAIMS = {c.id: c for c in amcl.CLAIMS}
 ADVANTAGE = ("amcl-separates-better", "advantage-grows-with-augmentation", "amcl-probe-gain")
+CONTROLS = ("amcl-beats-temperature-matched", "amcl-beats-scalar-temperature")
 
 
 @pytest.fixture(scope="module")
@@ -28,30 +31,80 @@ def test_smoke_run_writes_histograms_claims_and_figures(smoke):
     run, results = smoke
     table = results.table
     config = amcl.smoke()
-    assert set(table["method"]) == {"baseline", "amcl"}
+    assert set(table["method"]) == {"baseline", "amcl", "matched", "scalar"}
+    controls = table[table["method"].isin(["matched", "scalar"])]
+    assert set(controls["families"]) == {max(config.family_counts)}  # the richest set only
     assert sorted(table["augment"].unique()) == sorted(config.augment_sets)
-    assert {"overlap", "auc", "linear_probe", "positive_fraction"} <= set(table["metric"])
+    wanted = {"overlap", "auc", "linear_probe", "positive_fraction", "collapsed", "tau_median"}
+    assert wanted <= set(table["metric"])
     for kind in ("positive", "negative"):  # every histogram is a distribution over the bins
         hist = table[table["metric"] == f"{kind}_fraction"]
         sums = hist.groupby(["method", "families", "seed"])["value"].sum()
-        assert len(sums) == 2 * len(config.augment_sets) * 3
+        assert len(sums) == (2 * len(config.augment_sets) + 2) * 3
         np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-9)
         assert hist.groupby(["method", "families", "seed"]).size().eq(config.hist_bins).all()
     assert {c["id"] for c in results.claims} == set(CLAIMS)
     for claim in results.claims:
         assert claim["n_seeds"] == 3 and claim["verdict"] in VERDICTS
-    for stem in ("similarity_histograms", "separation_vs_augmentation"):
+    assert_saved_claims_recompute(results, CLAIMS)
+    for stem in ("similarity_histograms", "separation_vs_augmentation", "controls"):
         assert (run.figures_dir / f"{stem}.png").stat().st_size > 0
 
 
-def test_identical_arms_show_no_advantage(tmp_path):
-    """The control: an "AMCL" arm configured like the baseline must not be reported better."""
-    overrides = ("loss=nt_xent", "heads=1", "loss_options=")
-    table = smoke_rows("amcl", overrides, tmp_path)
+def test_the_matched_control_trains_at_the_amcl_arms_median_temperature(smoke):
+    run, results = smoke
+    table = results.table
+    last = table[(table["step"] == table["step"].max()) & (table["metric"] == "tau_median")]
+    learned = last[last["method"] == "amcl"].set_index(["families", "seed"])["value"]
+    richest = max(amcl.smoke().family_counts)
+    for seed in results.seeds:
+        state = torch.load(run.checkpoint(f"matched-abcde-seed{seed}"), weights_only=True)
+        config = state["config"]
+        assert config["temperature"] == learned[(richest, seed)]
+        assert (config["heads"], config["adaptive_temperature"]) == (1, False)
+
+
+@pytest.mark.parametrize("framework", ["moco", "barlow_twins"])
+def test_other_frameworks_run_their_losses(tmp_path, framework):
+    table = smoke_rows("amcl", [f"framework={framework}"], tmp_path)
+    losses = {"moco": {"moco", "amcl_moco"}, "barlow_twins": {"barlow_twins"}}[framework]
+    assert set(table["framework"]) == {framework}
+    methods = set(table["method"])
+    # Barlow Twins' temperatures are over channel vectors: no median pair temperature
+    assert methods == (
+        {"baseline", "amcl", "scalar"} | ({"matched"} if framework == "moco" else set())
+    )
+    assert losses  # the arms' losses are the framework's (checked in the config test)
+    for claim in amcl.CLAIMS:
+        assert evaluate_claim(claim, table).verdict in VERDICTS
+
+
+def test_identical_arms_show_no_advantage(smoke):
+    """The control: an "AMCL" arm whose numbers are the baseline's must not be reported
+    better (the smoke table with the AMCL rows replaced by relabelled baseline rows)."""
+    table = smoke[1].table
+    base = table[table["method"] == "baseline"]
+    twin = base.assign(method="amcl")
+    table = pd.concat([table[table["method"] != "amcl"], twin], ignore_index=True)
+    table.loc[table["metric"] == "collapsed", "value"] = 0.0  # judge the effect, not the setup
     for claim_id in ADVANTAGE:
         result = evaluate_claim(CLAIMS[claim_id], table)
         assert result.per_seed == {"0": 0.0, "1": 0.0, "2": 0.0}, claim_id
         assert result.verdict == "not reproduced", claim_id
+
+
+def test_a_collapsed_arm_is_a_failed_setup_not_a_refutation(smoke):
+    table = smoke[1].table.copy()
+    flags = table["metric"] == "collapsed"
+    table.loc[flags, "value"] = 0.0
+    healthy = {c.id: evaluate_claim(c, table).verdict for c in amcl.CLAIMS}
+    assert "setup failed (collapsed)" not in healthy.values()
+    last = flags & (table["step"] == table["step"].max())
+    table.loc[last & (table["method"] == "amcl") & (table["seed"] == 1), "value"] = 1.0
+    verdicts = {c.id: evaluate_claim(c, table).verdict for c in amcl.CLAIMS}
+    for claim_id in (*ADVANTAGE, *CONTROLS):
+        assert verdicts[claim_id] == "setup failed (collapsed)", claim_id
+    assert verdicts["baseline-overlap-grows"] == healthy["baseline-overlap-grows"]
 
 
 def test_overlap_and_auc_of_known_distributions():
@@ -101,7 +154,9 @@ def test_claims_are_computed_from_the_overlaps():
         },
         probe={"baseline": 0.90, "amcl": 0.92},
     )
-    assert set(_verdicts(paper_like).values()) == {"reproduced"}
+    verdicts = _verdicts(paper_like)
+    assert {verdicts[c] for c in CONTROLS} == {"inconclusive"}  # no control arms trained
+    assert {v for c, v in verdicts.items() if c not in CONTROLS} == {"reproduced"}
     result = evaluate_claim(CLAIMS["amcl-separates-better"], paper_like)
     assert result.per_seed == pytest.approx({"0": 25.0, "1": 23.0, "2": 27.0})
     # the same numbers with the arms swapped reverse every comparison
@@ -123,6 +178,18 @@ def test_a_collapsed_amcl_is_not_a_growing_advantage():
     assert verdicts["amcl-separates-better"] == "not reproduced"
     assert verdicts["advantage-grows-with-augmentation"] == "not reproduced"
     assert verdicts["baseline-overlap-grows"] == "reproduced"
+
+
+def test_the_controls_compare_amcl_with_each_control_arm():
+    overlaps = {s: [0.2, 0.3, 0.4] for s in range(3)}
+    arms = {"baseline": overlaps, "amcl": overlaps, "matched": overlaps, "scalar": overlaps}
+    probe = {"baseline": 0.90, "amcl": 0.93, "matched": 0.95, "scalar": 0.91}
+    table = _table(arms, probe=probe)
+    matched = evaluate_claim(CLAIMS["amcl-beats-temperature-matched"], table)
+    assert matched.per_seed == pytest.approx({"0": -2.0, "1": -2.0, "2": -2.0})
+    assert matched.verdict == "not reproduced"  # the temperature level explains the gain
+    scalar = evaluate_claim(CLAIMS["amcl-beats-scalar-temperature"], table)
+    assert scalar.per_seed == pytest.approx({"0": 2.0, "1": 2.0, "2": 2.0})
 
 
 def test_an_advantage_that_does_not_grow_is_not_a_growing_advantage():
@@ -153,8 +220,10 @@ def test_claims_react_to_doctored_smoke_results(smoke):
         assert doctored == pytest.approx({s: -x for s, x in effect.items()}), claim_id
 
     def with_overlaps(amcl_gap: float, gap_growth: float) -> pd.DataFrame:
-        """Baseline overlap 0.25 + n / 16; AMCL's is lower by ``amcl_gap + growth * n``."""
+        """Baseline overlap 0.25 + n / 16; AMCL's is lower by ``amcl_gap + growth * n``
+        (and no run collapsed: three smoke steps leave every network at its random cone)."""
         t = table.copy()
+        t.loc[t["metric"] == "collapsed", "value"] = 0.0
         n = t["families"]
         baseline = 0.25 + n / 16
         for method, value in (
@@ -185,10 +254,11 @@ def test_missing_arms_or_sets_give_no_effect():
     assert evaluate_claim(CLAIMS["baseline-overlap-grows"], one_set).n_seeds == 0
 
 
-def test_config_rejects_bad_sets_and_builds_both_arms():
+def test_config_rejects_bad_sets_and_builds_every_arm():
     config = amcl.cpu()
     assert config.augment_sets == ("a", "abc", "abcde")
-    base, arm = amcl.arm(config, "baseline", "ab", 7), amcl.arm(config, "amcl", "ab", 7)
+    base = arm_config(config, "baseline", augment="ab", seed=7)
+    arm = arm_config(config, "amcl", augment="ab", seed=7)
     assert (base.loss, base.heads, base.loss_options, base.augment, base.seed) == (
         "nt_xent",
         1,
@@ -197,9 +267,24 @@ def test_config_rejects_bad_sets_and_builds_both_arms():
         7,
     )
     assert (arm.loss, arm.heads, arm.adaptive_temperature) == ("amcl_nt_xent", 3, True)
+    assert arm.loss_options == ("mode='softmax'", "beta=0.0001") and arm.grad_clip == 1.0
+    assert base.grad_clip == 1.0  # every arm shares the recipe
+    scalar = arm_config(config, "scalar", augment="ab", seed=7)
+    assert (scalar.temperature_model, scalar.heads) == ("scalar", 3)
+    matched = arm_config(config, "matched", augment="ab", seed=7, temperature=0.123)
+    assert (matched.temperature, matched.heads, matched.adaptive_temperature) == (0.123, 1, False)
+    moco = resolve_config(amcl, "amcl", "cpu", ["framework=moco"])
+    assert arm_config(moco, "baseline", augment="a", seed=0).loss == "moco"
+    assert arm_config(moco, "amcl", augment="a", seed=0).loss == "amcl_moco"
+    barlow = resolve_config(amcl, "amcl", "cpu", ["framework=barlow_twins"])
+    assert arm_config(barlow, "amcl", augment="a", seed=0).loss_options == ("beta=0.0001",)
+    with pytest.raises(ValueError, match="loss is derived from framework"):
+        resolve_config(amcl, "amcl", "cpu", ["loss=amcl_info_nce"])
+    with pytest.raises(ValueError, match=r"amcl_k \(> 0\) goes with amcl_mode='topk' only"):
+        resolve_config(amcl, "amcl", "cpu", ["amcl_mode=topk"])
     with pytest.raises(ValueError, match="family_counts must be prefix lengths"):
         resolve_config(amcl, "amcl", "cpu", ["family_counts=1,6"])
     with pytest.raises(ValueError, match="pair_draws must be >= 1"):
         resolve_config(amcl, "amcl", "cpu", ["pair_draws=0"])
-    with pytest.raises(ValueError, match="loss must be one of"):
-        resolve_config(amcl, "amcl", "cpu", ["baseline_loss=nope"])
+    with pytest.raises(ValueError, match="framework must be one of"):
+        resolve_config(amcl, "amcl", "cpu", ["framework=nope"])
