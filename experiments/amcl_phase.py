@@ -1,0 +1,256 @@
+"""Where AMCL trains: collapse and probe gain over negative form x beta x clipping x heads.
+
+A map to read before trusting any AMCL number.  Wang et al. (ECCV 2024, arXiv:2310.05615)
+train AMCL with the single hardest negative (Table 2, Eq. (2.1): ``max``) and compare it with
+the mean over the top kappa negatives and a "Softmax" form that includes every negative
+(Fig. 5, right: ``topk``, ``softmax``); ``nt_xent`` adds the positive to that log-sum-exp
+(:data:`amcl_lab.losses.amcl.MODES`).  Their second code release trains with beta = 1e-4 and
+clips the global gradient norm at 1.0.  Here every cell of
+
+    ``modes`` (max, topk, softmax, nt_xent) x ``betas`` (1e-4, 1e-2, 1) x ``clips`` (off, 1.0)
+    x ``head_counts`` (1, 3)
+
+is one short SimCLR-style AMCL training on the bundled digits per seed, with the shared
+pair-temperature network, next to the baseline (NT-Xent, one head, ``temperature``) trained
+with each clipping setting.  Each run records the engine's collapse diagnostics
+(:func:`amcl_lab.engine.evaluation.collapse_diagnostics`: held-out mean negative cosine above
+0.9 or embedding rank below 2 at the last evaluation is "collapsed"; the mean and extreme
+learned temperatures, the fraction at a bound, the peak gradient norm) and the linear-probe
+accuracy of its encoder.  The figure shows, per cell, how many seeds collapsed and the mean
+probe gain over the baseline with the same clipping.
+
+Two mechanisms are expected from the cpu-scale runs of ``amcl`` (docs/results.md, "AMCL"):
+the hardest-negative forms are margin-0 triplet losses that are 0 at total collapse and
+positive where a random encoder puts the data (a narrow cone), so descent collapses; the
+log-sum-exp forms instead collapse by a temperature runaway (the pair network cannot tell
+positive from negative pairs at small beta, every temperature falls to ``tau_min`` together
+and the gradient norm explodes), which clipping prevents.
+
+Claims: for each negative form, the paper's claim that AMCL beats the baseline's linear probe,
+measured in the second release's cell (beta 1e-4, clipped at 1.0, 3 heads) and resting on that
+cell's runs (a collapsed cell is ``setup failed (collapsed)``); and the second release's
+premise that clipping is what keeps training stable: the fraction of collapsed cells without
+clipping minus with it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from amcl_lab import engine, figures
+
+from . import _claims as claims
+from ._amcl import AMCLConfig, amcl_options, arm_config
+from ._protocol import Claim, Results
+
+__all__ = ["CLAIMS", "PRESETS", "Config", "plot", "run"]
+
+
+@dataclass(frozen=True)
+class Config(AMCLConfig):
+    """The ``cpu`` preset: 48 cells and 2 baselines, 3 seeds, 100 steps of a small CNN."""
+
+    modes: tuple[str, ...] = ("max", "topk", "softmax", "nt_xent")
+    betas: tuple[float, ...] = (1e-4, 1e-2, 1.0)
+    clips: tuple[float, ...] = (0.0, 1.0)  # global gradient-norm clip; 0 = off
+    head_counts: tuple[int, ...] = (1, 3)
+    topk: int = 25  # negatives kept by mode topk (of 2N - 2 = 254)
+    dataset: str = "digits"
+    augment: str = "abcde"
+    crop_min_scale: float = 0.25
+    encoder: str = "cnn"
+    width: int = 16
+    proj_hidden: int = 128
+    proj_dim: int = 64
+    temperature: float = 0.5  # the baseline's
+    batch_size: int = 128
+    lr: float = 0.3
+    steps: int = 100
+    eval_every: int = 0
+    checkpoint_every: int = 100
+    seeds: int = 3
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        fn = type(self).__name__
+        for name in ("modes", "betas", "clips", "head_counts"):
+            if not getattr(self, name):
+                raise ValueError(f"{fn}: {name} must not be empty")
+        if "topk" in self.modes and self.topk < 1:
+            raise ValueError(f"{fn}: topk must be >= 1 with mode topk, got {self.topk}")
+        for cell in self.cells:  # every cell must be a valid training config
+            cell_config(self, *cell)
+
+    @property
+    def cells(self) -> list[tuple[str, float, float, int]]:
+        """Every (mode, beta, clip, heads) combination, in a fixed order."""
+        return list(itertools.product(self.modes, self.betas, self.clips, self.head_counts))
+
+
+def cell_config(
+    config: Config, mode: str, beta: float, clip: float, heads: int, seed: int = 0
+) -> engine.TrainConfig:
+    """The AMCL training config of one cell of the map."""
+    options = amcl_options(config, mode=mode, k=config.topk, beta=beta)
+    changes = {"heads": heads, "grad_clip": clip}
+    return arm_config(config, "amcl", augment=config.augment, seed=seed, options=options, **changes)
+
+
+def smoke() -> Config:
+    """Two forms, one beta, both clips, one head count, three steps of a tiny network."""
+    return Config(
+        modes=("max", "softmax"),
+        betas=(1e-4,),
+        head_counts=(3,),
+        width=4,
+        proj_hidden=16,
+        proj_dim=8,
+        batch_size=32,
+        steps=3,
+        checkpoint_every=3,
+        probe_steps=5,
+        knn_k=20,
+        topk=5,
+    )
+
+
+def cpu() -> Config:
+    """48 cells x 3 seeds plus 2 baselines per seed: about 150 short trainings on digits."""
+    return Config()
+
+
+def gpu() -> Config:
+    """CIFAR-10 with a ResNet-18 would need ~50 paper-scale runs; use ``amcl`` there."""
+    return Config(dataset="cifar10", encoder="resnet18", width=64, steps=2_000, threads=0)
+
+
+PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
+
+
+def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:
+    """Train the baseline for every clip and every cell of the map, for each seed."""
+    rows: list[dict[str, Any]] = []
+    for seed in run.seeds:
+        for clip in config.clips:
+            cfg = arm_config(config, "baseline", augment=config.augment, seed=seed, grad_clip=clip)
+            result = engine.train(cfg, run, tag=f"baseline-clip{clip:g}-seed{seed}")
+            cell = {"method": "baseline", "mode": "none", "beta": 0.0, "clip": clip, "heads": 1}
+            rows += result.rows(dataset=config.dataset, **cell)
+        for mode, beta, clip, heads in config.cells:
+            cfg = cell_config(config, mode, beta, clip, heads, seed)
+            tag = f"{mode}-beta{beta:g}-clip{clip:g}-heads{heads}-seed{seed}"
+            result = engine.train(cfg, run, tag=tag)
+            cell = {"method": "amcl", "mode": mode, "beta": beta, "clip": clip, "heads": heads}
+            rows += result.rows(dataset=config.dataset, **cell)
+    return rows
+
+
+CELL = ("method", "mode", "beta", "clip", "heads")
+RELEASE = {"beta": 1e-4, "clip": 1.0, "heads": 3}  # the second code release's cell
+
+
+def _final(table: pd.DataFrame, metric: str) -> pd.Series:
+    return claims.final(table.dropna(subset=["value"]), metric, CELL)
+
+
+def _gain(mode: str) -> claims.Measure:
+    """Probe accuracy of ``mode``'s release cell minus the clipped baseline's (points)."""
+    arm = {"method": "amcl", "mode": mode, **RELEASE}
+    base = {"method": "baseline", "mode": "none", "beta": 0.0, "clip": 1.0, "heads": 1}
+    return lambda t: claims.paired_difference(_final(t, "linear_probe"), arm, base, scale=100.0)
+
+
+def clipping_helps(table: pd.DataFrame) -> claims.Effect:
+    """Per seed: % of cells collapsed without clipping minus % collapsed with it."""
+    flags = _final(table, "collapsed")
+    amcl = claims.at(flags, {"method": "amcl"}).reset_index()
+    if set(amcl["clip"]) != {0.0, 1.0}:
+        return {}
+    share = amcl.groupby(["seed", "clip"])["value"].mean().unstack("clip")
+    return claims.per_seed(100.0 * (share[0.0] - share[1.0]))
+
+
+SOURCE = "Wang et al. 2024 (AMCL, arXiv:2310.05615)"
+_FORMS = {
+    "max": "Table 2, Eq. (2.1): the hardest negative",
+    "topk": "Fig. 5 (right) and the second code release: the top-kappa negatives",
+    "softmax": "Fig. 5 (right): the 'Softmax' form over every negative",
+    "nt_xent": "Table 2 forms with the positive in the log-sum-exp (NT-Xent's denominator)",
+}
+CLAIMS = (
+    *(
+        Claim(
+            id=f"{mode.replace('_', '-')}-form-beats-baseline",
+            statement=(
+                f"AMCL with the {mode} negative form improves the linear probe over the "
+                "single-head constant-temperature baseline"
+            ),
+            source=f"{SOURCE}, abstract; {_FORMS[mode]}",
+            effect=(
+                f"linear-probe accuracy, {mode} form (beta 1e-4, clip 1.0, 3 heads) minus the "
+                "clipped baseline (points)"
+            ),
+            measure=_gain(mode),
+            arms=({"method": "amcl", "mode": mode, **RELEASE}, {"method": "baseline"}),
+        )
+        for mode in _FORMS
+    ),
+    Claim(
+        id="clipping-prevents-collapse",
+        statement=(
+            "Clipping the global gradient norm at 1.0 keeps AMCL training stable: fewer cells "
+            "collapse with it than without it"
+        ),
+        source=f"{SOURCE}, second official code release (gradient clipping 1.0 by default)",
+        effect="% of the map's cells collapsed without clipping minus with it (points)",
+        measure=clipping_helps,
+    ),
+)
+
+
+def _map(results: Results, out_dir: Path) -> list[Path]:
+    """One panel per (clip, heads): mode x beta cells coloured by the mean probe gain."""
+    table = results.table
+    probe, flags = _final(table, "linear_probe"), _final(table, "collapsed")
+    amcl = claims.at(probe, {"method": "amcl"}).rename("probe").reset_index()
+    base = claims.at(probe, {"method": "baseline"}).rename("base").reset_index()
+    amcl = amcl.merge(base[["seed", "clip", "base"]], on=["seed", "clip"])
+    amcl["gain"] = 100.0 * (amcl["probe"] - amcl["base"])
+    dead = claims.at(flags, {"method": "amcl"}).rename("dead").reset_index()
+    amcl = amcl.merge(dead, on=["seed", "mode", "beta", "clip", "heads"])
+    panels = sorted(amcl.groupby(["clip", "heads"]).groups)
+    limit = max(1.0, float(np.nanmax(np.abs(amcl["gain"])))) if len(amcl) else 1.0
+    with figures.house_style():
+        fig, axes = figures.new_figure(len(panels), width="double", aspect=1.0 / len(panels) * 2.2)
+        for ax, (clip, heads) in zip(axes[0], panels, strict=True):
+            cell = amcl[(amcl["clip"] == clip) & (amcl["heads"] == heads)]
+            gain = cell.pivot_table(index="mode", columns="beta", values="gain", aggfunc="mean")
+            dead_n = cell.pivot_table(index="mode", columns="beta", values="dead", aggfunc="sum")
+            seeds = cell.pivot_table(index="mode", columns="beta", values="dead", aggfunc="count")
+            image = ax.imshow(gain.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+            for (i, j), value in np.ndenumerate(gain.to_numpy()):
+                label = f"{value:+.1f}\n{int(dead_n.iat[i, j])}/{int(seeds.iat[i, j])} coll."
+                ax.text(j, i, label, ha="center", va="center", fontsize=6)
+            ax.set_xticks(range(len(gain.columns)), [f"{b:g}" for b in gain.columns])
+            ax.set_yticks(range(len(gain.index)), list(gain.index))
+            ax.set_xlabel("beta")
+            ax.set_title(f"clip {'off' if clip == 0 else f'{clip:g}'}, {heads} head(s)")
+            ax.grid(False)
+        fig.colorbar(image, ax=axes[0].tolist(), label="probe gain over baseline (points)")
+        fig.suptitle(
+            f"amcl_phase ({results.preset}): mean probe gain and collapsed seeds per cell, "
+            f"{len(results.seeds)} seeds, {figures.datasets(table)}"
+        )
+        return figures.save(fig, out_dir / "phase_map")
+
+
+def plot(results: Results, out_dir: Path) -> list[Path]:
+    """The phase map."""
+    return _map(results, out_dir)
