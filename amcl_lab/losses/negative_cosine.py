@@ -68,7 +68,8 @@ def negative_cosine(
         stop_gradient: detach ``z1`` and ``z2``.  ``False`` gives the full derivative (same
             value), for gradient checks or callers who detach the targets themselves.
         reduction: ``"mean"`` over the N samples, ``"sum"`` or ``"none"``.
-        eps: floor on the row norm; a zero row has cosine 0 with everything.
+        eps: floor on the row norm; a zero row has cosine 0 with everything (so the BYOL
+            form, computed as :math:`2 - 2\cos`, gives it 2 per direction).
 
     Returns:
         A scalar, or the ``(N,)`` per-sample losses for ``reduction="none"``; float16/bfloat16
