@@ -408,9 +408,8 @@ def dino_center_update(center, teacher, momentum: float) -> np.ndarray:
     """DINO Eq. (4): c <- m c + (1 - m) * mean of the teacher outputs over samples and crops."""
     teacher = np.asarray(teacher, dtype=np.float64)
     rows = [teacher[i, u] for i in range(teacher.shape[0]) for u in range(teacher.shape[1])]
-    return momentum * np.asarray(center, dtype=np.float64) + (1 - momentum) * sum(rows) / len(
-        rows
-    )
+    mean = sum(rows) / len(rows)
+    return momentum * np.asarray(center, dtype=np.float64) + (1 - momentum) * mean
 
 
 def sinkhorn(scores, epsilon: float, iterations: int) -> np.ndarray:
