@@ -52,8 +52,9 @@ def negative_cosine(
     so :math:`\ell^{\mathrm{byol}} = 4 + 4\,\ell^{\mathrm{simsiam}}`.  ``p1``, ``p2`` are the
     predictor outputs :math:`p` of the two views and ``z1``, ``z2`` the targets :math:`z`
     (projections); the targets are detached (``stop_gradient``, the :math:`\mathrm{sg}` of
-    both papers).  Implements Eq. (2) of [Chen2021]_ (``convention="simsiam"``,
-    :math:`\mathcal L = \frac12 \mathcal D(p_1, z_2) + \frac12 \mathcal D(p_2, z_1)`) and
+    both papers).  Implements Eqs. (2) and (4) of [Chen2021]_ (``convention="simsiam"``,
+    :math:`\mathcal L = \frac12 \mathcal D(p_1, \mathrm{sg}(z_2)) + \frac12
+    \mathcal D(p_2, \mathrm{sg}(z_1))`) and
     Eq. (2) of [Grill2020]_ symmetrised as :math:`\mathcal L + \tilde{\mathcal L}`
     (``convention="byol"``).  Both are minimal exactly when every prediction points along the
     other view's target (:math:`-1`, resp. :math:`0`) and maximal at antipodal ones.
