@@ -11,9 +11,12 @@ single-process ones exactly.
 Conventions of ``gather_distributed=True`` (:func:`~amcl_lab.losses.nt_xent`,
 :func:`~amcl_lab.losses.supcon`, :func:`~amcl_lab.losses.info_nce`,
 :func:`~amcl_lab.losses.barlow_twins`, :func:`~amcl_lab.losses.amcl_nt_xent`,
-:func:`~amcl_lab.losses.amcl_info_nce`, :func:`~amcl_lab.losses.amcl_barlow_twins` and
-:mod:`amcl_lab.fast`; the per-sample AMCL SimSiam and MoCo losses need no gather, see
-:mod:`amcl_lab.losses.amcl`):
+:func:`~amcl_lab.losses.amcl_info_nce`, :func:`~amcl_lab.losses.amcl_barlow_twins`,
+:func:`~amcl_lab.losses.vicreg`, :func:`~amcl_lab.losses.multiview_vicreg`,
+:func:`~amcl_lab.losses.dcl`, :func:`~amcl_lab.losses.moco_v3` and :mod:`amcl_lab.fast`; the
+per-sample AMCL SimSiam and MoCo losses, BYOL/SimSiam's negative cosine and DINO need no
+gather, see :mod:`amcl_lab.losses.amcl`; :func:`~amcl_lab.losses.dino_center_update`
+all-reduces the teacher mean):
 
 * **Global batch.** Rank :math:`r` holds samples :math:`rn, \dots, rn + n - 1` of the global
   batch: the concatenation of the shards in rank order (:func:`gather`).  Every rank must
@@ -25,8 +28,9 @@ Conventions of ``gather_distributed=True`` (:func:`~amcl_lab.losses.nt_xent`,
   the full loss on every rank).  Instance identities are offset by :math:`rn`, so they are
   unique across ranks (per-rank ``arange`` labels collide: with them pytorch-metric-learning's
   ``DistributedLossWrapper`` returns a wrong loss and gradient).
-  The Barlow Twins losses are the exception: a ``D x D`` statistic of the whole batch, they
-  gather both views and compute the global loss on every rank (cost O(N D^2) per rank).
+  The Barlow Twins and VICReg losses are the exception: ``D x D`` statistics of the whole
+  batch, they gather both views and compute the global loss on every rank (cost O(N D^2) per
+  rank).
 * **Value.** ``reduction="mean"`` and ``"sum"`` return, **on every rank**, the value of the
   single-process loss :math:`L` on the global batch (the local sums are all-reduced;
   the mean divides by the global anchor count).  ``reduction="none"`` returns the local

@@ -1167,3 +1167,398 @@ register(
         properties=("reduction", "gradcheck", "stability"),
     )
 )
+
+
+# --- self-supervised losses (VICReg, BYOL/SimSiam, DCL, MoCo v3, DINO, SwAV) -----------------
+# Statements of these papers that tests/properties checks (test_vicreg.py, test_byol.py,
+# test_dcl.py, test_moco_v3.py, test_dino.py, test_swav.py), each with a mutant battery.  The
+# stop-gradients of BYOL/SimSiam (targets), DCLW (weights), MoCo v3 (keys), DINO (teacher and
+# centre) and SwAV (codes) change the gradient, not the value: the entries are registered
+# with ``stop_gradient=False`` so that gradcheck sees the full derivative (the engine and the
+# peers use the detached losses).
+
+PROPERTIES.update(
+    {
+        "hinge": "VICReg's variance term is zero iff every dimension's sqrt(Var + eps) >= gamma",
+        "bounded": "lies in its stated range; the minimum exactly where predictions align",
+        "decoupling": "DCL's gradient w.r.t. the positive similarity is -w/tau (no coupling)",
+        "cross_entropy": "a cross-entropy: >= the target entropy, equal iff prediction = target",
+        "marginals": "Sinkhorn codes: unit mass per sample, N/K per prototype at convergence",
+        "identity": "equals another formula exactly (stated per loss)",
+    }
+)
+
+SSL_TOLERANCES: dict[torch.dtype, Tolerance] = {
+    dt: Tolerance(t.rtol, t.atol, inverse_temperature=False) for dt, t in DEFAULT_TOLERANCES.items()
+}
+_SG = {"stop_gradient": False}
+
+
+def _vicreg_samples(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+    gen = torch.Generator().manual_seed(21)
+    z = _randn(gen, 8, 4)
+    cases = [
+        ("random", z, z + 0.3 * _randn(gen, 8, 4), {}),
+        (
+            "collapsed",
+            torch.ones(6, 3, dtype=torch.float64),
+            torch.ones(6, 3, dtype=torch.float64),
+            {},
+        ),
+        ("wide", 3.0 * z, 3.0 * z + _randn(gen, 8, 4), {}),
+        (
+            "near_duplicate",
+            z,
+            z + 1e-3 * _randn(gen, 8, 4),
+            {"lambda_invariance": 1.0, "mu_variance": 0.0, "nu_covariance": 0.04},
+        ),
+        ("gamma_two", z, _randn(gen, 8, 4), {"gamma": 2.0, "eps": 1e-6}),
+        ("minimal", _randn(gen, 2, 1), _randn(gen, 2, 1), {}),
+    ]
+    return [
+        SampleInput((_cast(a, dtype, device), _cast(b, dtype, device)), kw, name)
+        for name, a, b, kw in cases
+    ]
+
+
+def _vicreg_errors() -> list[ErrorInput]:
+    z = torch.randn(4, 3, dtype=torch.float64)
+    nan = z.clone()
+    nan[0, 0] = float("nan")
+    cases = [
+        ((z[:1], z[:1]), {}, "batch_of_one", "at least 2 rows"),
+        ((z, z[:, :2]), {}, "shape_mismatch", "same shape"),
+        ((z[0], z[0]), {}, "one_dimensional", "z1 must be a 2-D tensor"),
+        ((z, nan), {}, "nan", "z2 contains NaN or inf"),
+        ((z.long(), z.long()), {}, "integer_dtype", "floating dtype"),
+        ((z, z), {"lambda_invariance": -1.0}, "negative_lambda", "lambda_invariance must be"),
+        ((z, z), {"mu_variance": float("inf")}, "inf_mu", "mu_variance must be finite"),
+        ((z, z), {"nu_covariance": -0.5}, "negative_nu", "nu_covariance must be finite"),
+        ((z, z), {"gamma": -1.0}, "negative_gamma", "gamma must be finite and >= 0"),
+        ((z, z), {"eps": -1e-4}, "negative_eps", "eps must be finite and >= 0"),
+        (("z", z), {}, "not_a_tensor", "z1 must be a torch.Tensor"),
+    ]
+    return [
+        ErrorInput(SampleInput(a, kw, name), TypeError if name == "not_a_tensor" else ValueError, m)
+        for a, kw, name, m in cases
+    ]
+
+
+def _multiview_vicreg_errors() -> list[ErrorInput]:
+    z = torch.randn(4, 3, 2, dtype=torch.float64)
+    return _views_errors(
+        "lambda_invariance",
+        [
+            ((z[:1],), {}, "one_image", "at least 2 rows"),
+            ((z,), {"gamma": -1.0}, "negative_gamma", "gamma must be finite and >= 0"),
+            ((z,), {"eps": float("nan")}, "nan_eps", "eps must be finite"),
+        ],
+    )
+
+
+def _negative_cosine_samples(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+    gen = torch.Generator().manual_seed(22)
+    p1, p2, z1, z2 = _randn(gen, 4, 5, 6)
+    zero = p1.clone()
+    zero[2] = 0.0
+    cases = [
+        ("random", (p1, p2, z1, z2), {}),
+        ("random_byol", (p1, p2, z1, z2), {"convention": "byol"}),
+        ("aligned", (2.0 * z2, 0.5 * z1, z1, z2), {}),
+        ("antipodal", (-z2, -3.0 * z1, z1, z2), {"convention": "byol"}),
+        ("zero_row", (zero, p2, z1, z2), {}),
+        ("minimal", tuple(_randn(gen, 4, 1, 1)), {"reduction": "sum"}),
+    ]
+    return [
+        SampleInput(tuple(_cast(t, dtype, device) for t in ts), kw, name) for name, ts, kw in cases
+    ]
+
+
+def _negative_cosine_errors() -> list[ErrorInput]:
+    p = torch.randn(3, 4, dtype=torch.float64)
+    nan = p.clone()
+    nan[1, 1] = float("nan")
+    cases = [
+        ((p, p, p, p[:2]), {}, "batch_mismatch", "p1 and z2 must have the same shape"),
+        ((p, p[:, :3], p, p), {}, "dim_mismatch", "p1 and p2 must have the same shape"),
+        ((p, p, p[0], p), {}, "one_dimensional", "z1 must be a 2-D tensor"),
+        ((p[:0], p[:0], p[:0], p[:0]), {}, "empty", "at least 1 rows"),
+        ((p, p, nan, p), {}, "nan", "z1 contains NaN or inf"),
+        ((p, p, p, p), {"convention": "l2"}, "bad_convention", "convention must be one of"),
+        ((p, p, p, p), {"reduction": "avg"}, "bad_reduction", "reduction must be one of"),
+        ((p, p, p, p), {"eps": 0.0}, "zero_eps", "eps must be finite and > 0"),
+    ]
+    return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
+
+
+def _dcl_errors(weighted: bool) -> Callable[[], list[ErrorInput]]:
+    def make() -> list[ErrorInput]:
+        z = torch.randn(4, 3, dtype=torch.float64)
+        extra = [
+            ErrorInput(
+                SampleInput((z, z), {"temperature": 0.5, "weight": "uniform"}, "bad_weight"),
+                ValueError,
+                "weight must be one of",
+            )
+        ]
+        if weighted:
+            for bad in (0.0, -1.0, float("inf")):
+                extra.append(
+                    ErrorInput(
+                        SampleInput((z, z), {"temperature": 0.5, "sigma": bad}, f"sigma={bad}"),
+                        ValueError,
+                        "sigma must be finite and > 0",
+                    )
+                )
+        return [*_two_view_errors(losses.dcl)(), *extra]
+
+    return make
+
+
+def _moco_v3_samples(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+    out = []
+    for name, a, b, tau in _two_view_cases():
+        # q1's positive is k2 (a vs b), q2's is k1 (the same relation, rows reversed)
+        q1, k2, q2, k1 = a, b, b.flip(0), a.flip(0)
+        tensors = tuple(_cast(t, dtype, device) for t in (q1, q2, k1, k2))
+        out.append(SampleInput(tensors, {"temperature": tau}, name))
+    return out
+
+
+def _moco_v3_errors() -> list[ErrorInput]:
+    q = torch.randn(4, 3, dtype=torch.float64)
+    nan = q.clone()
+    nan[0, 1] = float("inf")
+    cases = [
+        ((q[:1], q[:1], q[:1], q[:1]), {}, "batch_of_one", "at least 2 rows"),
+        ((q, q, q, q[:, :2]), {}, "shape_mismatch", "q1 and k2 must have the same shape"),
+        ((q, q[:3], q, q), {}, "batch_mismatch", "q1 and q2 must have the same shape"),
+        ((q, q, nan, q), {}, "inf", "k1 contains NaN or inf"),
+        ((q, q, q, q), {"temperature": 0.0}, "zero_temperature", "temperature must be finite"),
+        ((q, q, q, q), {"temperature": "0.2"}, "string_temperature", "temperature must be a"),
+        ((q, q, q, q), {"eps": -1.0}, "negative_eps", "eps must be finite and > 0"),
+    ]
+    return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
+
+
+def _dino_samples(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+    gen = torch.Generator().manual_seed(23)
+    student = _randn(gen, 4, 4, 5)
+    teacher = _randn(gen, 4, 2, 5)
+    center = 0.3 * _randn(gen, 5)
+    zero = torch.zeros(5, dtype=torch.float64)
+    equal = {"student_temperature": 0.5, "teacher_temperature": 0.5}
+    cases = [
+        ("random", (student, teacher, center), {}),
+        ("zero_center", (student, teacher, zero), {}),
+        ("equal_temperatures", (student, teacher, zero), equal),
+        ("student_is_teacher", (teacher.flip(1), teacher, zero), equal),
+        ("one_teacher_crop", (student[:, :2], teacher[:, :1], center), {}),
+        ("sharp_teacher", (student, teacher, center), {"teacher_temperature": 0.02}),
+        ("minimal", (_randn(gen, 1, 2, 1), _randn(gen, 1, 1, 1), _randn(gen, 1)), {}),
+    ]
+    return [
+        SampleInput(tuple(_cast(t, dtype, device) for t in ts), kw, name) for name, ts, kw in cases
+    ]
+
+
+def _dino_errors() -> list[ErrorInput]:
+    s = torch.randn(3, 4, 5, dtype=torch.float64)
+    t = torch.randn(3, 2, 5, dtype=torch.float64)
+    c = torch.zeros(5, dtype=torch.float64)
+    nan = t.clone()
+    nan[0, 0, 0] = float("nan")
+    cases = [
+        ((s[:, 0], t, c), {}, "two_dimensional", "student must be a 3-D tensor"),
+        ((s[:, :1], t[:, :1], c), {}, "one_crop", "V_s >= 2 crops"),
+        ((s, t[:2], c), {}, "batch_mismatch", r"teacher must have shape \(N, V_t, K\)"),
+        ((s, t[..., :4], c), {}, "k_mismatch", r"teacher must have shape \(N, V_t, K\)"),
+        ((s[:, :2], torch.randn(3, 3, 5, dtype=torch.float64), c), {}, "too_many", "V_t <= V_s"),
+        ((s, t, c[:4]), {}, "center_shape", r"center must have shape \(5,\)"),
+        ((s, t, c[None]), {}, "center_two_dimensional", "center must be a 1-D tensor"),
+        ((s, nan, c), {}, "nan", "teacher contains NaN or inf"),
+        ((s, t, c), {"student_temperature": 0.0}, "zero_student_t", "student_temperature must"),
+        ((s, t, c), {"teacher_temperature": -1.0}, "negative_teacher_t", "teacher_temperature"),
+    ]
+    return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
+
+
+def _swav_samples(dtype: torch.dtype, device: torch.device) -> list[SampleInput]:
+    gen = torch.Generator().manual_seed(24)
+    features = torch.nn.functional.normalize(_randn(gen, 6, 3, 8), dim=-1)
+    prototypes = torch.nn.functional.normalize(_randn(gen, 4, 8), dim=-1)
+    scores = features @ prototypes.T  # (6, 3, 4) cosines
+    cases = [
+        ("random", scores, {}),
+        ("two_crops", scores[:, :2], {"epsilon": 0.1}),
+        ("one_assigned", scores, {"assigned": 1, "temperature": 0.5}),
+        ("converged_codes", scores, {"epsilon": 0.5, "iterations": 50}),
+        ("one_prototype", scores[..., :1], {}),
+        ("one_sample", scores[:1], {"iterations": 1}),
+    ]
+    return [SampleInput((_cast(s, dtype, device),), kw, name) for name, s, kw in cases]
+
+
+def _swav_errors() -> list[ErrorInput]:
+    s = torch.randn(4, 3, 5, dtype=torch.float64)
+    cases = [
+        ((s[:, 0],), {}, "two_dimensional", "scores must be a 3-D tensor"),
+        ((s[:, :1],), {}, "one_crop", "V >= 2 crops"),
+        ((s[:0],), {}, "no_samples", "at least one sample"),
+        ((s,), {"assigned": 0}, "assigned_zero", r"assigned must be in \[1, 3\]"),
+        ((s,), {"assigned": 4}, "assigned_too_large", r"assigned must be in \[1, 3\]"),
+        ((s,), {"epsilon": 0.0}, "zero_epsilon", "epsilon must be finite and > 0"),
+        ((s,), {"iterations": 0}, "zero_iterations", "iterations must be >= 1"),
+        ((s,), {"iterations": 2.5}, "float_iterations", "iterations must be an int"),
+        ((s,), {"temperature": float("nan")}, "nan_temperature", "temperature must be finite"),
+        ((s * float("nan"),), {}, "nan", "scores contains NaN or inf"),
+    ]
+    return [ErrorInput(SampleInput(a, kw, name), ValueError, m) for a, kw, name, m in cases]
+
+
+register(
+    LossSpec(
+        name="vicreg",
+        fn=losses.vicreg,
+        citation="Bardes et al. 2022 (VICReg, arXiv:2105.04906) Eqs. 1-6",
+        conventions="lambda MSE over N*D entries + mu mean of the two std hinges (unbiased var, "
+        "eps 1e-4) + nu sum of off-diagonal cov^2 / D; 25, 25, 1",
+        inputs=("z1", "z2"),
+        strategy=ams.vicreg_samples,
+        sample_inputs=_vicreg_samples,
+        error_inputs=_vicreg_errors,
+        tolerances=BARLOW_TOLERANCES,
+        properties=("value", "hinge", "identity", "gradcheck", "stability"),
+    )
+)
+
+register(
+    LossSpec(
+        name="multiview_vicreg",
+        fn=losses.multiview_vicreg,
+        citation="Agrawal et al. 2024 multi-view VICReg (fastssl); Bardes et al. 2022 Eqs. 1-6",
+        conventions="(N, m, D) views, each vs the mean of the other views, averaged; "
+        "m = 2 is vicreg",
+        inputs=("views",),
+        strategy=ams.multiview_vicreg_samples,
+        sample_inputs=_views_samples(
+            {
+                "two_views": {},
+                "four_views": {"nu_covariance": 0.1},
+                "identical_views": {"gamma": 0.5},
+                "minimal": {"mu_variance": 0.0},
+            }
+        ),
+        error_inputs=_multiview_vicreg_errors,
+        tolerances=BARLOW_TOLERANCES,
+        properties=("value", "reduction", "gradcheck", "stability"),
+    )
+)
+
+register(
+    LossSpec(
+        name="negative_cosine",
+        fn=losses.negative_cosine,
+        citation="Chen & He 2021 (SimSiam, arXiv:2011.10566) Eq. 2; Grill et al. 2020 (BYOL, "
+        "arXiv:2006.07733) Eq. 2",
+        conventions="(p1, p2, z1, z2), -cos(p1, z2)/2 - cos(p2, z1)/2 in [-1, 1] (convention="
+        "'byol': 2 - 2cos summed, [0, 8]), mean over N; registered without the stop-gradient",
+        inputs=("p1", "p2", "z1", "z2"),
+        fixed_kwargs=_SG,
+        strategy=ams.negative_cosine_samples,
+        sample_inputs=_negative_cosine_samples,
+        error_inputs=_negative_cosine_errors,
+        tolerances=SSL_TOLERANCES,
+        properties=("value", "bounded", "gradcheck", "stability"),
+        overrides=_ZERO_ROW,
+    )
+)
+
+register(
+    LossSpec(
+        name="dcl",
+        fn=losses.dcl,
+        citation="Yeh et al. 2022 (DCL, arXiv:2110.06848) Eq. 6 with w = 1",
+        conventions="as nt_xent(decoupled=True): positive out of the denominator, 2N anchors, mean",
+        inputs=("z1", "z2"),
+        strategy=ams.dcl_samples,
+        sample_inputs=_two_view_samples(),
+        error_inputs=_dcl_errors(weighted=False),
+        tolerances=DEFAULT_TOLERANCES,
+        properties=("value", "decoupling", "reduction", "invariance", "gradcheck", "stability"),
+        overrides=_ZERO_ROW,
+    )
+)
+
+register(
+    LossSpec(
+        name="dclw",
+        fn=losses.dcl,
+        citation="Yeh et al. 2022 (DCLW, arXiv:2110.06848) Eq. 6 with the negative von "
+        "Mises-Fisher weight",
+        conventions="as dcl, positive term times w = 2 - N softmax(s_pos / sigma) of its sample "
+        "(sigma 0.5); registered with the weights differentiated",
+        inputs=("z1", "z2"),
+        fixed_kwargs={"weight": "vmf", **_SG},
+        strategy=lambda **kw: ams.dcl_samples(weighted=True, **kw),
+        sample_inputs=_two_view_samples(lambda n: {"sigma": 0.5}),
+        error_inputs=_dcl_errors(weighted=True),
+        tolerances=DEFAULT_TOLERANCES,
+        properties=("value", "decoupling", "reduction", "invariance", "gradcheck", "stability"),
+        overrides=_ZERO_ROW,
+    )
+)
+
+register(
+    LossSpec(
+        name="moco_v3",
+        fn=losses.moco_v3,
+        citation="Chen, Xie, He 2021 (MoCo v3, arXiv:2104.02057) Algorithm 1",
+        conventions="ctr(q1, k2) + ctr(q2, k1), ctr = 2 tau x in-batch InfoNCE of the queries "
+        "against the keys (mean over N); registered without the stop-gradient",
+        inputs=("q1", "q2", "k1", "k2"),
+        fixed_kwargs=_SG,
+        strategy=ams.moco_v3_samples,
+        sample_inputs=_moco_v3_samples,
+        error_inputs=_moco_v3_errors,
+        tolerances=DEFAULT_TOLERANCES,
+        properties=("value", "identity", "limits", "gradcheck", "stability"),
+        overrides=_ZERO_ROW,
+    )
+)
+
+register(
+    LossSpec(
+        name="dino",
+        fn=losses.dino,
+        citation="Caron et al. 2021 (DINO, arXiv:2104.14294) Eqs. 1-3",
+        conventions="student (N, V_s, K), teacher (N, V_t, K) of the first V_t crops, centre "
+        "(K,); CE of softmax((t - c)/0.04) and log-softmax(s/0.1), same-crop pairs skipped, "
+        "mean over pairs; registered without the stop-gradient",
+        inputs=("student", "teacher", "center"),
+        fixed_kwargs=_SG,
+        strategy=ams.dino_samples,
+        sample_inputs=_dino_samples,
+        error_inputs=_dino_errors,
+        tolerances=SSL_TOLERANCES,
+        properties=("value", "cross_entropy", "gradcheck", "stability"),
+    )
+)
+
+register(
+    LossSpec(
+        name="swav",
+        fn=losses.swav,
+        citation="Caron et al. 2020 (SwAV, arXiv:2006.09882) Eqs. 1-3",
+        conventions="(N, V, K) prototype scores; Sinkhorn codes (eps 0.05, 3 iterations) of the "
+        "first 2 crops predicted from every other crop (tau 0.1), means over crops; registered "
+        "with the codes differentiated",
+        inputs=("scores",),
+        fixed_kwargs=_SG,
+        strategy=ams.swav_samples,
+        sample_inputs=_swav_samples,
+        error_inputs=_swav_errors,
+        tolerances=SSL_TOLERANCES,
+        properties=("value", "marginals", "cross_entropy", "gradcheck", "stability"),
+    )
+)

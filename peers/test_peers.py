@@ -42,7 +42,8 @@ def test_peer_agrees_with_the_reference(case, dtype):
 
 @pytest.mark.parametrize("case", DIFFER, ids=lambda c: c.name)
 def test_oracle_flags_the_documented_difference(case):
-    report = _check(case, torch.float32, max_examples=200, shrink=False)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[case.flagged_in]
+    report = _check(case, dtype, max_examples=200, shrink=False)
     assert not report.passed
 
 
@@ -79,3 +80,31 @@ def test_pml_supcon_drops_anchors_whose_loss_is_zero(dtype):
 def test_pml_ntxent_with_several_positives_is_not_supcon(dtype):
     r = pc.reproduce_per_pair(dtype)
     assert abs(r.peer - r.reference) > 0.1
+
+
+# --- self-supervised losses ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_lightly_byol_recipe_is_the_simsiam_scale(dtype):
+    """Aligned predictions: BYOL's L + L~ is 0, lightly's halved negative cosines -1."""
+    r = pc.reproduce_byol_scale(dtype)
+    assert r.reference == 0.0 and abs(r.peer + 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+def test_lightly_ntxent_is_not_moco_v3s_ctr(dtype):
+    r = pc.reproduce_ntxent_is_simclr(dtype)
+    assert abs(r.reference - 4 * math.log(1 + math.exp(-1))) < 1e-12
+    assert abs(r.peer - 4 * math.log(1 + 2 * math.exp(-1))) < 1e-5
+
+
+def test_lightly_dino_rounds_the_teacher_temperature_to_float32():
+    """The float64 difference is the float32 rounding of 0.04 (relative 2.2e-8), and passing
+    the temperature as a float64 tensor removes it."""
+    r = pc.reproduce_dino_float32_temperature(torch.float64)
+    assert 1e-9 < abs(r.peer - r.reference) < 1e-6 * abs(r.reference)
+    student = torch.tensor([[[0.0, 1.0], [0.0, 1.0]]], dtype=torch.float64)
+    teacher = torch.tensor([[[0.0, 0.125], [0.0, 0.125]]], dtype=torch.float64)
+    exact = pc.lightly_dino_exact(student, teacher, torch.zeros(2, dtype=torch.float64), 0.1, 0.04)
+    assert abs(float(exact) - r.reference) < 1e-15

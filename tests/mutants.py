@@ -427,3 +427,561 @@ ORACLE_MUTANTS: tuple[Mutant, ...] = (
         "supcon_self_positive", "supcon", supcon_self_positive, "anchor counted as its own positive"
     ),
 )
+
+
+# --- self-supervised losses (VICReg, BYOL/SimSiam, DCL, MoCo v3, DINO, SwAV) ------------------
+# Broken versions of the references, written independently of amcl_lab with the same
+# signatures.  Each is a mistake a re-implementation can make (a term dropped, a mean taken
+# over the wrong axis, a stop-gradient forgotten); the property batteries of
+# tests/properties/test_{vicreg,byol,dcl,moco_v3,dino,swav}.py must each catch theirs, and the
+# oracle flags every one (tests/oracle/test_oracle_mutants.py).
+
+
+def _vicreg_variant(
+    z1,
+    z2,
+    lambda_invariance=25.0,
+    mu_variance=25.0,
+    nu_covariance=1.0,
+    *,
+    gamma=1.0,
+    eps=1e-4,
+    hinge_on="std",
+    cov_ddof=1,
+    cov_diagonal=False,
+    cov_over_d=True,
+    variance_views=2,
+    invariance="mean",
+    centre=True,
+    **_,
+):
+    n, d = z1.shape
+
+    def v(z):
+        var = z.var(dim=0, unbiased=True)
+        spread = torch.sqrt(var + eps) if hinge_on == "std" else var + eps
+        return torch.relu(gamma - spread).mean()
+
+    def c(z):
+        x = z - z.mean(dim=0) if centre else z
+        cov = x.T @ x / (n - cov_ddof)
+        total = cov.pow(2).sum() if cov_diagonal else cov.pow(2).sum() - cov.diagonal().pow(2).sum()
+        return total / d if cov_over_d else total
+
+    inv = F.mse_loss(z1, z2) if invariance == "mean" else (z1 - z2).pow(2).sum(dim=1).mean()
+    var = 0.5 * (v(z1) + v(z2)) if variance_views == 2 else v(z1)
+    return lambda_invariance * inv + mu_variance * var + nu_covariance * (c(z1) + c(z2))
+
+
+def vicreg_hinge_on_variance(z1, z2, *args, **kw):
+    return _vicreg_variant(z1, z2, *args, **kw, hinge_on="variance")
+
+
+def vicreg_biased_covariance(z1, z2, *args, **kw):
+    return _vicreg_variant(z1, z2, *args, **kw, cov_ddof=0)
+
+
+def vicreg_covariance_keeps_diagonal(z1, z2, *args, **kw):
+    return _vicreg_variant(z1, z2, *args, **kw, cov_diagonal=True)
+
+
+def vicreg_covariance_not_over_d(z1, z2, *args, **kw):
+    return _vicreg_variant(z1, z2, *args, **kw, cov_over_d=False)
+
+
+def vicreg_variance_of_one_view(z1, z2, *args, **kw):
+    return _vicreg_variant(z1, z2, *args, **kw, variance_views=1)
+
+
+def vicreg_invariance_summed_over_dims(z1, z2, *args, **kw):
+    return _vicreg_variant(z1, z2, *args, **kw, invariance="sum")
+
+
+def vicreg_uncentred_covariance(z1, z2, *args, **kw):
+    return _vicreg_variant(z1, z2, *args, **kw, centre=False)
+
+
+def _negative_cosine_variant(
+    p1,
+    p2,
+    z1,
+    z2,
+    *,
+    convention="simsiam",
+    stop_gradient=True,
+    reduction="mean",
+    detach=True,
+    half=0.5,
+    pairing="swapped",
+    normalize=True,
+    constant=4.0,
+    **_,
+):
+    if stop_gradient and detach:
+        z1, z2 = z1.detach(), z2.detach()
+    if pairing == "same":
+        z1, z2 = z2, z1  # p1 scored against its own view's target
+    if normalize:
+        p1, p2, z1, z2 = (F.normalize(t, dim=1, eps=1e-8) for t in (p1, p2, z1, z2))
+    c12, c21 = (p1 * z2).sum(1), (p2 * z1).sum(1)
+    losses = -half * (c12 + c21) if convention == "simsiam" else constant - 2 * c12 - 2 * c21
+    return _reduce(losses, reduction)
+
+
+def negative_cosine_target_not_detached(p1, p2, z1, z2, **kw):
+    return _negative_cosine_variant(p1, p2, z1, z2, **kw, detach=False)
+
+
+def negative_cosine_not_halved(p1, p2, z1, z2, **kw):
+    return _negative_cosine_variant(p1, p2, z1, z2, **kw, half=1.0)
+
+
+def negative_cosine_same_view_pairs(p1, p2, z1, z2, **kw):
+    return _negative_cosine_variant(p1, p2, z1, z2, **kw, pairing="same")
+
+
+def negative_cosine_dot_products(p1, p2, z1, z2, **kw):
+    return _negative_cosine_variant(p1, p2, z1, z2, **kw, normalize=False)
+
+
+def negative_cosine_byol_without_constant(p1, p2, z1, z2, **kw):
+    return _negative_cosine_variant(p1, p2, z1, z2, **kw, constant=0.0)
+
+
+def _dcl_variant(
+    z1,
+    z2,
+    temperature=0.1,
+    *,
+    weight=None,
+    sigma=0.5,
+    stop_gradient=True,
+    reduction="mean",
+    keep_positive=False,
+    centred_weights=True,
+    sigma_divides=True,
+    weight_target="positive",
+    anchors="both",
+    **_,
+):
+    n = z1.shape[0]
+    z = _stack(z1, z2)
+    sim = z @ z.T
+    logits = sim / temperature
+    rows = torch.arange(2 * n)
+    pos = (rows + n) % (2 * n)
+    keep = rows[:, None] != rows[None, :]
+    if not keep_positive:
+        keep[rows, pos] = False
+    lse = torch.logsumexp(logits.masked_fill(~keep, float("-inf")), dim=1)
+    positive = logits[rows, pos]
+    if weight == "vmf":
+        s = sim[rows[:n], pos[:n]]
+        s = s.detach() if stop_gradient else s
+        scaled = s / sigma if sigma_divides else s * sigma
+        w = n * torch.softmax(scaled, dim=0)
+        w = (2.0 - w if centred_weights else w).repeat(2)
+        if weight_target == "positive":
+            positive = positive * w
+        else:
+            lse = lse * w
+    losses = lse - positive
+    if anchors == "first_view":
+        losses = losses[:n]
+    return _reduce(losses, reduction)
+
+
+def dcl_positive_in_denominator(z1, z2, *args, **kw):
+    return _dcl_variant(z1, z2, *args, **kw, keep_positive=True)
+
+
+def dclw_weights_not_centred(z1, z2, *args, weight="vmf", **kw):  # DCLW: weighted by default
+    return _dcl_variant(z1, z2, *args, weight=weight, **kw, centred_weights=False)
+
+
+def dclw_sigma_multiplies(z1, z2, *args, weight="vmf", **kw):  # DCLW: weighted by default
+    return _dcl_variant(z1, z2, *args, weight=weight, **kw, sigma_divides=False)
+
+
+def dclw_weight_on_the_negatives(z1, z2, *args, weight="vmf", **kw):  # DCLW: weighted by default
+    return _dcl_variant(z1, z2, *args, weight=weight, **kw, weight_target="negatives")
+
+
+def dcl_one_view_anchors(z1, z2, *args, **kw):
+    return _dcl_variant(z1, z2, *args, **kw, anchors="first_view")
+
+
+def _moco_v3_variant(
+    q1,
+    q2,
+    k1,
+    k2,
+    temperature=0.2,
+    *,
+    stop_gradient=True,
+    scale=True,
+    combine="sum",
+    candidates="keys",
+    pairing="swapped",
+    detach=True,
+    **_,
+):
+    if stop_gradient and detach:
+        k1, k2 = k1.detach(), k2.detach()
+    if pairing == "same":
+        k1, k2 = k2, k1
+
+    def ctr(q, k):
+        n = q.shape[0]
+        q, k = F.normalize(q, dim=1, eps=1e-8), F.normalize(k, dim=1, eps=1e-8)
+        if candidates == "keys":
+            logits, target = q @ k.T / temperature, torch.arange(n)
+        else:  # SimCLR on [q; k]: other queries are negatives, keys are anchors too
+            z = torch.cat([q, k])
+            logits = (z @ z.T / temperature).masked_fill(torch.eye(2 * n, dtype=torch.bool), -1e9)
+            target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
+        loss = F.cross_entropy(logits, target)
+        return 2 * temperature * loss if scale else loss
+
+    total = ctr(q1, k2) + ctr(q2, k1)
+    return total if combine == "sum" else total / 2
+
+
+def moco_v3_without_2tau(q1, q2, k1, k2, *args, **kw):
+    return _moco_v3_variant(q1, q2, k1, k2, *args, **kw, scale=False)
+
+
+def moco_v3_directions_averaged(q1, q2, k1, k2, *args, **kw):
+    return _moco_v3_variant(q1, q2, k1, k2, *args, **kw, combine="mean")
+
+
+def moco_v3_queries_as_negatives(q1, q2, k1, k2, *args, **kw):
+    return _moco_v3_variant(q1, q2, k1, k2, *args, **kw, candidates="simclr")
+
+
+def moco_v3_same_view_keys(q1, q2, k1, k2, *args, **kw):
+    return _moco_v3_variant(q1, q2, k1, k2, *args, **kw, pairing="same")
+
+
+def moco_v3_keys_not_detached(q1, q2, k1, k2, *args, **kw):
+    return _moco_v3_variant(q1, q2, k1, k2, *args, **kw, detach=False)
+
+
+def _dino_variant(
+    student,
+    teacher,
+    center=None,
+    *,
+    student_temperature=0.1,
+    teacher_temperature=0.04,
+    stop_gradient=True,
+    skip_same=True,
+    center_sign=-1.0,
+    swap_temperatures=False,
+    softmax_dim=-1,
+    reduce_pairs="mean",
+    detach=True,
+    **_,
+):
+    tau_s, tau_t = student_temperature, teacher_temperature
+    if swap_temperatures:
+        tau_s, tau_t = tau_t, tau_s
+    t = teacher if center is None else teacher + center_sign * center
+    if stop_gradient and detach:
+        t = t.detach()
+    target = torch.softmax(t / tau_t, dim=softmax_dim)
+    log_s = torch.log_softmax(student / tau_s, dim=-1)
+    terms = []
+    for u in range(teacher.shape[1]):
+        for v in range(student.shape[1]):
+            if skip_same and u == v:
+                continue
+            terms.append(-(target[:, u] * log_s[:, v]).sum(-1).mean())
+    total = torch.stack(terms)
+    return total.mean() if reduce_pairs == "mean" else total.sum()
+
+
+def dino_same_crop_pairs_kept(student, teacher, center=None, **kw):
+    return _dino_variant(student, teacher, center, **kw, skip_same=False)
+
+
+def dino_center_added(student, teacher, center=None, **kw):
+    return _dino_variant(student, teacher, center, **kw, center_sign=1.0)
+
+
+def dino_temperatures_swapped(student, teacher, center=None, **kw):
+    return _dino_variant(student, teacher, center, **kw, swap_temperatures=True)
+
+
+def dino_teacher_softmax_over_the_batch(student, teacher, center=None, **kw):
+    return _dino_variant(student, teacher, center, **kw, softmax_dim=0)
+
+
+def dino_pairs_summed(student, teacher, center=None, **kw):
+    return _dino_variant(student, teacher, center, **kw, reduce_pairs="sum")
+
+
+def dino_teacher_not_detached(student, teacher, center=None, **kw):
+    return _dino_variant(student, teacher, center, **kw, detach=False)
+
+
+def _sinkhorn_variant(scores, epsilon, iterations, *, scale_eps=True, equipartition=True):
+    s = scores / epsilon if scale_eps else scores
+    q = torch.exp(s - s.max()).T  # (K, N)
+    q = q / q.sum()
+    k, n = q.shape
+    for _ in range(iterations):
+        if equipartition:
+            q = q / q.sum(dim=1, keepdim=True) / k
+        q = q / q.sum(dim=0, keepdim=True) / n
+    return (q * n).T
+
+
+def _swav_variant(
+    scores,
+    *,
+    assigned=2,
+    temperature=0.1,
+    epsilon=0.05,
+    iterations=3,
+    stop_gradient=True,
+    detach=True,
+    swapped=True,
+    scale_eps=True,
+    equipartition=True,
+    use_temperature=True,
+    **_,
+):
+    crops = scores.shape[1]
+    log_p = torch.log_softmax(scores / (temperature if use_temperature else 1.0), dim=-1)
+    total = 0.0
+    for a in range(assigned):
+        source = scores[:, a].detach() if stop_gradient and detach else scores[:, a]
+        q = _sinkhorn_variant(
+            source, epsilon, iterations, scale_eps=scale_eps, equipartition=equipartition
+        )
+        others = [v for v in range(crops) if v != a] if swapped else [a]
+        total = total + sum(-(q * log_p[:, v]).sum(-1).mean() for v in others) / len(others)
+    return total / assigned
+
+
+def swav_codes_not_detached(scores, **kw):
+    return _swav_variant(scores, **kw, detach=False)
+
+
+def swav_own_code_predicted(scores, **kw):
+    return _swav_variant(scores, **kw, swapped=False)
+
+
+def swav_sinkhorn_without_epsilon(scores, **kw):
+    return _swav_variant(scores, **kw, scale_eps=False)
+
+
+def swav_codes_without_equipartition(scores, **kw):
+    return _swav_variant(scores, **kw, equipartition=False)
+
+
+def swav_prediction_without_temperature(scores, **kw):
+    return _swav_variant(scores, **kw, use_temperature=False)
+
+
+SSL_MUTANTS: tuple[Mutant, ...] = (
+    Mutant("vicreg_hinge_on_variance", "vicreg", vicreg_hinge_on_variance, "max(0, gamma - Var)"),
+    Mutant(
+        "vicreg_biased_covariance", "vicreg", vicreg_biased_covariance, "covariance over N, not N-1"
+    ),
+    Mutant(
+        "vicreg_covariance_keeps_diagonal",
+        "vicreg",
+        vicreg_covariance_keeps_diagonal,
+        "the variances counted in the covariance term",
+    ),
+    Mutant(
+        "vicreg_covariance_not_over_d", "vicreg", vicreg_covariance_not_over_d, "c(Z) not over D"
+    ),
+    Mutant(
+        "vicreg_variance_of_one_view",
+        "vicreg",
+        vicreg_variance_of_one_view,
+        "the variance hinge of the first view only",
+    ),
+    Mutant(
+        "vicreg_invariance_summed_over_dims",
+        "vicreg",
+        vicreg_invariance_summed_over_dims,
+        "the paper's sum over dimensions with the code's coefficients",
+    ),
+    Mutant(
+        "vicreg_uncentred_covariance",
+        "vicreg",
+        vicreg_uncentred_covariance,
+        "Z^T Z / (N - 1) without centring",
+    ),
+    Mutant(
+        "negative_cosine_target_not_detached",
+        "negative_cosine",
+        negative_cosine_target_not_detached,
+        "no stop-gradient on the targets",
+    ),
+    Mutant(
+        "negative_cosine_not_halved",
+        "negative_cosine",
+        negative_cosine_not_halved,
+        "the two negative cosines summed, not halved",
+    ),
+    Mutant(
+        "negative_cosine_same_view_pairs",
+        "negative_cosine",
+        negative_cosine_same_view_pairs,
+        "each prediction scored against its own view's target",
+    ),
+    Mutant(
+        "negative_cosine_dot_products",
+        "negative_cosine",
+        negative_cosine_dot_products,
+        "dot products, not cosines",
+    ),
+    Mutant(
+        "negative_cosine_byol_without_constant",
+        "negative_cosine",
+        negative_cosine_byol_without_constant,
+        "BYOL's 2 - 2cos without the 2",
+    ),
+    Mutant(
+        "dcl_positive_in_denominator",
+        "dcl",
+        dcl_positive_in_denominator,
+        "the positive left in the denominator (NT-Xent)",
+    ),
+    Mutant("dcl_one_view_anchors", "dcl", dcl_one_view_anchors, "only the first view's anchors"),
+    Mutant("dclw_weights_not_centred", "dclw", dclw_weights_not_centred, "w = N softmax, no 2 -"),
+    Mutant("dclw_sigma_multiplies", "dclw", dclw_sigma_multiplies, "softmax(s * sigma)"),
+    Mutant(
+        "dclw_weight_on_the_negatives",
+        "dclw",
+        dclw_weight_on_the_negatives,
+        "the weight multiplies the negative term",
+    ),
+    Mutant("moco_v3_without_2tau", "moco_v3", moco_v3_without_2tau, "no 2 tau factor"),
+    Mutant(
+        "moco_v3_directions_averaged",
+        "moco_v3",
+        moco_v3_directions_averaged,
+        "the two directions averaged, not summed",
+    ),
+    Mutant(
+        "moco_v3_queries_as_negatives",
+        "moco_v3",
+        moco_v3_queries_as_negatives,
+        "SimCLR's loss on [q; k] (other queries as negatives)",
+    ),
+    Mutant("moco_v3_same_view_keys", "moco_v3", moco_v3_same_view_keys, "q1 scored against k1"),
+    Mutant(
+        "moco_v3_keys_not_detached",
+        "moco_v3",
+        moco_v3_keys_not_detached,
+        "gradient into the momentum keys",
+    ),
+    Mutant(
+        "dino_same_crop_pairs_kept", "dino", dino_same_crop_pairs_kept, "same-crop pairs counted"
+    ),
+    Mutant("dino_center_added", "dino", dino_center_added, "centre added to the teacher"),
+    Mutant(
+        "dino_temperatures_swapped",
+        "dino",
+        dino_temperatures_swapped,
+        "student and teacher temperatures swapped",
+    ),
+    Mutant(
+        "dino_teacher_softmax_over_the_batch",
+        "dino",
+        dino_teacher_softmax_over_the_batch,
+        "teacher softmax over the batch axis",
+    ),
+    Mutant("dino_pairs_summed", "dino", dino_pairs_summed, "sum over crop pairs, not mean"),
+    Mutant(
+        "dino_teacher_not_detached",
+        "dino",
+        dino_teacher_not_detached,
+        "gradient into the teacher",
+    ),
+    Mutant("swav_codes_not_detached", "swav", swav_codes_not_detached, "gradient into the codes"),
+    Mutant("swav_own_code_predicted", "swav", swav_own_code_predicted, "no swap: own code"),
+    Mutant(
+        "swav_sinkhorn_without_epsilon",
+        "swav",
+        swav_sinkhorn_without_epsilon,
+        "Sinkhorn on exp(S), epsilon ignored",
+    ),
+    Mutant(
+        "swav_codes_without_equipartition",
+        "swav",
+        swav_codes_without_equipartition,
+        "codes = softmax(S / epsilon) (no prototype equipartition)",
+    ),
+    Mutant(
+        "swav_prediction_without_temperature",
+        "swav",
+        swav_prediction_without_temperature,
+        "prediction softmax without 1/tau",
+    ),
+)
+
+
+# Broken versions of the two helpers that are not losses (Sinkhorn-Knopp codes and DINO's
+# centre update): tests/properties/test_swav.py and test_dino.py check them directly.  The
+# name does not end in MUTANTS, so the oracle's suite (losses only) leaves them out.
+
+
+def sinkhorn_rows_only(scores, *, epsilon=0.05, iterations=3):
+    return _sinkhorn_variant(scores, epsilon, iterations, equipartition=False)
+
+
+def sinkhorn_without_epsilon(scores, *, epsilon=0.05, iterations=3):
+    return _sinkhorn_variant(scores, epsilon, iterations, scale_eps=False)
+
+
+def sinkhorn_unscaled(scores, *, epsilon=0.05, iterations=3):
+    return _sinkhorn_variant(scores, epsilon, iterations) / scores.shape[0]
+
+
+def sinkhorn_ends_on_prototypes(scores, *, epsilon=0.05, iterations=3):
+    q = torch.exp((scores - scores.max()) / epsilon)  # (N, K)
+    n, k = q.shape
+    for _ in range(iterations):  # samples first, prototypes last: rows no longer sum to 1
+        q = q / q.sum(dim=1, keepdim=True) / n
+        q = q / q.sum(dim=0, keepdim=True) / k
+    return q * n
+
+
+def center_momentum_swapped(center, teacher, momentum=0.9, **_):
+    return (1 - momentum) * center + momentum * teacher.mean(dim=(0, 1))
+
+
+def center_of_the_first_crop(center, teacher, momentum=0.9, **_):
+    return momentum * center + (1 - momentum) * teacher[:, 0].mean(dim=0)
+
+
+HELPER_MISTAKES: tuple[Mutant, ...] = (
+    Mutant("sinkhorn_rows_only", "sinkhorn_knopp", sinkhorn_rows_only, "no prototype rescaling"),
+    Mutant("sinkhorn_without_epsilon", "sinkhorn_knopp", sinkhorn_without_epsilon, "exp(S)"),
+    Mutant("sinkhorn_unscaled", "sinkhorn_knopp", sinkhorn_unscaled, "codes not times N"),
+    Mutant(
+        "sinkhorn_ends_on_prototypes",
+        "sinkhorn_knopp",
+        sinkhorn_ends_on_prototypes,
+        "the iteration ends on the prototype rescaling",
+    ),
+    Mutant(
+        "center_momentum_swapped",
+        "dino_center_update",
+        center_momentum_swapped,
+        "m and 1 - m swapped",
+    ),
+    Mutant(
+        "center_of_the_first_crop",
+        "dino_center_update",
+        center_of_the_first_crop,
+        "the mean of the first teacher crop only",
+    ),
+)

@@ -290,3 +290,183 @@ def amcl_barlow_twins(
                 else:
                     total += lam * corr * corr / t - beta * amcl_omega(t, dim)
     return total
+
+
+# --- self-supervised losses (VICReg, BYOL/SimSiam, DCL, MoCo v3, DINO, SwAV) ------------------
+# Written from the papers' equations, loop by loop; where the papers' text and the authors'
+# code differ (VICReg's invariance and variance scaling, the means over crop pairs), the
+# functions follow the code and say so, and tests/properties checks the identities between
+# the two readings.
+
+
+def _column_variance(column: list[float], ddof: int) -> float:
+    mean = sum(column) / len(column)
+    return sum((x - mean) ** 2 for x in column) / (len(column) - ddof)
+
+
+def vicreg_paper(z1, z2, lam: float, mu: float, nu: float, gamma=1.0, eps=1e-4) -> float:
+    """Bardes et al. Eqs. (1)-(6) as printed: s = (1/n) sum_i |z_i - z'_i|^2 and
+    mu [v(Z) + v(Z')] (sums, not means), unbiased variance and covariance."""
+    z1 = np.asarray(z1, dtype=np.float64)
+    z2 = np.asarray(z2, dtype=np.float64)
+    n, d = z1.shape
+
+    def v(z):  # Eq. (1)-(2): hinge on the regularised standard deviation
+        total = 0.0
+        for j in range(d):
+            std = math.sqrt(_column_variance([float(z[i, j]) for i in range(n)], 1) + eps)
+            total += max(0.0, gamma - std)
+        return total / d
+
+    def c(z):  # Eq. (3)-(4): off-diagonal covariance squared over d
+        mean = [sum(float(z[i, j]) for i in range(n)) / n for j in range(d)]
+        total = 0.0
+        for a in range(d):
+            for b in range(d):
+                if a == b:
+                    continue
+                cov = sum((z[i, a] - mean[a]) * (z[i, b] - mean[b]) for i in range(n)) / (n - 1)
+                total += float(cov) ** 2
+        return total / d
+
+    s = sum(float(((z1[i] - z2[i]) ** 2).sum()) for i in range(n)) / n  # Eq. (5)
+    return lam * s + mu * (v(z1) + v(z2)) + nu * (c(z1) + c(z2))  # Eq. (6)
+
+
+def vicreg(z1, z2, lam=25.0, mu=25.0, nu=1.0, gamma=1.0, eps=1e-4) -> float:
+    """VICReg as the authors' code computes it: the invariance averaged over the n d entries
+    and the variance hinges of the two views averaged; equal to ``vicreg_paper`` with
+    lambda / d and mu / 2."""
+    d = np.asarray(z1).shape[1]
+    return vicreg_paper(z1, z2, lam / d, mu / 2.0, nu, gamma, eps)
+
+
+def multiview_vicreg(views, lam=25.0, mu=25.0, nu=1.0, gamma=1.0, eps=1e-4) -> float:
+    """fastssl's multi-view VICReg: each view against the mean of the other views, averaged."""
+    views = np.asarray(views, dtype=np.float64)
+    m = views.shape[1]
+    total = 0.0
+    for a in range(m):
+        others = [b for b in range(m) if b != a]
+        rest = sum(views[:, b] for b in others) / len(others)
+        total += vicreg(views[:, a], rest, lam, mu, nu, gamma, eps)
+    return total / m
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(_unit(a) @ _unit(b))
+
+
+def negative_cosine(p1, p2, z1, z2, convention: str = "simsiam") -> np.ndarray:
+    """Per-sample SimSiam Eq. (2) (-cos/2 - cos/2) or BYOL's L + L~ (2 - 2cos, twice)."""
+    p1, p2, z1, z2 = (np.asarray(t, dtype=np.float64) for t in (p1, p2, z1, z2))
+    out = np.empty(p1.shape[0])
+    for i in range(p1.shape[0]):
+        c12, c21 = _cosine(p1[i], z2[i]), _cosine(p2[i], z1[i])
+        out[i] = -0.5 * c12 - 0.5 * c21 if convention == "simsiam" else 4.0 - 2 * c12 - 2 * c21
+    return out
+
+
+def dcl(z1, z2, tau: float, weight: str | None = None, sigma: float = 0.5) -> np.ndarray:
+    """Per-anchor DCL / DCLW (Yeh et al. Eq. 6): -w s_pos/tau + log sum over negatives only,
+    w_n = 2 - N exp(s_n/sigma) / sum_m exp(s_m/sigma), anchors ordered [z1 rows; z2 rows]."""
+    z = _unit(np.concatenate([z1, z2]))
+    two_n = z.shape[0]
+    n = two_n // 2
+    positives = [float(z[s] @ z[s + n]) for s in range(n)]
+    if weight == "vmf":
+        top = max(p / sigma for p in positives)
+        e = [math.exp(p / sigma - top) for p in positives]
+        weights = [2.0 - n * x / sum(e) for x in e]
+    else:
+        weights = [1.0] * n
+    out = np.empty(two_n)
+    for i in range(two_n):
+        p = (i + n) % two_n
+        terms = [float(z[i] @ z[k]) / tau for k in range(two_n) if k not in (i, p)]
+        out[i] = -weights[i % n] * float(z[i] @ z[p]) / tau + _log_sum_exp(terms)
+    return out
+
+
+def moco_v3(q1, q2, k1, k2, tau: float) -> float:
+    """MoCo v3 Algorithm 1: ctr(q1, k2) + ctr(q2, k1), ctr = 2 tau CE(q k^T / tau, arange)."""
+
+    def ctr(q, k):
+        q, k = _unit(q), _unit(k)
+        total = 0.0
+        for i in range(q.shape[0]):
+            logits = [float(q[i] @ k[j]) / tau for j in range(k.shape[0])]
+            total += _log_sum_exp(logits) - logits[i]
+        return 2.0 * tau * total / q.shape[0]
+
+    return ctr(q1, k2) + ctr(q2, k1)
+
+
+def _softmax(values: list[float]) -> list[float]:
+    top = max(values)
+    e = [math.exp(x - top) for x in values]
+    return [x / sum(e) for x in e]
+
+
+def dino(student, teacher, center=None, tau_s: float = 0.1, tau_t: float = 0.04) -> float:
+    """DINO Eqs. (1)-(3): H(P_t(u), P_s(v)) over teacher crops u and student crops v != u,
+    averaged over the pairs and the batch; P_t centred by ``center`` and sharpened by tau_t."""
+    student = np.asarray(student, dtype=np.float64)
+    teacher = np.asarray(teacher, dtype=np.float64)
+    n, v_s, k = student.shape
+    c = np.zeros(k) if center is None else np.asarray(center, dtype=np.float64)
+    total, pairs = 0.0, 0
+    for u in range(teacher.shape[1]):
+        for v in range(v_s):
+            if v == u:
+                continue
+            pairs += 1
+            for i in range(n):
+                target = _softmax([(teacher[i, u, j] - c[j]) / tau_t for j in range(k)])
+                logits = [student[i, v, j] / tau_s for j in range(k)]
+                log_z = _log_sum_exp(logits)
+                total -= sum(t * (x - log_z) for t, x in zip(target, logits, strict=True)) / n
+    return total / pairs
+
+
+def dino_center_update(center, teacher, momentum: float) -> np.ndarray:
+    """DINO Eq. (4): c <- m c + (1 - m) * mean of the teacher outputs over samples and crops."""
+    teacher = np.asarray(teacher, dtype=np.float64)
+    rows = [teacher[i, u] for i in range(teacher.shape[0]) for u in range(teacher.shape[1])]
+    mean = sum(rows) / len(rows)
+    return momentum * np.asarray(center, dtype=np.float64) + (1 - momentum) * mean
+
+
+def sinkhorn(scores, epsilon: float, iterations: int) -> np.ndarray:
+    """SwAV's Sinkhorn-Knopp in the multiplicative form of the paper's code: Q = exp(S/eps)
+    (K x B after transposing), normalised to total mass 1, then per iteration prototypes to
+    mass 1/K and samples to mass 1/B; returned as (B, K) codes times B."""
+    s = np.asarray(scores, dtype=np.float64)
+    q = np.exp((s - s.max()) / epsilon).T  # a global shift cancels in the normalisations
+    q = q / q.sum()
+    k, b = q.shape
+    for _ in range(iterations):
+        q = q / q.sum(axis=1, keepdims=True) / k
+        q = q / q.sum(axis=0, keepdims=True) / b
+    return (q * b).T
+
+
+def swav(scores, assigned: int = 2, tau: float = 0.1, epsilon: float = 0.05, iterations=3):
+    """SwAV's swapped prediction as the official training loop averages it: for each assigned
+    crop a, the cross-entropy of its codes against softmax(S/tau) of every other crop, averaged
+    over those crops, then over the assigned crops."""
+    s = np.asarray(scores, dtype=np.float64)
+    n, views, k = s.shape
+    total = 0.0
+    for a in range(assigned):
+        codes = sinkhorn(s[:, a], epsilon, iterations)
+        sub = 0.0
+        for v in range(views):
+            if v == a:
+                continue
+            for i in range(n):
+                logits = [s[i, v, j] / tau for j in range(k)]
+                log_z = _log_sum_exp(logits)
+                sub -= sum(codes[i, j] * (logits[j] - log_z) for j in range(k)) / n
+        total += sub / (views - 1)
+    return total / assigned

@@ -22,6 +22,22 @@ INVALID = [
     pytest.param(ams.labels, {"num_classes": 0}, id="labels(num_classes=0)"),
     pytest.param(ams.multiview_features, {"views": 0}, id="multiview_features(views=0)"),
     pytest.param(ams.two_view_samples, {"max_rows": 1}, id="two_view_samples(max_rows=1)"),
+    # self-supervised losses
+    pytest.param(ams.vicreg_samples, {"dtype": torch.int64}, id="vicreg_samples(dtype=int64)"),
+    pytest.param(ams.dcl_samples, {"min_temperature": 0.0}, id="dcl_samples(min_temperature=0)"),
+    pytest.param(
+        ams.moco_v3_samples,
+        {"min_temperature": 2.0, "max_temperature": 1.0},
+        id="moco_v3_samples(2>1)",
+    ),
+    pytest.param(ams.dino_samples, {"dtype": torch.bool}, id="dino_samples(dtype=bool)"),
+    pytest.param(ams.swav_samples, {"dtype": "float64"}, id="swav_samples(dtype='float64')"),
+    pytest.param(
+        ams.negative_cosine_samples, {"dtype": torch.int32}, id="negative_cosine_samples(int32)"
+    ),
+    pytest.param(
+        ams.multiview_vicreg_samples, {"dtype": torch.int8}, id="multiview_vicreg_samples(int8)"
+    ),
 ]
 
 
@@ -86,3 +102,16 @@ def test_supcon_samples_always_have_a_positive(sample):
 def test_defaults_reach_the_edges_of_the_documented_domain(strategy, condition):
     """The oracle relies on these draws reaching the domain's edges, where bugs show."""
     assert condition(find(strategy, condition, settings=settings(max_examples=2000)))
+
+
+@given(ams.dino_samples())
+def test_dino_samples_pair_each_teacher_crop_with_a_student_crop(sample):
+    student, teacher, center = sample.args
+    assert 1 <= teacher.shape[1] <= student.shape[1] and student.shape[1] >= 2
+    assert teacher.shape[::2] == student.shape[::2] and center.shape == (student.shape[2],)
+
+
+@given(ams.swav_samples())
+def test_swav_samples_are_cosines_with_valid_keywords(sample):
+    (scores,) = sample.args
+    assert scores.abs().max() <= 1.0 and 1 <= sample.kwargs["assigned"] <= scores.shape[1]

@@ -11,7 +11,8 @@ A run flows through the package's modules in this order:
    training subset and label noise of :func:`training_set`;
 3. :mod:`.objectives`: the loss by name (:data:`OBJECTIVES`: the registry's two-view and
    SupCon losses, the multi-view losses, the AMCL losses through
-   :class:`amcl_lab.amcl.AMCLModel`, supervised cross-entropy) as an :class:`Objective`;
+   :class:`amcl_lab.amcl.AMCLModel`, MoCo, BYOL and MoCo v3 with their momentum networks,
+   supervised cross-entropy) as an :class:`Objective`;
 4. :mod:`.build`: the network (normalisation + encoder + ``heads`` projection heads and/or a
    linear classifier), the optimiser (SGD, AdamW, SAM/ASAM, SAF, MESA: :data:`OPTIMIZERS`)
    and the learning-rate schedule;

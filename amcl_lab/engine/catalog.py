@@ -48,9 +48,12 @@ class ObjectiveSpec:
     ``"labels"`` (``fn(features (N, V, D), labels)``), ``"multiview"``
     (``fn(views (N, V, D))``), ``"amcl"`` (through :class:`~amcl_lab.amcl.AMCLModel`),
     ``"moco"`` (``fn(queries, keys, queue)`` with keys from a momentum network and a queue of
-    past keys, :class:`~amcl_lab.engine.objectives.MomentumQueue`) or ``"ce"``
-    (cross-entropy on the classifier's logits).  ``fixed`` are keyword arguments of
-    every call (a registry variant's ``fixed_kwargs``).
+    past keys, :class:`~amcl_lab.engine.objectives.MomentumQueue`), ``"ema_target"``
+    (``fn(p_a, p_b, t_a, t_b)``: online predictions against the projections of an EMA target
+    network, :class:`~amcl_lab.engine.objectives.MomentumNetwork`, as BYOL and MoCo v3) or
+    ``"ce"`` (cross-entropy on the classifier's logits).  ``fixed`` are keyword arguments of
+    every call (a registry variant's ``fixed_kwargs``, less a ``stop_gradient=False`` that
+    only serves the registry's gradient checks).
     """
 
     kind: str
@@ -64,8 +67,11 @@ def _objectives() -> dict[str, ObjectiveSpec]:
     table: dict[str, ObjectiveSpec] = {}
     for name, spec in registry.REGISTRY.items():
         if spec.inputs in kinds:
-            table[name] = ObjectiveSpec(kinds[spec.inputs], spec.fn, spec.fixed_kwargs)
+            # entries registered without their stop-gradient (for gradcheck) train with it
+            fixed = {k: v for k, v in spec.fixed_kwargs.items() if k != "stop_gradient"}
+            table[name] = ObjectiveSpec(kinds[spec.inputs], spec.fn, fixed)
     table["multiview_barlow_twins"] = ObjectiveSpec("multiview", losses.multiview_barlow_twins)
+    table["multiview_vicreg"] = ObjectiveSpec("multiview", losses.multiview_vicreg)
     table["invariance_orthogonality"] = ObjectiveSpec(
         "multiview", losses.invariance_orthogonality_loss
     )
@@ -74,13 +80,17 @@ def _objectives() -> dict[str, ObjectiveSpec]:
             table[name] = ObjectiveSpec("amcl", fn)
     table["moco"] = ObjectiveSpec("moco", losses.info_nce)
     table["amcl_moco"] = ObjectiveSpec("moco", losses.amcl_moco)
+    # an EMA target network and a predictor: BYOL's loss (its 2 - 2cos scale) and MoCo v3's
+    table["byol"] = ObjectiveSpec("ema_target", losses.negative_cosine, {"convention": "byol"})
+    table["moco_v3"] = ObjectiveSpec("ema_target", losses.moco_v3)
     table["ce"] = ObjectiveSpec("ce", None)
     return table
 
 
-#: Loss name -> :class:`ObjectiveSpec`: every two-view and SupCon loss of the registry,
-#: the multi-view losses, the AMCL losses, MoCo (``"moco"``: InfoNCE against a queue;
-#: ``"amcl_moco"``: its AMCL form) and ``"ce"``.
+#: Loss name -> :class:`ObjectiveSpec`: every two-view and SupCon loss of the registry
+#: (VICReg, DCL and DCLW among them), the multi-view losses (``multiview_vicreg`` too), the
+#: AMCL losses, MoCo (``"moco"``: InfoNCE against a queue; ``"amcl_moco"``: its AMCL form),
+#: BYOL and MoCo v3 (``"byol"``, ``"moco_v3"``: an EMA target and a predictor) and ``"ce"``.
 OBJECTIVES: dict[str, ObjectiveSpec] = _objectives()
 
 

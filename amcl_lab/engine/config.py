@@ -45,8 +45,8 @@ class TrainConfig:
       ``batch_size``, ``train_fraction``, ``label_noise`` (see :func:`training_set`);
     * model: ``encoder``, ``width``, ``proj_hidden``, ``proj_dim``, ``heads``;
     * objective: ``loss``, ``temperature``, ``supervised``, ``adaptive_temperature``,
-      ``temperature_model``, ``tau_min``, ``tau_max``, ``loss_options``, and for MoCo
-      ``queue_size`` and ``key_momentum``;
+      ``temperature_model``, ``tau_min``, ``tau_max``, ``loss_options``, for MoCo
+      ``queue_size``, and for MoCo, BYOL and MoCo v3 ``key_momentum``;
     * optimisation: ``optimizer``, ``lr``, ``momentum``, ``weight_decay``, ``rho``,
       ``optimizer_options``, ``schedule``, ``warmup_steps``, ``steps``, ``grad_clip``;
     * evaluation and bookkeeping: ``eval_every``, ``checkpoint_every``, ``probe_steps``,
@@ -83,7 +83,7 @@ class TrainConfig:
     tau_max: float = 2.0
     loss_options: tuple[str, ...] = ()  # extra loss keywords, "key=value"
     queue_size: int = 4096  # MoCo losses: keys per head in the FIFO queue of negatives
-    key_momentum: float = 0.99  # MoCo losses: EMA factor m of the momentum (key) network
+    key_momentum: float = 0.99  # MoCo/BYOL/MoCo v3: EMA factor of the key/target network
     # optimisation
     optimizer: str = "sgd"  # sgd | adamw | sam | asam | saf | mesa
     lr: float = 0.1  # peak learning rate

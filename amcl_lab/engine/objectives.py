@@ -4,9 +4,11 @@ The loss is looked up by name in :data:`~amcl_lab.engine.catalog.OBJECTIVES` (ev
 and SupCon loss of :mod:`amcl_lab.registry`, the multi-view losses of the small-projector
 paper, the AMCL losses through :class:`amcl_lab.amcl.AMCLModel`, MoCo and its AMCL form,
 supervised cross-entropy); :class:`Objective` turns a network's output on ``V`` views into
-that loss, summed over projection heads and averaged over view pairs.  MoCo's key side, a
-momentum copy of the network and a per-head queue of past keys, is
-:class:`MomentumQueue`, held by the objective so that it is checkpointed with it.
+that loss, summed over projection heads and averaged over view pairs.  The momentum
+(exponential moving average) copy of the network is :class:`MomentumNetwork`: the target of
+BYOL and MoCo v3 (kind ``"ema_target"``, with a trainable :class:`Predictor`), and, with a
+per-head queue of past keys, MoCo's key side :class:`MomentumQueue`.  Both are held by the
+objective so that they are checkpointed with it.
 """
 
 from __future__ import annotations
@@ -23,25 +25,71 @@ from torch import Tensor, nn
 from .. import distributed, losses
 from ..amcl import AMCLModel, LearnedTemperature, PairTemperature, ScalarTemperature
 from ..losses._common import l2_normalize
-from ..models import MultiHeadProjector, Network, NetworkOutput
+from ..models import MultiHeadProjector, Network, NetworkOutput, ProjectionHead
 from .batches import STREAM_QUEUE, generator
 from .catalog import OBJECTIVES
 from .config import TrainConfig
 
-__all__ = ["MomentumQueue", "Objective", "learned_temperature"]
+__all__ = ["MomentumNetwork", "MomentumQueue", "Objective", "Predictor", "learned_temperature"]
 
 
-class MomentumQueue(nn.Module):
-    r"""MoCo's key side: a momentum copy of the network and a per-head FIFO queue of keys.
+class MomentumNetwork(nn.Module):
+    r"""A momentum copy of a network: the key encoder of MoCo, the target network of BYOL.
 
-    The key network starts as a copy of the trained (query) network and follows it by the
-    exponential moving average of Eq. (2) of [He2020]_,
-    :math:`\theta_k \leftarrow m\,\theta_k + (1 - m)\,\theta_q` (``momentum`` :math:`m`),
-    applied to every parameter after each optimiser step; its BatchNorm statistics come from
-    its own forward passes in training mode, as in MoCo.  Every projection head has a momentum
-    copy (the per-head momentum projectors of the AMCL MoCo variant).  The queue holds, per
-    head, the ``size`` most recent L2-normalised keys, oldest overwritten first; it starts as
-    random unit vectors drawn from ``seed``.
+    The copy starts as the trained (online / query) network and follows it by the exponential
+    moving average :math:`\xi \leftarrow m\,\xi + (1 - m)\,\theta` (``momentum`` :math:`m`),
+    Eq. (2) of [He2020]_ and the target update of [Grill2020]_ (Section 3.1), applied to
+    every parameter by :meth:`step` after each optimiser step.  Its BatchNorm statistics come
+    from its own forward passes in training mode, as in both papers; it has no classifier and
+    receives no gradient.  Every projection head has a momentum copy.
+
+    Args:
+        network: the online network to copy.
+        momentum: :math:`m` in [0, 1) (MoCo: 0.999; BYOL: 0.996 at the start of its cosine
+            schedule towards 1, which is not implemented: :math:`m` stays constant).
+
+    References:
+        .. [He2020] K. He, H. Fan, Y. Wu, S. Xie, R. Girshick, "Momentum Contrast for
+           Unsupervised Visual Representation Learning", CVPR 2020, arXiv:1911.05722.
+        .. [Grill2020] J.-B. Grill et al., "Bootstrap Your Own Latent: A New Approach to
+           Self-Supervised Learning", NeurIPS 2020, arXiv:2006.07733.
+    """
+
+    def __init__(self, network: Network, *, momentum: float) -> None:
+        super().__init__()
+        self.network = copy.deepcopy(network)
+        self.network.classifier = None
+        self.network.requires_grad_(False)
+        self.momentum = momentum
+
+    @torch.no_grad()
+    def keys(self, x: Tensor) -> Tensor:
+        """The projection head stack ``(C, rows, D)`` of a batch of images (no gradient)."""
+        out = self.network(x)
+        assert out.embeddings is not None  # momentum objectives have a projector
+        return out.embeddings
+
+    @torch.no_grad()
+    def step(self, network: Network) -> None:
+        r"""Move each parameter towards ``network``'s: :math:`\xi \gets m \xi + (1-m) \theta`."""
+        m = self.momentum
+        for ema_p, online_p in zip(self.network.parameters(), network.parameters(), strict=True):
+            ema_p.mul_(m).add_(online_p.detach(), alpha=1.0 - m)
+
+    @torch.no_grad()
+    def update(self, network: Network, keys: Tensor, views: int) -> None:
+        """After an optimiser step (the interface :func:`~amcl_lab.engine.train_step` calls)."""
+        self.step(network)
+
+
+class MomentumQueue(MomentumNetwork):
+    r"""MoCo's key side: a :class:`MomentumNetwork` and a per-head FIFO queue of keys.
+
+    The key network follows the query network by the moving average of Eq. (2) of
+    [He2020]_ (:class:`MomentumNetwork`); its keys are L2-normalised.  Every projection head
+    has a momentum copy (the per-head momentum projectors of the AMCL MoCo variant).  The
+    queue holds, per head, the ``size`` most recent keys, oldest overwritten first; it starts
+    as random unit vectors drawn from ``seed``.
 
     Args:
         network: the query network to copy (its classifier, if any, is not used).
@@ -67,11 +115,7 @@ class MomentumQueue(nn.Module):
     def __init__(
         self, network: Network, *, heads: int, dim: int, size: int, momentum: float, seed: int
     ) -> None:
-        super().__init__()
-        self.network = copy.deepcopy(network)
-        self.network.classifier = None
-        self.network.requires_grad_(False)
-        self.momentum = momentum
+        super().__init__(network, momentum=momentum)
         start = torch.randn(heads, size, dim, generator=generator(seed, STREAM_QUEUE))
         device = next(network.parameters()).device
         self.register_buffer("queue", l2_normalize(start).to(device))
@@ -80,9 +124,7 @@ class MomentumQueue(nn.Module):
     @torch.no_grad()
     def keys(self, x: Tensor) -> Tensor:
         """The normalised key head stack ``(C, rows, D)`` of a batch of images (no gradient)."""
-        out = self.network(x)
-        assert out.embeddings is not None  # MoCo configs have a projector
-        return l2_normalize(out.embeddings)
+        return l2_normalize(super().keys(x))
 
     @torch.no_grad()
     def update(self, network: Network, keys: Tensor, views: int) -> None:
@@ -91,9 +133,7 @@ class MomentumQueue(nn.Module):
         ``keys`` is this rank's ``(C, V n, D)`` stack (view major); under a process group the
         keys of every rank are gathered into the order of the global batch first.
         """
-        m = self.momentum
-        for key_p, query_p in zip(self.network.parameters(), network.parameters(), strict=True):
-            key_p.mul_(m).add_(query_p.detach(), alpha=1.0 - m)
+        self.step(network)
         c, rows, d = keys.shape
         per_view = distributed.gather(keys.reshape(c, views, rows // views, d), dim=2)
         self.enqueue(per_view.flatten(1, 2))
@@ -109,6 +149,25 @@ class MomentumQueue(nn.Module):
         rows = (self.position + torch.arange(n, device=keys.device)) % size
         self.queue[:, rows] = keys.to(self.queue.dtype)
         self.position.copy_((self.position + n) % size)
+
+
+class Predictor(nn.Module):
+    """BYOL's and MoCo v3's predictor: one ``Linear -> BatchNorm -> ReLU -> Linear`` per head.
+
+    ``forward`` maps the projection head stack ``(C, rows, D)`` to predictions of the same
+    shape, head ``c`` by its own MLP (:class:`~amcl_lab.models.ProjectionHead` with
+    BatchNorm, ``D -> hidden -> D``, the shape of BYOL's predictor).  The rows of all views
+    of a step pass through one BatchNorm batch.
+    """
+
+    def __init__(self, heads: int, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(
+            ProjectionHead(dim, hidden, dim, batch_norm=True) for _ in range(heads)
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.stack([head(z[c]) for c, head in enumerate(self.heads)])
 
 
 class Objective(nn.Module):
@@ -137,6 +196,17 @@ class Objective(nn.Module):
     temperatures of a learned :class:`~amcl_lab.amcl.PairTemperature` (or ``temperature``).
     The keys of a step come from :meth:`MomentumQueue.keys` and are passed to ``forward``;
     :meth:`after_step` updates the key network and the queue.
+
+    BYOL and MoCo v3 (kind ``"ema_target"``) also need the ``network``: its
+    :class:`MomentumNetwork` copy gives the targets (projections of every view, no gradient)
+    and a trainable :class:`Predictor` (a parameter of this module) maps the online
+    projections to predictions; each unordered view pair ``(a, b)`` contributes
+    ``fn(p_a, p_b, t_a, t_b)`` (:func:`~amcl_lab.losses.negative_cosine`: BYOL's symmetrised
+    loss, view ``a``'s prediction against view ``b``'s target and back;
+    :func:`~amcl_lab.losses.moco_v3`: its ``ctr(q_a, k_b) + ctr(q_b, k_a)``), averaged over
+    the pairs and summed over heads.  ``TrainConfig.key_momentum`` is the EMA factor (BYOL
+    uses 0.996 rising to 1, MoCo v3 0.99 rising to 1; the engine keeps it constant).
+    :meth:`after_step` moves the target towards the online network.
     """
 
     def __init__(
@@ -151,7 +221,8 @@ class Objective(nn.Module):
         self.spec = OBJECTIVES[config.loss]
         self.supervised = config.supervised
         self._proj_dim = config.proj_dim
-        self.momentum: MomentumQueue | None = None
+        self.momentum: MomentumNetwork | None = None
+        self.predictor: Predictor | None = None
         self.temperature_net: LearnedTemperature | None = None
         options = {**self.spec.fixed, **config.loss_kwargs}
         takes = self.spec.fn is not None and (
@@ -180,6 +251,11 @@ class Objective(nn.Module):
             options.pop("gather_distributed", None)  # the queue holds every rank's keys
             if config.loss == "amcl_moco" and config.adaptive_temperature:
                 self.temperature_net = learned_temperature(config, config.proj_dim)
+        if self.spec.kind == "ema_target":
+            if network is None:
+                raise ValueError(f"{fn}: loss {config.loss!r} needs the network (its EMA target)")
+            self.momentum = MomentumNetwork(network, momentum=config.key_momentum)
+            self.predictor = Predictor(config.heads, config.proj_dim, config.proj_hidden)
         if self.spec.fn is not None and "temperature" in inspect.signature(self.spec.fn).parameters:
             options.setdefault("temperature", config.temperature)
         if self.spec.fn is not None:
@@ -220,6 +296,15 @@ class Objective(nn.Module):
         if kind == "amcl":
             assert self.amcl is not None
             return self.amcl(*z.unbind(dim=1))
+        if kind == "ema_target":
+            assert self.predictor is not None and keys is not None, "needs the step's targets"
+            p = self.predictor(out.embeddings).reshape(c, views, rows // views, d)
+            t = keys.reshape(c, views, rows // views, d)
+            pairs = list(itertools.combinations(range(views), 2))
+            total = sum(
+                fn(p[h, a], p[h, b], t[h, a], t[h, b], **kw) for a, b in pairs for h in range(c)
+            )
+            return total / len(pairs)
         if kind == "moco":
             assert self.momentum is not None and keys is not None, "MoCo needs the step's keys"
             k = keys.reshape(c, views, rows // views, d)
@@ -247,7 +332,8 @@ class Objective(nn.Module):
 
     @torch.no_grad()
     def after_step(self, network: Network, keys: Tensor | None, views: int) -> None:
-        """MoCo: after the optimiser step, update the key network and enqueue ``keys``."""
+        """After the optimiser step: MoCo updates the key network and enqueues ``keys``; BYOL
+        and MoCo v3 move their target network."""
         if self.momentum is not None and keys is not None:
             self.momentum.update(network, keys, views)
 

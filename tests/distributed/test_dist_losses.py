@@ -320,6 +320,52 @@ CASES: dict[str, Case] = {
         "amcl_barlow_twins", 2, N, seed=24, lambda_offdiag=0.1, beta=0.01, omega_dim="batch"
     ),
     "model-amcl_simsiam": _learned_case("amcl_simsiam", 2, D, seed=25, beta=0.01),  # per sample
+    # self-supervised losses: VICReg's statistics and DCLW's weights over the global batch,
+    # MoCo v3's keys of every rank; DINO is per sample (its centre is replicated)
+    "vicreg": Case(
+        lambda: _two_views(26),
+        lambda x, g: losses.vicreg(x["z1"], x["z2"], 25.0, 25.0, 1.0, gather_distributed=g),
+    ),
+    "multiview_vicreg": Case(
+        lambda: _features(27, 3, None),
+        lambda x, g: losses.multiview_vicreg(x["features"], 1.0, 2.0, 0.5, gather_distributed=g),
+    ),
+    "dcl": Case(
+        lambda: _two_views(28),
+        lambda x, g: losses.dcl(x["z1"], x["z2"], 0.3, gather_distributed=g),
+    ),
+    "dclw-none": Case(
+        lambda: _two_views(29),
+        lambda x, g: losses.dcl(
+            x["z1"],
+            x["z2"],
+            0.3,
+            weight="vmf",
+            sigma=0.5,
+            stop_gradient=False,
+            reduction="none",
+            gather_distributed=g,
+        ),
+        per_anchor=True,
+    ),
+    "moco_v3": Case(
+        lambda: {
+            name: (z, "rows")
+            for name, z in zip(("q1", "q2", "k1", "k2"), _randn(4, N, D, seed=30), strict=True)
+        },
+        lambda x, g: losses.moco_v3(
+            x["q1"], x["q2"], x["k1"], x["k2"], 0.2, stop_gradient=False, gather_distributed=g
+        ),
+    ),
+    "dino": Case(
+        lambda: {
+            "student": (_randn(N, 4, D, seed=31), "rows"),
+            "teacher": (_randn(N, 2, D, seed=32), "rows"),
+            "center": (_randn(D, seed=33), "replicated"),
+        },
+        lambda x, g: losses.dino(x["student"], x["teacher"], x["center"], stop_gradient=False),
+        per_sample=True,
+    ),
     "fast.nt_xent": Case(
         lambda: _two_views(11),
         lambda x, g: fast.nt_xent(x["z1"], x["z2"], 0.3, block_size=2, gather_distributed=g),
@@ -386,6 +432,11 @@ def _ranks(rank: int, world_size: int) -> dict:
         out["local-temperatures"] = _evaluate(model, _local(model, rank), True)
     finally:
         AMCLModel._global_rows = gathered
+    # DINO's centre follows the teacher mean of the global batch on every rank
+    teacher = _randn(N, 2, D, seed=34)
+    out["dino-center"] = losses.dino_center_update(
+        _randn(D, seed=35), _rows(teacher, rank), 0.9, gather_distributed=True
+    )
     # unequal shards: rank 1 drops a sample; every rank must raise, naming the shapes
     z = _randn(N_LOCAL - rank, D, seed=20)
     try:
@@ -539,3 +590,9 @@ def test_gather_flag_is_a_no_op_in_a_world_of_one():
     (values,) = launch(_single_rank_group, world_size=1, timeout=60)
     for name, (flagged, plain) in values.items():
         assert torch.equal(flagged, plain), name
+
+
+def test_dino_centre_is_the_global_teacher_mean_on_every_rank(ranks):
+    expected = losses.dino_center_update(_randn(D, seed=35), _randn(N, 2, D, seed=34), 0.9)
+    for r in ranks:
+        assert _max_error(r["dino-center"], expected) <= TOL

@@ -85,9 +85,11 @@ def test_config_dict_is_json_ready():
 
 def test_every_objective_kind_is_known_and_registry_losses_are_selectable():
     kinds = {spec.kind for spec in OBJECTIVES.values()}
-    assert kinds == {"pairwise", "labels", "multiview", "amcl", "moco", "ce"}
+    assert kinds == {"pairwise", "labels", "multiview", "amcl", "moco", "ema_target", "ce"}
     for name in ("nt_xent", "nt_xent_decoupled", "info_nce", "supcon", "barlow_twins"):
         assert name in OBJECTIVES
     assert {"amcl_nt_xent", "amcl_info_nce", "amcl_barlow_twins"} <= set(OBJECTIVES)
     # MoCo trains with the engine's momentum network and queue
     assert OBJECTIVES["moco"].kind == OBJECTIVES["amcl_moco"].kind == "moco"
+    # BYOL and MoCo v3 with an EMA target network and a predictor
+    assert OBJECTIVES["byol"].kind == OBJECTIVES["moco_v3"].kind == "ema_target"

@@ -32,6 +32,12 @@ ALL_MUTANTS = [
 REFERENCES = {
     "amcl_simsiam": dataclasses.replace(registry.get("amcl_simsiam"), fixed_kwargs={}),
 }
+# The same for the self-supervised entries registered with stop_gradient=False (BYOL/SimSiam
+# targets, DCLW weights, MoCo v3 keys, DINO teacher, SwAV codes): judged with the stop-gradient.
+for _name, _spec in registry.REGISTRY.items():
+    if _spec.fixed_kwargs.get("stop_gradient") is False and _name not in REFERENCES:
+        _kept = {k: v for k, v in _spec.fixed_kwargs.items() if k != "stop_gradient"}
+        REFERENCES[_name] = dataclasses.replace(_spec, fixed_kwargs=_kept)
 
 #: The mistakes the issue lists; each must have a mutant (issue 9, "mutation suite").
 ISSUE_LIST = {

@@ -77,6 +77,46 @@ def _supcon_ref(sample, variant):
     return losses[has_pos].mean()
 
 
+# Self-supervised losses (VICReg, BYOL/SimSiam, DCL, MoCo v3, DINO, SwAV); their own
+# statements are in test_vicreg.py, test_byol.py, test_dcl.py, test_moco_v3.py, test_dino.py
+# and test_swav.py.
+NUMPY.update(
+    {
+        "vicreg": lambda s: ref.vicreg(
+            *_np(s.args),
+            s.kwargs["lambda_invariance"],
+            s.kwargs["mu_variance"],
+            s.kwargs["nu_covariance"],
+            s.kwargs["gamma"],
+        ),
+        "multiview_vicreg": lambda s: ref.multiview_vicreg(*_np(s.args), **_vicreg_kwargs(s)),
+        "negative_cosine": lambda s: ref.negative_cosine(
+            *_np(s.args), s.kwargs["convention"]
+        ).mean(),
+        "dcl": lambda s: ref.dcl(*_np(s.args), s.kwargs["temperature"]).mean(),
+        "dclw": lambda s: ref.dcl(
+            *_np(s.args), s.kwargs["temperature"], "vmf", s.kwargs["sigma"]
+        ).mean(),
+        "moco_v3": lambda s: ref.moco_v3(*_np(s.args), s.kwargs["temperature"]),
+        "dino": lambda s: ref.dino(
+            *_np(s.args), s.kwargs["student_temperature"], s.kwargs["teacher_temperature"]
+        ),
+        "swav": lambda s: ref.swav(
+            *_np(s.args),
+            s.kwargs["assigned"],
+            s.kwargs["temperature"],
+            s.kwargs["epsilon"],
+            s.kwargs["iterations"],
+        ),
+    }
+)
+
+
+def _vicreg_kwargs(sample) -> dict:
+    names = {"lambda_invariance": "lam", "mu_variance": "mu", "nu_covariance": "nu"}
+    return {names.get(k, k): v for k, v in sample.kwargs.items()}
+
+
 def test_every_loss_claiming_value_agreement_has_a_numpy_reference():
     """Registry coverage: each loss that claims the 'value' property is checked below."""
     assert set(registry.names("value")) <= set(NUMPY), set(registry.names("value")) - set(NUMPY)
