@@ -185,6 +185,19 @@ def test_engine_modules_import_only_earlier_ones():
     assert order_violations(import_graph(), engine_order()) == []
 
 
+def test_every_internal_import_names_a_module_of_the_package():
+    """A relative import one level off (``from ..data`` for ``from ...data``) fails only when
+    the function holding it runs; reading the imports catches it."""
+    known = set(module_files())
+    missing = sorted(
+        f"{module} imports {target}"
+        for module, targets in import_graph().items()
+        for target in targets
+        if target not in known
+    )
+    assert missing == []
+
+
 def test_no_import_cycle():
     assert cycles(import_graph()) == []
 
