@@ -32,7 +32,7 @@ from amcl_lab import _validation as v
 from amcl_lab import engine
 from amcl_lab.losses.amcl import MODES
 
-from ._protocol import ExperimentConfig, train_config
+from ._protocol import ExperimentConfig, derive_loss, train_config
 
 __all__ = ["ARMS", "FRAMEWORKS", "AMCLConfig", "amcl_options", "arm_config"]
 
@@ -65,16 +65,7 @@ class AMCLConfig(ExperimentConfig):
 
     def __post_init__(self) -> None:
         fn = type(self).__name__
-        v.check_choice(fn, "framework", self.framework, tuple(FRAMEWORKS))
-        amcl_loss = FRAMEWORKS[self.framework][1]
-        derived = ("", *(losses[1] for losses in FRAMEWORKS.values()))
-        if self.loss not in derived:
-            raise ValueError(
-                f"{fn}: loss is derived from framework={self.framework!r} ({amcl_loss!r}); "
-                f"got loss={self.loss!r}: set framework instead"
-            )
-        # frozen: set the derived value (also after dataclasses.replace with a new framework)
-        object.__setattr__(self, "loss", amcl_loss)
+        derive_loss(self, {name: losses[1] for name, losses in FRAMEWORKS.items()})
         super().__post_init__()
         v.check_choice(fn, "amcl_mode", self.amcl_mode, MODES)
         v.check_positive_float(fn, "amcl_beta", self.amcl_beta, allow_zero=True)

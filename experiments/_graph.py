@@ -12,7 +12,7 @@ so everything the features learn about classes comes from the augmentations.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +26,16 @@ from amcl_lab.data.synthetic import AugmentationGraph, clustered_augmentation_gr
 from amcl_lab.engine.evaluation import embed
 from amcl_lab.models import MLP, Network, Normalize, ProjectionHead
 
-from ._protocol import ExperimentConfig, gpu_cifar10
+from ._protocol import ExperimentConfig, derive_loss, gpu_cifar10
 
 __all__ = [
+    "MULTIVIEW",
     "SMOKE",
     "GraphConfig",
+    "MultiViewLoss",
     "gpu_images",
     "graph_split",
+    "multiview_options",
     "train_condition",
     "train_on_graph",
 ]
@@ -42,16 +45,67 @@ _STREAM_GRAPH, _STREAM_VIEWS, _STREAM_SUBSET, _STREAM_PAIRS = 101, 102, 103, 104
 
 
 @dataclass(frozen=True)
+class MultiViewLoss:
+    """A multi-view loss of the small-projector paper: its engine name, the options of the
+    authors' code reading, and the options that set its orthogonality weight beta."""
+
+    loss: str
+    code_options: tuple[str, ...]
+    weight: Callable[[float], tuple[str, ...]]
+
+
+#: The frameworks ``projector`` and ``views`` train (Ghosh, Agrawal et al. 2024 state their
+#: recommendations for Barlow Twins and VICReg alike).  Barlow Twins: beta is the off-diagonal
+#: weight of the jointly standardised, L2-normalised embeddings (their code); VICReg: the
+#: covariance term keeps weight 1 and the invariance and variance terms get 1 / beta (their
+#: code's reading of beta for VICReg); kernel: the invariance + beta-orthogonality loss itself.
+MULTIVIEW: dict[str, MultiViewLoss] = {
+    "barlow_twins": MultiViewLoss(
+        "multiview_barlow_twins",
+        ("standardize=joint", "normalize=True"),
+        lambda beta: (f"lambda_offdiag={beta!r}",),
+    ),
+    "vicreg": MultiViewLoss(
+        "multiview_vicreg",
+        (),
+        lambda beta: (f"lambda_invariance={1.0 / beta!r}", f"mu_variance={1.0 / beta!r}"),
+    ),
+    "kernel": MultiViewLoss("invariance_orthogonality", (), lambda beta: (f"beta={beta!r}",)),
+}
+
+
+def multiview_options(config: GraphConfig, beta: float) -> tuple[str, ...]:
+    """The loss options of ``config.framework`` at orthogonality weight ``beta``, then the
+    config's own ``loss_options``.
+
+    Raises:
+        ValueError: ``loss_options`` already sets a weight that beta sets.
+    """
+    spec = MULTIVIEW[config.framework]
+    weights = spec.weight(beta)
+    keys = {option.partition("=")[0] for option in weights}
+    clash = [o for o in config.loss_options if o.partition("=")[0].strip() in keys]
+    if clash:
+        raise ValueError(
+            f"the experiment sets {sorted(keys)} from beta; remove {clash} from loss_options"
+        )
+    return (*spec.code_options, *weights, *config.loss_options)
+
+
+@dataclass(frozen=True)
 class GraphConfig(ExperimentConfig):
     """:class:`ExperimentConfig` plus the synthetic augmentation graph the CPU presets train on.
 
-    With ``graph`` true, :func:`train_on_graph` replaces the image pipeline: ``dataset``,
+    ``framework`` picks the multi-view loss (:data:`MULTIVIEW`; ``loss`` follows it).  With
+    ``graph`` true, :func:`train_on_graph` replaces the image pipeline: ``dataset``,
     ``augment``, ``crop_min_scale`` and ``encoder`` are ignored (the encoder is the engine's
     MLP on one-hot codes of the graph's augmented points), every other training field
     (objective, optimiser, steps, batch, views, train_fraction, probe) applies as in
     :func:`amcl_lab.engine.train`.
     """
 
+    framework: str = "barlow_twins"  # barlow_twins | vicreg | kernel (MULTIVIEW)
+    loss: str = ""  # derived from framework
     graph: bool = True  # train on the clustered augmentation graph (False: `dataset` images)
     graph_classes: int = 10
     graph_images_per_class: int = 10
@@ -60,6 +114,7 @@ class GraphConfig(ExperimentConfig):
     graph_background: float = 0.01  # weight of every other point
 
     def __post_init__(self) -> None:
+        derive_loss(self, {name: spec.loss for name, spec in MULTIVIEW.items()})
         super().__post_init__()
         fn = type(self).__name__
         for name in ("graph_classes", "graph_augmentations_per_image"):

@@ -35,6 +35,7 @@ __all__ = [
     "ClaimResult",
     "ExperimentConfig",
     "Results",
+    "derive_loss",
     "describe",
     "evaluate_claim",
     "evaluate_claims",
@@ -298,6 +299,25 @@ def check_module(name: str, module: ModuleType) -> None:
         raise ValueError(f"experiment {name!r}: Config must subclass ExperimentConfig")
     if not module.__doc__:
         raise ValueError(f"experiment {name!r} has no module docstring (its description)")
+
+
+def derive_loss(config: engine.TrainConfig, losses: Mapping[str, str]) -> None:
+    """Set ``config.loss`` to ``losses[config.framework]``: the loss follows the framework.
+
+    For experiment configs with a ``framework`` field (call first in ``__post_init__``, before
+    :class:`~amcl_lab.engine.TrainConfig` validates the loss).  ``loss`` may be empty or any
+    framework's loss (as :func:`dataclasses.replace` passes it on after ``--set
+    framework=...``); anything else is an error, since it would be ignored.
+    """
+    fn = type(config).__name__
+    framework = config.framework  # type: ignore[attr-defined]
+    v.check_choice(fn, "framework", framework, tuple(losses))
+    if config.loss not in ("", *losses.values()):
+        raise ValueError(
+            f"{fn}: loss is derived from framework={framework!r} ({losses[framework]!r}); "
+            f"got loss={config.loss!r}: set framework instead"
+        )
+    object.__setattr__(config, "loss", losses[framework])  # frozen: set once, derived
 
 
 def train_config(config: engine.TrainConfig, **changes: Any) -> engine.TrainConfig:

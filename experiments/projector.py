@@ -75,13 +75,11 @@ from amcl_lab import _validation as v
 from amcl_lab import engine, figures, metrics
 
 from . import _claims as claims
-from ._graph import SMOKE, GraphConfig, gpu_images, train_condition
+from ._graph import SMOKE, GraphConfig, gpu_images, multiview_options, train_condition
 from ._protocol import Claim, Results
 
 __all__ = ["CLAIMS", "MATCH_MARGIN", "PRESETS", "Config", "plot", "run"]
 
-#: The orthogonality keyword of each loss this experiment can sweep.
-BETA_KEYWORD = {"multiview_barlow_twins": "lambda_offdiag", "invariance_orthogonality": "beta"}
 #: Non-inferiority margin of the "matches" claims, in accuracy points.
 MATCH_MARGIN = 2.0
 
@@ -98,17 +96,15 @@ def embedding_rank(held: engine.HeldOut) -> dict[str, float]:
 class Config(GraphConfig):
     """:class:`GraphConfig` with the grid; the defaults are the ``cpu`` preset.
 
-    Every condition sets ``proj_hidden = proj_dim = d`` and the loss's orthogonality weight
-    (``BETA_KEYWORD``) to beta; the grid is every d of ``dims`` with every beta of
-    ``beta_times_dim / d'`` for d' in ``dims``.
+    Every condition sets ``proj_hidden = proj_dim = d`` and the framework's orthogonality
+    weight to beta (:func:`~amcl_lab.experiments._graph.multiview_options`); the grid is
+    every d of ``dims`` with every beta of ``beta_times_dim / d'`` for d' in ``dims``.
     """
 
     dims: tuple[int, ...] = (32, 128, 256)  # projector dimensions d (hidden = output = d)
     beta_times_dim: float = 3.0  # the rule beta = beta_times_dim / d (authors' tuned: 1.5-6.6)
     encoder: str = "mlp"
     width: int = 64  # backbone features
-    loss: str = "multiview_barlow_twins"
-    loss_options: tuple[str, ...] = ("standardize=joint", "normalize=True")  # paper's code
     views: int = 2
     batch_size: int = 128  # images per step
     optimizer: str = "adamw"
@@ -126,7 +122,6 @@ class Config(GraphConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         fn = type(self).__name__
-        v.check_choice(fn, "loss", self.loss, tuple(BETA_KEYWORD))
         if len(set(self.dims)) < 2:
             raise ValueError(f"{fn}: dims needs at least two distinct dimensions, got {self.dims}")
         for d in self.dims:
@@ -168,17 +163,8 @@ def condition(config: Config, dim: int, beta: float, seed: int) -> Config:
     Raises:
         ValueError: ``loss_options`` already sets the orthogonality weight the grid sweeps.
     """
-    keyword = BETA_KEYWORD[config.loss]
-    if any(o.partition("=")[0].strip() == keyword for o in config.loss_options):
-        raise ValueError(f"the grid sets {keyword!r} (beta); remove it from loss_options")
-    option = f"{keyword}={beta!r}"
-    return replace(
-        config,
-        proj_dim=dim,
-        proj_hidden=dim,
-        loss_options=(*config.loss_options, option),
-        seed=seed,
-    )
+    options = multiview_options(config, beta)
+    return replace(config, proj_dim=dim, proj_hidden=dim, loss_options=options, seed=seed)
 
 
 def run(config: Config, run: engine.Run) -> list[dict[str, Any]]:

@@ -60,7 +60,7 @@ from amcl_lab import engine, figures
 from amcl_lab.data import Split, load_dataset
 
 from . import _claims as claims
-from ._graph import SMOKE, GraphConfig, gpu_images, train_condition
+from ._graph import SMOKE, GraphConfig, gpu_images, multiview_options, train_condition
 from ._protocol import Claim, Results
 from .projector import MATCH_MARGIN
 
@@ -84,12 +84,7 @@ class Config(GraphConfig):
     width: int = 64
     proj_hidden: int = 32
     proj_dim: int = 32  # the small projector, with its rule beta = 3 / d
-    loss: str = "multiview_barlow_twins"
-    loss_options: tuple[str, ...] = (
-        "lambda_offdiag=0.09375",
-        "standardize=joint",
-        "normalize=True",
-    )
+    beta: float = 3 / 32  # orthogonality weight: the rule 3 / d of the small projector
     optimizer: str = "adamw"
     lr: float = 3e-3
     weight_decay: float = 1e-6
@@ -142,7 +137,7 @@ def gpu() -> Config:
         **gpu_images(),
         proj_hidden=256,
         proj_dim=256,
-        loss_options=("lambda_offdiag=0.02", "standardize=joint", "normalize=True"),
+        beta=0.02,
         rows=1024,  # 2 x 512 images (the paper's two-view batch), 8 x 128 (its multi-view batch)
     )
 
@@ -154,6 +149,7 @@ def condition(config: Config, views: int, fraction: float, seed: int) -> Config:
     """The training config of ``views`` views on ``fraction`` of the data for ``seed``."""
     return replace(
         config,
+        loss_options=multiview_options(config, config.beta),
         views=views,
         batch_size=config.rows // views,
         train_fraction=fraction,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from experiment_runs import assert_saved_claims_recompute, doctored_probe
+from experiment_runs import assert_saved_claims_recompute, doctored_probe, smoke_rows
 
 from amcl_lab.experiments import (
     VERDICTS,
@@ -18,6 +18,7 @@ from amcl_lab.experiments import (
     _graph,
     evaluate_claim,
     evaluate_claims,
+    resolve_config,
     run_experiment,
 )
 from amcl_lab.experiments import projector as experiment
@@ -201,3 +202,18 @@ def test_presets_sweep_beta_as_one_over_d():
         small, large = min(config.dims), max(config.dims)
         assert config.beta_times_dim / small == max(config.betas), name
         assert config.beta_times_dim / large == min(config.betas), name
+
+
+@pytest.mark.parametrize("framework", ["vicreg", "kernel"])
+def test_other_frameworks_sweep_their_own_orthogonality_weight(tmp_path, framework):
+    config = resolve_config(experiment, "projector", "smoke", [f"framework={framework}"])
+    cell = experiment.condition(config, 8, 0.25, seed=1)
+    expected = {
+        "vicreg": ("multiview_vicreg", ("lambda_invariance=4.0", "mu_variance=4.0")),
+        "kernel": ("invariance_orthogonality", ("beta=0.25",)),
+    }[framework]
+    assert (cell.loss, cell.loss_options) == expected
+    table = smoke_rows("projector", [f"framework={framework}"], tmp_path)
+    assert {"linear_probe", "embedding_rank", "collapsed"} <= set(table["metric"])
+    for claim in experiment.CLAIMS:
+        assert evaluate_claim(claim, table).n_seeds in (0, 3)

@@ -9,9 +9,16 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from experiment_runs import assert_saved_claims_recompute, doctored_probe
+from experiment_runs import assert_saved_claims_recompute, doctored_probe, smoke_rows
 
-from amcl_lab.experiments import VERDICTS, Results, evaluate_claim, evaluate_claims, run_experiment
+from amcl_lab.experiments import (
+    VERDICTS,
+    Results,
+    evaluate_claim,
+    evaluate_claims,
+    resolve_config,
+    run_experiment,
+)
 from amcl_lab.experiments import views as experiment
 
 CLAIMS = {c.id: c for c in experiment.CLAIMS}
@@ -190,3 +197,15 @@ def test_presets_compare_the_papers_conditions():
         assert {2, 4, 8} <= set(config.view_counts), name
         assert {0.25, 0.5, 1.0} <= set(config.fractions), name
         assert config.seeds >= 3, name
+
+
+def test_views_trains_vicreg_with_the_same_beta_reading(tmp_path):
+    config = resolve_config(experiment, "views", "smoke", ["framework=vicreg"])
+    cell = experiment.condition(config, 4, 0.5, seed=0)
+    inverse = 1 / config.beta
+    assert cell.loss == "multiview_vicreg"
+    assert cell.loss_options == (f"lambda_invariance={inverse!r}", f"mu_variance={inverse!r}")
+    barlow = experiment.condition(experiment.smoke(), 4, 0.5, seed=0)
+    assert barlow.loss_options == ("standardize=joint", "normalize=True", "lambda_offdiag=0.09375")
+    table = smoke_rows("views", ["framework=vicreg"], tmp_path)
+    assert {"linear_probe", "collapsed"} <= set(table["metric"])
