@@ -10,18 +10,21 @@ its figure draws.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import seaborn as sns
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from amcl_lab import engine
+from amcl_lab import engine, figures
 from amcl_lab.data import Augmentation
 from amcl_lab.models import Network
 
-__all__ = ["pair_rows", "separation", "similarities"]
+__all__ = ["histogram_grid", "pair_rows", "separation", "similarities"]
 
 _STREAM_PAIRS = 11  # random stream of the measurement's view pairs (engine streams are 1-5)
 
@@ -121,3 +124,44 @@ def pair_rows(
             for c, f in zip(sep["centers"], sep[kind], strict=True)
         ]
     return rows
+
+
+def histogram_grid(
+    results: Any, methods: Sequence[str], titles: Mapping[str, str], stem: Path
+) -> list[Path]:
+    """The arms x sets grid of the AMCL paper's Fig. 1(b-g) from a results table.
+
+    One panel per (method, number of families): the seed-averaged ``positive_fraction`` and
+    ``negative_fraction`` histograms of :func:`pair_rows`, titled with ``titles[method]``,
+    the set and the mean overlap with its 95 % CI over seeds; saved at ``stem``.
+    """
+    table = results.table
+    overlap = table[table["metric"] == "overlap"]
+    families = sorted(overlap["families"].unique())
+    with figures.house_style():
+        negative_color, positive_color = sns.color_palette()[:2]
+        fig, axes = figures.new_figure(len(families), len(methods), width="double", aspect=0.8)
+        for r, method in enumerate(methods):
+            for c, n in enumerate(families):
+                ax = axes[r, c]
+                cell = table[(table["method"] == method) & (table["families"] == n)]
+                for kind, color in (("negative", negative_color), ("positive", positive_color)):
+                    hist = cell[cell["metric"] == f"{kind}_fraction"].groupby("bin")["value"]
+                    mean = hist.mean().sort_index()
+                    edges = np.linspace(-1.0, 1.0, len(mean) + 1)
+                    ax.stairs(100.0 * mean.to_numpy(), edges, alpha=0.9, color=color, label=kind)
+                values = overlap[(overlap["method"] == method) & (overlap["families"] == n)]
+                m, low, high = figures.mean_ci(values["value"].to_numpy())
+                augment = values["augment"].iloc[0] if len(values) else ""
+                ax.set_title(
+                    f"{titles[method]}, families {augment or 'none'}\n"
+                    f"overlap {m:.2f} [{low:.2f}, {high:.2f}]"
+                )
+                ax.set_xlabel("pair cosine similarity")
+                ax.set_ylabel("pairs (%)")
+        axes[0, 0].legend(loc="upper left", title="pairs")
+        fig.suptitle(
+            f"{results.experiment} ({results.preset}): held-out pair similarities on "
+            f"{figures.datasets(table)}, mean over {len(results.seeds)} seeds"
+        )
+        return figures.save(fig, stem)

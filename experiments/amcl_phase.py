@@ -215,38 +215,54 @@ CLAIMS = (
 )
 
 
-def _map(results: Results, out_dir: Path) -> list[Path]:
-    """One panel per (clip, heads): mode x beta cells coloured by the mean probe gain."""
-    table = results.table
-    probe, flags = _final(table, "linear_probe"), _final(table, "collapsed")
-    amcl = claims.at(probe, {"method": "amcl"}).rename("probe").reset_index()
-    base = claims.at(probe, {"method": "baseline"}).rename("base").reset_index()
+_READOUTS = (("linear_probe", "linear-probe gain"), ("knn", "k-NN gain"))
+
+
+def _gains(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per AMCL run: ``metric`` minus the same seed's baseline with the same clip (points),
+    and whether the run collapsed."""
+    values = _final(table, metric)
+    amcl = claims.at(values, {"method": "amcl"}).rename("arm").reset_index()
+    base = claims.at(values, {"method": "baseline"}).rename("base").reset_index()
     amcl = amcl.merge(base[["seed", "clip", "base"]], on=["seed", "clip"])
-    amcl["gain"] = 100.0 * (amcl["probe"] - amcl["base"])
-    dead = claims.at(flags, {"method": "amcl"}).rename("dead").reset_index()
-    amcl = amcl.merge(dead, on=["seed", "mode", "beta", "clip", "heads"])
-    panels = sorted(amcl.groupby(["clip", "heads"]).groups)
-    limit = max(1.0, float(np.nanmax(np.abs(amcl["gain"])))) if len(amcl) else 1.0
+    amcl["gain"] = 100.0 * (amcl["arm"] - amcl["base"])
+    dead = claims.at(_final(table, "collapsed"), {"method": "amcl"}).rename("dead").reset_index()
+    return amcl.merge(dead, on=["seed", "mode", "beta", "clip", "heads"])
+
+
+def _map(results: Results, out_dir: Path) -> list[Path]:
+    """Columns: probe and k-NN gain; one row per (clip, heads): mode x beta cells, coloured by
+    the mean gain over the baseline and labelled with it and the collapsed seeds."""
+    table = results.table
+    gains = {metric: _gains(table, metric) for metric, _ in _READOUTS}
+    panels = sorted(gains["linear_probe"].groupby(["clip", "heads"]).groups)
     with figures.house_style():
-        fig, axes = figures.new_figure(len(panels), width="double", aspect=1.0 / len(panels) * 2.2)
-        for ax, (clip, heads) in zip(axes[0], panels, strict=True):
-            cell = amcl[(amcl["clip"] == clip) & (amcl["heads"] == heads)]
-            gain = cell.pivot_table(index="mode", columns="beta", values="gain", aggfunc="mean")
-            dead_n = cell.pivot_table(index="mode", columns="beta", values="dead", aggfunc="sum")
-            seeds = cell.pivot_table(index="mode", columns="beta", values="dead", aggfunc="count")
-            image = ax.imshow(gain.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
-            for (i, j), value in np.ndenumerate(gain.to_numpy()):
-                label = f"{value:+.1f}\n{int(dead_n.iat[i, j])}/{int(seeds.iat[i, j])} coll."
-                ax.text(j, i, label, ha="center", va="center", fontsize=6)
-            ax.set_xticks(range(len(gain.columns)), [f"{b:g}" for b in gain.columns])
-            ax.set_yticks(range(len(gain.index)), list(gain.index))
-            ax.set_xlabel("beta")
-            ax.set_title(f"clip {'off' if clip == 0 else f'{clip:g}'}, {heads} head(s)")
-            ax.grid(False)
-        fig.colorbar(image, ax=axes[0].tolist(), label="probe gain over baseline (points)")
+        fig, axes = figures.new_figure(2, len(panels), width="double", aspect=0.62)
+        for col, (metric, label) in enumerate(_READOUTS):
+            frame = gains[metric]
+            limit = max(1.0, float(np.nanmax(np.abs(frame["gain"])))) if len(frame) else 1.0
+            for ax, (clip, heads) in zip(axes[:, col], panels, strict=True):
+                cell = frame[(frame["clip"] == clip) & (frame["heads"] == heads)]
+                grid = {"index": "mode", "columns": "beta"}
+                gain = cell.pivot_table(values="gain", aggfunc="mean", **grid)
+                dead = cell.pivot_table(values="dead", aggfunc="sum", **grid)
+                runs = cell.pivot_table(values="dead", aggfunc="count", **grid)
+                image = ax.imshow(
+                    gain.to_numpy(), cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto"
+                )
+                for (i, j), value in np.ndenumerate(gain.to_numpy()):
+                    text = f"{value:+.1f} ({int(dead.iat[i, j])}/{int(runs.iat[i, j])})"
+                    ax.text(j, i, text, ha="center", va="center", fontsize=7)
+                ax.set_xticks(range(len(gain.columns)), [f"{b:.0e}" for b in gain.columns])
+                ax.set_yticks(range(len(gain.index)), list(gain.index))
+                clipping = "no clip" if clip == 0 else f"clip {clip:g}"
+                ax.set_title(f"{label}, {clipping}, {heads} head(s)", fontsize=8)
+                ax.grid(False)
+            axes[-1, col].set_xlabel("beta")
+            fig.colorbar(image, ax=axes[:, col].tolist(), label=f"{label} (points)", shrink=0.6)
         fig.suptitle(
-            f"amcl_phase ({results.preset}): mean probe gain and collapsed seeds per cell, "
-            f"{len(results.seeds)} seeds, {figures.datasets(table)}"
+            f"amcl_phase ({results.preset}): mean gain over the baseline per cell and "
+            f"(collapsed seeds / seeds), {figures.datasets(table)}"
         )
         return figures.save(fig, out_dir / "phase_map")
 

@@ -18,7 +18,12 @@ from amcl_lab.experiments._amcl import arm_config
 amcl = load("amcl")
 CLAIMS = {c.id: c for c in amcl.CLAIMS}
 ADVANTAGE = ("amcl-separates-better", "advantage-grows-with-augmentation", "amcl-probe-gain")
-CONTROLS = ("amcl-beats-temperature-matched", "amcl-beats-scalar-temperature")
+CONTROLS = (
+    "amcl-beats-temperature-matched",
+    "amcl-beats-scalar-temperature",
+    "amcl-beats-temperature-matched-knn",
+    "amcl-beats-scalar-temperature-knn",
+)
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +144,7 @@ def _table(overlap: dict[str, dict[int, list[float]]], probe=None, families=(1, 
                 rows.append({**base, "metric": "overlap", "value": value})
                 accuracy = (probe or {}).get(method, 0.9)
                 rows.append({**base, "metric": "linear_probe", "value": accuracy})
+                rows.append({**base, "metric": "knn", "value": accuracy - 0.05})
     return pd.DataFrame(rows)
 
 
