@@ -38,7 +38,7 @@ embedding rank < 2) makes the verdict ``setup failed (collapsed)``, never "not r
 * ``amcl-beats-temperature-matched`` and ``amcl-beats-scalar-temperature``: AMCL minus the
   ``matched`` / ``scalar`` control's probe accuracy, richest set;
 * ``amcl-gain-knn``, ``...-knn``: the three comparisons read with the k-NN monitor (on the
-  digits the linear probe of a random network is already at 96 %, 1 image = 0.28 points).
+  digits the linear probe of a random network is already at 93-96 %, 1 image = 0.28 points).
 
 Data and recipe.  ``smoke`` and ``cpu`` use the bundled 8x8 digits (1,442 train / 355
 held-out images; ``c``, grayscale, is the identity on one channel; crops keep a quarter of
