@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -37,6 +38,33 @@ def masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
     internally, which keeps temperatures down to 1e-3 finite in float32.
     """
     return torch.logsumexp(logits.masked_fill(~keep, float("-inf")), dim=-1)
+
+
+def exclude_(logits: Tensor, columns: Tensor) -> Tensor:
+    """Set ``logits[i, columns[i, j]]`` to -inf in place, outside autograd; returns ``logits``.
+
+    For logits that are read only through a softmax, log-softmax or log-sum-exp over each
+    row (and never at an excluded entry, e.g. as a cross-entropy target) this is exact, in
+    value and in derivatives of every order: an entry at -inf has softmax weight
+    ``exp(-inf) = 0``, so no derivative flows through it, which is the derivative of a loss
+    that does not depend on it.  Recording the write instead (``masked_fill``, an indexed
+    assignment) would make autograd keep a masked copy of the whole gradient matrix, and a
+    boolean mask costs a matrix of its own.
+    """
+    with torch.no_grad():
+        return logits.scatter_(-1, columns, -math.inf)
+
+
+def anchor_halves(count: int) -> tuple[slice, slice]:
+    """The anchors ``0 .. count - 1`` in two halves (for the two views: each view's anchors).
+
+    The dense references build their logits one half of the anchors at a time: autograd
+    then keeps both halves' log-softmax (one full matrix), but the backward pass forms one
+    half's gradient at a time, so the peak is two matrices' worth instead of the three of
+    a single cross-entropy over the whole matrix (its log-softmax, the gradient the
+    cross-entropy sends back and the gradient of the logits).
+    """
+    return slice(0, count // 2), slice(count // 2, count)
 
 
 class TwoViewSimilarities(NamedTuple):

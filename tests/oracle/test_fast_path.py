@@ -117,7 +117,8 @@ def test_fast_path_never_materialises_the_full_similarity_matrix():
     z1, z2 = torch.randn(2, n, dim, generator=gen)
     full = (2 * n) ** 2
     allowed = max(block * 2 * n, 2 * n * dim)  # one block of logits, or the embeddings
-    assert _largest(losses.nt_xent, z1, z2) >= full  # the probe sees the reference's matrix
+    # the probe sees the reference's matrix (built in two halves of the anchors)
+    assert _largest(losses.nt_xent, z1, z2) >= full // 2
     assert _largest(fast.nt_xent, z1, z2, block_size=block) <= allowed < full / 10
     features = torch.randn(n, 2, dim, generator=gen)
     labels = torch.arange(n) % 7
