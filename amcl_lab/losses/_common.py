@@ -26,8 +26,7 @@ def l2_normalize(z: Tensor, eps: float = NORM_EPS) -> Tensor:
     which is what makes every loss invariant to positive rescaling of a row.
     """
     norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    tiny = norm < eps
-    return torch.where(tiny, torch.zeros_like(z), z / norm.clamp_min(eps))
+    return (z / norm.clamp_min(eps)).masked_fill(norm < eps, 0.0)
 
 
 def masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
@@ -55,15 +54,23 @@ def exclude_(logits: Tensor, columns: Tensor) -> Tensor:
         return logits.scatter_(-1, columns, -math.inf)
 
 
-def anchor_halves(count: int) -> tuple[slice, slice]:
+#: Logits (anchors x candidates) from which the dense references split the anchors in halves.
+HALVES_FROM = 2**20
+
+
+def anchor_halves(count: int, candidates: int) -> tuple[slice, ...]:
     """The anchors ``0 .. count - 1`` in two halves (for the two views: each view's anchors).
 
     The dense references build their logits one half of the anchors at a time: autograd
     then keeps both halves' log-softmax (one full matrix), but the backward pass forms one
     half's gradient at a time, so the peak is two matrices' worth instead of the three of
     a single cross-entropy over the whole matrix (its log-softmax, the gradient the
-    cross-entropy sends back and the gradient of the logits).
+    cross-entropy sends back and the gradient of the logits).  Below :data:`HALVES_FROM`
+    logits (4 MiB in float32) the anchors stay in one piece: the memory saved is small and
+    the second set of operations costs more time than it saves.
     """
+    if count * candidates < HALVES_FROM or count < 2:
+        return (slice(0, count),)
     return slice(0, count // 2), slice(count // 2, count)
 
 

@@ -123,7 +123,7 @@ def nt_xent(
     # The anchor itself is never a candidate; its positive is one unless decoupled.
     excluded = torch.stack([rows.own, rows.positive], 1) if decoupled else rows.own[:, None]
     losses = []
-    for half in anchor_halves(scaled.shape[0]):  # each view's anchors against all 2N rows
+    for half in anchor_halves(scaled.shape[0], rows.candidates.shape[0]):
         logits = exclude_(scaled[half] @ rows.candidates.T, excluded[half])
         if decoupled:  # the positive logit as a dot product of two rows
             positive = (scaled[half] * rows.candidates[rows.positive[half]]).sum(dim=1)
@@ -234,12 +234,12 @@ def info_nce(
     if queue is None:
         keys = distributed.gather(k, fn=fn, name="key") if gathered else k
         # query i's key is column i of its own shard (ranks are concatenated in order)
-        target = torch.arange(q.shape[0], device=q.device)
-        target += distributed.rank() * q.shape[0] if gathered else 0
+        offset = distributed.rank() * q.shape[0] if gathered else 0
+        target = torch.arange(offset, offset + q.shape[0], device=q.device)
         losses = torch.cat(
             [
                 F.cross_entropy(q[half] @ keys.T, target[half], reduction="none")
-                for half in anchor_halves(q.shape[0])
+                for half in anchor_halves(q.shape[0], keys.shape[0])
             ]
         )
     else:  # the (K + 1)-way softmax of MoCo, the positive in column 0

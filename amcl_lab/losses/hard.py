@@ -120,7 +120,7 @@ def hard_contrastive(
     # the similarities are ranked on the logits, sim / tau: ties are TIE_ULPS eps / tau wide
     tie = TIE_ULPS * torch.finfo(scaled.dtype).eps / float(temperature)
     losses = []
-    for half in anchor_halves(scaled.shape[0]):
+    for half in anchor_halves(scaled.shape[0], scaled.shape[0]):
         logits = exclude_(scaled[half] @ rows.anchors.T, rows.own[half, None])
         if k is not None:  # keep the positive and the negatives >= the k-th largest
             with torch.no_grad():  # set the others to -inf: exact, see exclude_

@@ -128,18 +128,18 @@ def supcon(
         )
     safe_count = n_pos.clamp_min(1).to(z.dtype)
     anchors = z[own] / temperature  # 1/tau folded into the anchors, before the product
+    if variant == "out":
+        # sum of the positive logits: sum_p a_i . z_p / tau = a_i . (S_y - z_i) / tau, with
+        # S_y the sum of the items of class y, so no mask of the positives is needed
+        class_sums = z.new_zeros(counts.shape[0], z.shape[1]).index_add(0, classes, z)
+        positive = (anchors * (class_sums[classes[own]] - z[own])).sum(dim=1) / safe_count
     parts = []
-    for half in anchor_halves(own.shape[0]):
+    for half in anchor_halves(own.shape[0], z.shape[0]):
         # log-sum-exp over A(i), every item but the anchor itself
         logits = exclude_(anchors[half] @ z.T, own[half, None])
         lse = torch.logsumexp(logits, dim=1)
         if variant == "out":
-            # mean positive logit: sum_p a_i . z_p / tau = a_i . (S_y - z_i) / tau, with S_y
-            # the sum of the items of class y, so no mask of the positives is needed
-            class_sums = z.new_zeros(counts.shape[0], z.shape[1]).index_add(0, classes, z)
-            own_class = classes[own[half]]
-            total = (anchors[half] * (class_sums[own_class] - z[own[half]])).sum(dim=1)
-            parts.append(lse - total / safe_count[half])
+            parts.append(lse - positive[half])
         else:
             # log-sum-exp over P(i); an anchor without positives keeps every candidate (it
             # is left out below) so that its row stays finite
