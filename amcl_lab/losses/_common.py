@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import EllipsisType
 from typing import NamedTuple
 
 import torch
@@ -58,7 +59,7 @@ def exclude_(logits: Tensor, columns: Tensor) -> Tensor:
 HALVES_FROM = 2**20
 
 
-def anchor_halves(count: int, candidates: int) -> tuple[slice, ...]:
+def anchor_halves(count: int, candidates: int) -> tuple[slice | EllipsisType, ...]:
     """The anchors ``0 .. count - 1`` in two halves (for the two views: each view's anchors).
 
     The dense references build their logits one half of the anchors at a time: autograd
@@ -70,8 +71,13 @@ def anchor_halves(count: int, candidates: int) -> tuple[slice, ...]:
     the second set of operations costs more time than it saves.
     """
     if count * candidates < HALVES_FROM or count < 2:
-        return (slice(0, count),)
+        return (...,)  # x[...] is x itself (x[0:count] would copy its gradient back)
     return slice(0, count // 2), slice(count // 2, count)
+
+
+def joined(parts: list[Tensor]) -> Tensor:
+    """The per-anchor losses of the pieces of :func:`anchor_halves`, in anchor order."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class TwoViewSimilarities(NamedTuple):

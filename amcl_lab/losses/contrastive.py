@@ -26,6 +26,7 @@ from ._common import (
     anchor_halves,
     check_two_views,
     exclude_,
+    joined,
     l2_normalize,
     reduce_anchors,
     two_view_candidates,
@@ -130,7 +131,7 @@ def nt_xent(
             losses.append(torch.logsumexp(logits, dim=1) - positive)
         else:  # log-sum-exp over the candidates minus the positive logit
             losses.append(F.cross_entropy(logits, rows.positive[half], reduction="none"))
-    return reduce_anchors(torch.cat(losses), reduction, gathered=gathered)
+    return reduce_anchors(joined(losses), reduction, gathered=gathered)
 
 
 def info_nce(
@@ -236,7 +237,7 @@ def info_nce(
         # query i's key is column i of its own shard (ranks are concatenated in order)
         offset = distributed.rank() * q.shape[0] if gathered else 0
         target = torch.arange(offset, offset + q.shape[0], device=q.device)
-        losses = torch.cat(
+        losses = joined(
             [
                 F.cross_entropy(q[half] @ keys.T, target[half], reduction="none")
                 for half in anchor_halves(q.shape[0], keys.shape[0])

@@ -14,6 +14,7 @@ from ._common import (
     anchor_halves,
     check_two_views,
     exclude_,
+    joined,
     two_view_candidates,
     two_view_similarities,
 )
@@ -129,7 +130,7 @@ def hard_contrastive(
                 scores.scatter_(1, rows.positive[half, None], math.inf)
                 logits.masked_fill_(scores < threshold, -math.inf)
         losses.append(F.cross_entropy(logits, rows.positive[half], reduction="none"))
-    return v.reduce(torch.cat(losses), reduction)
+    return v.reduce(joined(losses), reduction)
 
 
 def simple_contrastive(

@@ -13,6 +13,7 @@ from ._common import (
     anchor_halves,
     check_supcon_inputs,
     exclude_,
+    joined,
     reduce_anchors,
     supcon_items,
 )
@@ -147,7 +148,7 @@ def supcon(
             same |= ~has_pos[half, None]
             lse_pos = torch.logsumexp(logits.masked_fill(~same, -math.inf), dim=1)
             parts.append(lse - lse_pos + torch.log(safe_count[half]))
-    losses = torch.where(has_pos, torch.cat(parts), 0.0)
+    losses = torch.where(has_pos, joined(parts), 0.0)
     if reduction == "none":
         return losses.reshape(views, n).T if contrast_mode == "all" else losses
     return reduce_anchors(losses, reduction, gathered=gathered, count=with_pos)
