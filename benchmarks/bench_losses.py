@@ -23,8 +23,9 @@ alike: the ratios reported are **medians of the per-round ratios**; when a call 
 quarter of ``--max-seconds`` the warm-up call is the only measurement.  The references stop
 at ``--sizes``' largest (16384), the NT-Xent fast path at ``--fast-sizes``' (65536) and the
 matmul bound at ``--bound-max`` (8192); a size is skipped when the time or memory predicted
-from the previous two sizes exceeds ``--max-seconds`` or ``--max-memory-gb``, so the run
-stays bounded on a small machine.
+from the previous two sizes exceeds ``--max-seconds`` or ``--max-memory-gb``, or would pass
+the family's share of ``--budget-seconds`` (660 s in all), so the run stays bounded on a
+small or busy machine.
 
 Outputs in ``OUT``: ``bench_losses.json`` (every measurement, the environment, the fitted
 exponents and the goal verdicts, written atomically) and ``bench_losses.png`` (log-log time
@@ -77,6 +78,8 @@ FAMILIES = {
     "hard_contrastive": ("plain hard_contrastive", "reference hard_contrastive"),
 }
 PEERS = {"lightly NTXentLoss", "PML NTXentLoss", "PML SupConLoss"}
+# each family's share of --budget-seconds (NT-Xent carries the fast path to N = 65536)
+BUDGET_SHARES = {"nt_xent": 0.45, "info_nce": 0.1, "supcon": 0.25, "hard_contrastive": 0.2}
 
 
 # --- the plain versions: the simplest correct code for each loss (the yardsticks) -------------
@@ -255,7 +258,11 @@ def _predict(history: list[tuple[int, float]], n: int) -> float:
     return v1 * (n / n1) ** exponent
 
 
-def _skip_reason(times: list, memory: list, n: int, args: argparse.Namespace) -> str | None:
+def _skip_reason(
+    times: list, memory: list, n: int, args: argparse.Namespace, left: float
+) -> str | None:
+    """Why ``n`` is skipped: a predicted call over the limits, or past the family's budget
+    (``left`` seconds; the call and its repeats, about 3x the call)."""
     if not times:
         return None
     seconds, mib = _predict(times, n), _predict(memory, n)
@@ -264,6 +271,8 @@ def _skip_reason(times: list, memory: list, n: int, args: argparse.Namespace) ->
             f"skipped: predicted {seconds:.0f} s, {mib / 1024:.1f} GiB (limits "
             f"{args.max_seconds:g} s, {args.max_memory_gb:g} GiB)"
         )
+    if min(3 * seconds, seconds + args.min_time) > left:
+        return f"skipped: predicted {seconds:.0f} s, past the family's time budget"
     return None
 
 
@@ -298,6 +307,7 @@ def worker(args: argparse.Namespace) -> None:
     memory: dict[str, list[tuple[int, float]]] = {name: [] for name in names}
     broken: set[str] = set()
     all_sizes = sorted({n for name in names for n in _sizes(name, args)})
+    started = time.perf_counter()
     for n in all_sizes:
         gen = torch.Generator().manual_seed(n)
         x = torch.randn(n, 2, args.dim, generator=gen).to(device).requires_grad_(True)
@@ -308,7 +318,8 @@ def worker(args: argparse.Namespace) -> None:
                 continue
             row: dict[str, Any] = {"impl": name, "n": n}
             reason = "skipped: failed at a smaller size" if name in broken else None
-            reason = reason or _skip_reason(times[name], memory[name], n, args)
+            left = args.budget - (time.perf_counter() - started)
+            reason = reason or _skip_reason(times[name], memory[name], n, args, left)
             if reason is not None:
                 print(json.dumps({**row, "status": reason}), flush=True)
                 continue
@@ -372,7 +383,9 @@ def run_all(args: argparse.Namespace) -> list[dict[str, Any]]:
                     {"family": family, "impl": name, "n": None, "status": "skipped: not installed"}
                 )
                 print(f"{name:<22} not installed", file=sys.stderr)
+        budget = args.budget_seconds * BUDGET_SHARES[family]
         command = [sys.executable, __file__, "--worker", family, *_shared_flags(args)]
+        command += ["--budget", f"{budget:.0f}"]
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=args.worker_timeout
@@ -650,6 +663,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=240.0, help="per call, predicted")
     parser.add_argument("--max-memory-gb", type=float, default=15.0, help="per call, predicted")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=660.0,
+        help="time for all families together; larger sizes are skipped past each one's share",
+    )
+    parser.add_argument("--budget", type=float, default=math.inf, help=argparse.SUPPRESS)
     parser.add_argument("--worker-timeout", type=int, default=1500)
     parser.add_argument("--note", default="", help="free text stored with the results")
     parser.add_argument("--plot-only", action="store_true", help="redraw from OUT's JSON")

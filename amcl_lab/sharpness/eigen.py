@@ -252,9 +252,9 @@ def top_eigenvalues(
         if state.m < k:
             continue
         theta, s, res = _ritz(state)
-        errors, gaps = _error_estimates(theta, res)
         sel = _select(theta, which)[:k]
-        tested = res if stopping == "residual" else errors
+        # the gap estimates are needed each iteration only by the gap rule
+        tested = res if stopping == "residual" else _error_estimates(theta, res)[0]
         scale = float(np.abs(theta).max())
         exhausted = state.m >= op.dim
         converged = exhausted or (
@@ -262,6 +262,7 @@ def top_eigenvalues(
         )
         if converged:
             break
+    errors, gaps = _error_estimates(theta, res)
     ritz_vectors = torch.from_numpy(np.ascontiguousarray(s[:, sel].T))
     vectors = ritz_vectors.to(device=op.device, dtype=op.dtype) @ state.q[: state.m]
     return EigenResult(

@@ -105,17 +105,19 @@ def lanczos(
     first = _orthonormal_rows(start, q[:0], op, gen)[:cap]
     lo, hi = 0, first.shape[0]
     q[lo:hi] = first
+    projected = t.numpy()  # a view: T is assembled in NumPy (small writes cost microseconds)
     while True:
         w = op.matmat(q[lo:hi])
         scales = torch.linalg.vector_norm(w, dim=1).tolist()  # |H q| before projection
-        coef = q[:hi] @ w.T
-        w = w - coef.T @ q[:hi]
-        again = q[:hi] @ w.T
-        w = w - again.T @ q[:hi]
-        coef = (coef + again).double().cpu()
-        t[:hi, lo:hi] = coef
-        t[lo:hi, :hi] = coef.T
-        t[lo:hi, lo:hi] = 0.5 * (coef[lo:hi] + coef[lo:hi].T)
+        basis = q[:hi]
+        coef = basis @ w.T
+        w = torch.addmm(w, coef.T, basis, alpha=-1)
+        again = basis @ w.T
+        w = torch.addmm(w, again.T, basis, alpha=-1)
+        coef = (coef + again).double().cpu().numpy()
+        projected[:hi, lo:hi] = coef
+        projected[lo:hi, :hi] = coef.T
+        projected[lo:hi, lo:hi] = 0.5 * (coef[lo:hi] + coef[lo:hi].T)
         gram = (w @ w.T).double().cpu()
         tiny = math.sqrt(torch.finfo(op.dtype).eps)
         norms = [max(g, 0.0) ** 0.5 for g in gram.diagonal().tolist()]

@@ -234,7 +234,8 @@ class HessianOperator:
         self.names = list(self._f.names)
         self.n_hvp = 0
         if method == "double-backward":
-            self._leaves = list(self._f.leaves().values())
+            # leaves sharing the copied parameters' storage (nothing writes to them)
+            self._leaves = [p.detach().requires_grad_(True) for p in self._f.params.values()]
             loss = self._f(dict(zip(self._f.names, self._leaves, strict=True)))
             grads = torch.autograd.grad(loss, self._leaves, create_graph=True, allow_unused=True)
             # The gradient is flattened once, inside the graph: each product is then one
