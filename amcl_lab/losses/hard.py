@@ -119,7 +119,8 @@ def hard_contrastive(
     rows = two_view_candidates(z1, z2, eps)
     scaled = rows.anchors / temperature  # 1/tau folded into the anchors, before the product
     # the similarities are ranked on the logits, sim / tau: ties are TIE_ULPS eps / tau wide
-    tie = TIE_ULPS * torch.finfo(scaled.dtype).eps / float(temperature)
+    tau = float(temperature.detach()) if isinstance(temperature, Tensor) else float(temperature)
+    tie = TIE_ULPS * torch.finfo(scaled.dtype).eps / tau
     losses = []
     for half in anchor_halves(scaled.shape[0], scaled.shape[0]):
         logits = exclude_(scaled[half] @ rows.anchors.T, rows.own[half, None])
