@@ -5,8 +5,10 @@ The references in :mod:`amcl_lab.losses` build the full :math:`M \times M` simil
 here take the same arguments and return the same values, but stream over blocks of anchor
 rows: the forward pass keeps one number per anchor (the log-sum-exp of its denominator),
 and the backward pass recomputes each block of logits to form its gradient.  Peak memory is
-O(block x M + M x D) instead of O(M^2), at the price of one extra matrix product in the
-backward pass.
+O(block x M + M x D) instead of O(M^2).  Without gathering the logits are symmetric and the
+backward pass needs one matrix product per block besides the recomputation (three products
+in all, against the three of a dense autograd cross-entropy); when one block holds the whole
+matrix it is kept from the forward pass and nothing is recomputed (two products).
 
 Structure.  The only quadratic quantity of both losses is a row-wise log-sum-exp of logits
 :math:`l_{ik} = \hat a_i^\top \hat c_k / \tau` between **anchors** (rows ``a``, ``(A, D)``)
@@ -22,10 +24,10 @@ and **candidates** (rows ``c``, ``(M, D)``), over a set :math:`K(i)` of candidat
 
 :class:`_BlockwiseLogSumExp` computes it for ``block`` anchors at a time: the forward pass
 keeps one number per anchor, the backward pass recomputes each block of logits and turns it
-into the gradient with two matrix products.  :math:`K(i)` is every candidate except the
-columns listed in ``excluded[i]`` (the anchor itself; for decoupled NT-Xent also its
-positive), optionally restricted to the candidates with the anchor's label.  The positive
-terms are linear in the logits and need no matrix at all:
+into the gradient with one matrix product (symmetric logits) or two.  :math:`K(i)` is every
+candidate except the columns listed in ``excluded[i]`` (the anchor itself; for decoupled
+NT-Xent also its positive), optionally restricted to the candidates with the anchor's
+label.  The positive terms are linear in the logits and need no matrix at all:
 :math:`\sum_{p \in P(i)} l_{ip} = \hat a_i^\top (S_{y_i} - \hat c_i) / \tau` with
 :math:`S_y` the sum of the candidates of class :math:`y`, so they are ordinary autograd
 expressions of O(M x D) cost.  Without distribution anchors and candidates are the same
@@ -69,7 +71,21 @@ def _block_rows(block_size: int | None, anchors: int, candidates: int) -> int:
 
 
 class _BlockwiseLogSumExp(torch.autograd.Function):
-    """``lse_i`` over the candidates of anchor ``i`` (module docstring), streamed in blocks."""
+    r"""``lse_i`` over the candidates of anchor ``i`` (module docstring), streamed in blocks.
+
+    Two buffers of one block each are allocated per pass and reused by every block.  When
+    one block holds every logit (the default for up to 2^24 logits, N <= 2048 for NT-Xent
+    at d = 128) the forward pass keeps it and the backward pass starts from it: the dense
+    kernel, two matrix products in all.  Otherwise the backward pass recomputes each block.
+
+    ``symmetric``: the anchors are the candidates (the same rows in the same order) and the
+    candidate sets are symmetric (k in K(i) iff i in K(k)), as for NT-Xent and SupCon
+    without gathering.  The logits are then symmetric, :math:`l_{ik} = l_{ki}`, so the
+    softmax weight of row k at column i is :math:`\pi_{ki} = e^{l_{ik} - lse_k}`, computed
+    from the same block as :math:`\pi_{ik}`, and the gradient of every row is one product
+    :math:`W z / \tau` with :math:`W_{ik} = g_i \pi_{ik} + g_k \pi_{ki}` instead of the
+    two products of the general case.
+    """
 
     @staticmethod
     def forward(
@@ -80,55 +96,94 @@ class _BlockwiseLogSumExp(torch.autograd.Function):
         excluded: Tensor,
         labels: tuple[Tensor, Tensor] | None,
         rows: int,
+        fn: str,
+        symmetric: bool,
     ) -> Tensor:
-        lse = anchors.new_empty(anchors.shape[0])
-        for start in range(0, anchors.shape[0], rows):
-            stop = min(start + rows, anchors.shape[0])
-            logits = _block_logits(anchors, candidates, inv_tau, excluded, labels, start, stop)
-            lse[start:stop] = torch.logsumexp(logits, dim=1)
+        count = anchors.shape[0]
+        scaled = anchors * inv_tau  # 1/tau scales the anchors before the product
+        block = anchors.new_empty(min(rows, count), candidates.shape[0])
+        scratch = torch.empty_like(block)
+        lse = anchors.new_empty(count)
+        for start in range(0, count, rows):
+            stop = min(start + rows, count)
+            logits = _block_logits(scaled, candidates, excluded, labels, start, stop, block)
+            lse[start:stop] = _row_logsumexp(logits, scratch[: stop - start])
         ctx.save_for_backward(anchors, candidates, inv_tau, excluded, lse)
-        ctx.labels, ctx.rows = labels, rows
+        ctx.labels, ctx.rows, ctx.fn, ctx.symmetric = labels, rows, fn, symmetric
+        ctx.block = block if rows >= count else None  # the dense case: every logit
         return lse
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():  # backward(create_graph=True), or autograd.grad(...)
+            raise RuntimeError(
+                f"{ctx.fn}: double backward (create_graph=True) is not supported: the "
+                "blockwise log-sum-exp has a hand-written backward pass that is not itself "
+                f"differentiable, so second derivatives would be wrong; use the reference "
+                f"amcl_lab.losses.{ctx.fn.split('.')[-1]} for Hessian-vector products"
+            )
         anchors, candidates, inv_tau, excluded, lse = ctx.saved_tensors
         # an empty candidate set has lse = -inf and a constant loss: no gradient
-        grad_lse = grad_lse.masked_fill(torch.isinf(lse), 0.0)
-        lse = lse.masked_fill(torch.isinf(lse), 0.0)
-        grad_a = torch.empty_like(anchors)
-        grad_c = torch.zeros_like(candidates)
+        dead = torch.isinf(lse)
+        g = grad_lse.masked_fill(dead, 0.0)
+        lse = lse.masked_fill(dead, 0.0)
+        count, rows = anchors.shape[0], ctx.rows
+        scaled = anchors * inv_tau
+        block = ctx.block
+        if block is None:
+            block = anchors.new_empty(min(rows, count), candidates.shape[0])
+        scratch = torch.empty_like(block)
+        grad_a = torch.empty_like(anchors)  # sum_k W_ik c_k, scaled by 1/tau at the end
+        grad_c = None if ctx.symmetric else torch.zeros_like(candidates)
         grad_inv_tau = anchors.new_zeros(())
-        for start in range(0, anchors.shape[0], ctx.rows):
-            stop = min(start + ctx.rows, anchors.shape[0])
-            logits = _block_logits(anchors, candidates, inv_tau, excluded, ctx.labels, start, stop)
-            weights = torch.exp(logits.sub_(lse[start:stop, None]))  # pi_ik, 0 off K(i)
-            mixed = weights @ candidates  # sum_k pi_ik c_k, (B, D)
-            a = anchors[start:stop]
-            g = grad_lse[start:stop, None]
-            grad_a[start:stop] = mixed * (g * inv_tau)
-            grad_c += weights.T @ (a * (g * inv_tau))
-            grad_inv_tau += (g * a * mixed).sum()  # sum_ik g_i pi_ik s_ik
-        return grad_a, grad_c, grad_inv_tau, None, None, None
+        for start in range(0, count, rows):
+            stop = min(start + rows, count)
+            logits = block[: stop - start]
+            if ctx.block is None:
+                logits = _block_logits(scaled, candidates, excluded, ctx.labels, start, stop, block)
+            g_rows = g[start:stop, None]
+            if ctx.symmetric:  # W_ik = g_i pi_ik + g_k pi_ki, one product
+                other = torch.sub(logits, lse[None, :], out=scratch[: stop - start])
+                other.exp_().mul_(g[None, :])
+                weights = logits.sub_(lse[start:stop, None]).exp_().mul_(g_rows).add_(other)
+                torch.mm(weights, candidates, out=grad_a[start:stop])
+            else:  # pi_ik for the anchors' and the candidates' gradients
+                weights = logits.sub_(lse[start:stop, None]).exp_()
+                mixed = torch.mm(weights, candidates, out=grad_a[start:stop])
+                grad_inv_tau += (anchors[start:stop] * mixed).sum(dim=1).dot(g[start:stop])
+                mixed.mul_(g_rows)
+                grad_c.addmm_(weights.T, scaled[start:stop] * g_rows)
+        if ctx.symmetric:  # sum_ik g_i pi_ik s_ik = (1/2) sum_i z_i . (W z)_i
+            grad_inv_tau = 0.5 * (anchors * grad_a).sum()
+        grad_a.mul_(inv_tau)
+        if not ctx.needs_input_grad[2]:
+            grad_inv_tau = None
+        return grad_a, grad_c, grad_inv_tau, None, None, None, None, None
 
 
 def _block_logits(
-    anchors: Tensor,
+    scaled: Tensor,
     candidates: Tensor,
-    inv_tau: Tensor,
     excluded: Tensor,
     labels: tuple[Tensor, Tensor] | None,
     start: int,
     stop: int,
+    out: Tensor,
 ) -> Tensor:
-    """Logits of anchors ``start:stop``; candidates outside K(i) are set to -inf."""
-    logits = (anchors[start:stop] * inv_tau) @ candidates.T
+    """Logits of anchors ``start:stop`` into ``out``; candidates outside K(i) are -inf."""
+    logits = torch.mm(scaled[start:stop], candidates.T, out=out[: stop - start])
     logits.scatter_(1, excluded[start:stop], -math.inf)
     if labels is not None:
         a_labels, c_labels = labels
         logits.masked_fill_(a_labels[start:stop, None] != c_labels[None, :], -math.inf)
     return logits
+
+
+def _row_logsumexp(logits: Tensor, scratch: Tensor) -> Tensor:
+    """Row-wise log-sum-exp (minus the row maximum first), ``scratch`` as the work space."""
+    top = logits.amax(dim=1, keepdim=True).nan_to_num_(neginf=0.0)  # all -inf: lse -inf
+    torch.sub(logits, top, out=scratch).exp_()
+    return scratch.sum(dim=1).log_().add_(top[:, 0])
 
 
 def _lse(
@@ -137,9 +192,14 @@ def _lse(
     inv_tau: Tensor,
     excluded: Tensor,
     rows: int,
+    fn: str,
+    *,
+    symmetric: bool,
     labels: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
-    return _BlockwiseLogSumExp.apply(anchors, candidates, inv_tau, excluded, labels, rows)
+    return _BlockwiseLogSumExp.apply(
+        anchors, candidates, inv_tau, excluded, labels, rows, fn, symmetric
+    )
 
 
 def _inverse_temperature(temperature: float | Tensor, like: Tensor) -> Tensor:
@@ -210,10 +270,10 @@ def nt_xent(
            Contrastive Learning of Visual Representations", ICML 2020, arXiv:2002.05709.
 
     .. note:: Documented choice.
-        The backward pass is written by hand and is not itself differentiable (no
-        double backward, e.g. for Hessian-vector products: use the reference there).  The
-        normalisation is ordinary autograd, so gradients match the reference's, including
-        zero gradient for zero rows.
+        The backward pass is written by hand and is not itself differentiable: a double
+        backward (``create_graph=True``, e.g. for Hessian-vector products) raises a
+        ``RuntimeError``; use the reference there.  The normalisation is ordinary autograd,
+        so gradients match the reference's, including zero gradient for zero rows.
     """
     fn = "fast.nt_xent"
     check_two_views(fn, z1, z2, eps)
@@ -228,7 +288,7 @@ def nt_xent(
     # log-sum-exp; anchors and candidates are the same rows unless gathered
     excluded = torch.stack([rows.own, rows.positive], dim=1) if decoupled else rows.own[:, None]
     block = _block_rows(block_size, 2 * n, rows.candidates.shape[0])
-    lse = _lse(z, rows.candidates, inv_tau, excluded, block)
+    lse = _lse(z, rows.candidates, inv_tau, excluded, block, fn, symmetric=not gathered)
     positive = z.roll(n, dims=0)  # the other view of the same sample: a local row
     losses = lse - (z * positive).sum(dim=1) * inv_tau
     return reduce_anchors(losses, reduction, gathered=gathered)
@@ -313,7 +373,8 @@ def supcon(
 
     .. note:: Documented choice.
         As the reference: anchors without a positive are left out of the mean, and a batch
-        where no anchor has a positive raises.  No double backward (see :func:`nt_xent`).
+        where no anchor has a positive raises.  No double backward (a ``RuntimeError``, see
+        :func:`nt_xent`).
     """
     fn = "fast.supcon"
     options = {
@@ -340,9 +401,11 @@ def supcon(
             "the loss is undefined - pass V >= 2 views or labels with repeated classes"
         )
     inv_tau = _inverse_temperature(temperature, z)
-    a = z[own]
+    # every item is an anchor, in order, unless gathered or contrast_mode="one"
+    symmetric = contrast_mode == "all" and not gathered
+    a = z if symmetric else z[own]
     rows = _block_rows(block_size, own.shape[0], z.shape[0])
-    lse_all = _lse(a, z, inv_tau, own[:, None], rows)
+    lse_all = _lse(a, z, inv_tau, own[:, None], rows, fn, symmetric=symmetric)
     count = n_pos.clamp_min(1).to(z.dtype)
     if variant == "out":
         # sum of an anchor's positive logits: a_i . (class sum - a_i) / tau, no matrix needed
@@ -350,7 +413,8 @@ def supcon(
         positive = (a * (class_sums[classes[own]] - a)).sum(dim=1) * inv_tau / count
     else:
         same = (items.labels[own], items.labels)
-        positive = _lse(a, z, inv_tau, own[:, None], rows, labels=same) - torch.log(count)
+        positive = _lse(a, z, inv_tau, own[:, None], rows, fn, symmetric=symmetric, labels=same)
+        positive = positive - torch.log(count)
     losses = torch.where(has_pos, lse_all - positive, 0.0)
     if reduction == "none":
         return losses.reshape(views, n).T if contrast_mode == "all" else losses

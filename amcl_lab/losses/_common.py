@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from types import EllipsisType
 from typing import NamedTuple
 
 import torch
@@ -25,8 +27,7 @@ def l2_normalize(z: Tensor, eps: float = NORM_EPS) -> Tensor:
     which is what makes every loss invariant to positive rescaling of a row.
     """
     norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    tiny = norm < eps
-    return torch.where(tiny, torch.zeros_like(z), z / norm.clamp_min(eps))
+    return (z / norm.clamp_min(eps)).masked_fill(norm < eps, 0.0)
 
 
 def masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
@@ -37,6 +38,46 @@ def masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
     internally, which keeps temperatures down to 1e-3 finite in float32.
     """
     return torch.logsumexp(logits.masked_fill(~keep, float("-inf")), dim=-1)
+
+
+def exclude_(logits: Tensor, columns: Tensor) -> Tensor:
+    """Set ``logits[i, columns[i, j]]`` to -inf in place, outside autograd; returns ``logits``.
+
+    For logits that are read only through a softmax, log-softmax or log-sum-exp over each
+    row (and never at an excluded entry, e.g. as a cross-entropy target) this is exact, in
+    value and in derivatives of every order: an entry at -inf has softmax weight
+    ``exp(-inf) = 0``, so no derivative flows through it, which is the derivative of a loss
+    that does not depend on it.  Recording the write instead (``masked_fill``, an indexed
+    assignment) would make autograd keep a masked copy of the whole gradient matrix, and a
+    boolean mask costs a matrix of its own.
+    """
+    with torch.no_grad():
+        return logits.scatter_(-1, columns, -math.inf)
+
+
+#: Logits (anchors x candidates) from which the dense references split the anchors in halves.
+HALVES_FROM = 2**20
+
+
+def anchor_halves(count: int, candidates: int) -> tuple[slice | EllipsisType, ...]:
+    """The anchors ``0 .. count - 1`` in two halves (for the two views: each view's anchors).
+
+    The dense references build their logits one half of the anchors at a time: autograd
+    then keeps both halves' log-softmax (one full matrix), but the backward pass forms one
+    half's gradient at a time, so the peak is two matrices' worth instead of the three of
+    a single cross-entropy over the whole matrix (its log-softmax, the gradient the
+    cross-entropy sends back and the gradient of the logits).  Below :data:`HALVES_FROM`
+    logits (4 MiB in float32) the anchors stay in one piece: the memory saved is small and
+    the second set of operations costs more time than it saves.
+    """
+    if count * candidates < HALVES_FROM or count < 2:
+        return (...,)  # x[...] is x itself (x[0:count] would copy its gradient back)
+    return slice(0, count // 2), slice(count // 2, count)
+
+
+def joined(parts: list[Tensor]) -> Tensor:
+    """The per-anchor losses of the pieces of :func:`anchor_halves`, in anchor order."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class TwoViewSimilarities(NamedTuple):

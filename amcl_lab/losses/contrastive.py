@@ -1,26 +1,35 @@
 """NT-Xent (SimCLR) and InfoNCE (MoCo) reference losses.
 
 Both losses work on cosine similarities of L2-normalised embeddings divided by a temperature
-and are evaluated with a masked log-sum-exp, so they stay finite for temperatures down to
+and are evaluated with a row-wise log-sum-exp, so they stay finite for temperatures down to
 1e-3 in float32.  Conventions (which anchors, which candidates, how the mean is taken) are
 explicit arguments; ``docs/conventions.md``, "How peer libraries differ", lists how lightly,
 pytorch-metric-learning and other implementations differ.
+
+They are written to be as fast as the plain code allows: 1/tau multiplies the normalised
+rows before the matrix product, the excluded entries are set to -inf in place
+(:func:`._common.exclude_`), no boolean mask of the matrix is built, and the logits are
+formed one half of the anchors at a time (:func:`._common.anchor_halves`);
+``benchmarks/bench_losses.py`` compares them with a plain masked cross-entropy.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _validation as v
 from .. import distributed
 from ._common import (
     NORM_EPS,
+    anchor_halves,
     check_two_views,
+    exclude_,
+    joined,
     l2_normalize,
-    masked_logsumexp,
     reduce_anchors,
-    two_view_similarities,
+    two_view_candidates,
 )
 
 __all__ = ["info_nce", "nt_xent"]
@@ -108,15 +117,21 @@ def nt_xent(
     v.check_reduction(fn, reduction)
 
     gathered = gather_distributed and distributed.is_active()
-    pairs = two_view_similarities(z1, z2, eps, gathered=gathered, fn=fn)
-    logits = pairs.sim / temperature
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    # The anchor itself is never a candidate; the positive is one unless decoupled.
-    candidates = pairs.negatives.clone()
-    if not decoupled:
-        candidates[rows, pairs.positive] = True
-    losses = masked_logsumexp(logits, candidates) - logits[rows, pairs.positive]
-    return reduce_anchors(losses, reduction, gathered=gathered)
+    rows = two_view_candidates(z1, z2, eps, gathered=gathered, fn=fn)
+    # 1/tau is folded into the 2n x D anchors, before the product, instead of dividing the
+    # 2n x 2N similarities after it
+    scaled = rows.anchors / temperature
+    # The anchor itself is never a candidate; its positive is one unless decoupled.
+    excluded = torch.stack([rows.own, rows.positive], 1) if decoupled else rows.own[:, None]
+    losses = []
+    for half in anchor_halves(scaled.shape[0], rows.candidates.shape[0]):
+        logits = exclude_(scaled[half] @ rows.candidates.T, excluded[half])
+        if decoupled:  # the positive logit as a dot product of two rows
+            positive = (scaled[half] * rows.candidates[rows.positive[half]]).sum(dim=1)
+            losses.append(torch.logsumexp(logits, dim=1) - positive)
+        else:  # log-sum-exp over the candidates minus the positive logit
+            losses.append(F.cross_entropy(logits, rows.positive[half], reduction="none"))
+    return reduce_anchors(joined(losses), reduction, gathered=gathered)
 
 
 def info_nce(
@@ -215,16 +230,23 @@ def info_nce(
     gathered = gather_distributed and distributed.is_active()
 
     dtype = v.compute_dtype(*(t for _, t in tensors))
-    q = l2_normalize(query.to(dtype), eps)
+    q = l2_normalize(query.to(dtype), eps) / temperature  # 1/tau folded into the queries
     k = l2_normalize(key.to(dtype), eps)
     if queue is None:
         keys = distributed.gather(k, fn=fn, name="key") if gathered else k
-        logits = (q @ keys.T) / temperature
         # query i's key is column i of its own shard (ranks are concatenated in order)
-        positive = logits.diagonal(offset=distributed.rank() * q.shape[0] if gathered else 0)
-    else:
+        offset = distributed.rank() * q.shape[0] if gathered else 0
+        target = torch.arange(offset, offset + q.shape[0], device=q.device)
+        losses = joined(
+            [
+                F.cross_entropy(q[half] @ keys.T, target[half], reduction="none")
+                for half in anchor_halves(q.shape[0], keys.shape[0])
+            ]
+        )
+    else:  # the (K + 1)-way softmax of MoCo, the positive in column 0
         negatives = l2_normalize(queue.to(dtype), eps)
-        positive = (q * k).sum(dim=1) / temperature
-        logits = torch.cat([positive[:, None], (q @ negatives.T) / temperature], dim=1)
-    losses = torch.logsumexp(logits, dim=1) - positive
+        logits = torch.cat([(q * k).sum(dim=1, keepdim=True), q @ negatives.T], dim=1)
+        losses = F.cross_entropy(
+            logits, logits.new_zeros(q.shape[0], dtype=torch.long), reduction="none"
+        )
     return reduce_anchors(losses, reduction, gathered=gathered)

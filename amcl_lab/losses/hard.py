@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .. import _validation as v
-from ._common import NORM_EPS, check_two_views, masked_logsumexp, two_view_similarities
+from ._common import (
+    NORM_EPS,
+    anchor_halves,
+    check_two_views,
+    exclude_,
+    joined,
+    two_view_candidates,
+    two_view_similarities,
+)
 
 __all__ = ["TIE_ULPS", "hard_contrastive", "hard_negative_mask", "simple_contrastive"]
 
@@ -105,13 +116,22 @@ def hard_contrastive(
     v.check_reduction(fn, reduction)
     _check_k(fn, k, 2 * z1.shape[0] - 2)
 
-    pairs = two_view_similarities(z1, z2, eps)
-    logits = pairs.sim / temperature
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    candidates = hard_negative_mask(pairs.sim, pairs.negatives, k)
-    candidates[rows, pairs.positive] = True
-    losses = masked_logsumexp(logits, candidates) - logits[rows, pairs.positive]
-    return v.reduce(losses, reduction)
+    rows = two_view_candidates(z1, z2, eps)
+    scaled = rows.anchors / temperature  # 1/tau folded into the anchors, before the product
+    # the similarities are ranked on the logits, sim / tau: ties are TIE_ULPS eps / tau wide
+    tau = float(temperature.detach()) if isinstance(temperature, Tensor) else float(temperature)
+    tie = TIE_ULPS * torch.finfo(scaled.dtype).eps / tau
+    losses = []
+    for half in anchor_halves(scaled.shape[0], scaled.shape[0]):
+        logits = exclude_(scaled[half] @ rows.anchors.T, rows.own[half, None])
+        if k is not None:  # keep the positive and the negatives >= the k-th largest
+            with torch.no_grad():  # set the others to -inf: exact, see exclude_
+                scores = exclude_(logits.clone(), rows.positive[half, None])
+                threshold = scores.topk(k, dim=1).values[:, -1:] - tie
+                scores.scatter_(1, rows.positive[half, None], math.inf)
+                logits.masked_fill_(scores < threshold, -math.inf)
+        losses.append(F.cross_entropy(logits, rows.positive[half], reduction="none"))
+    return v.reduce(joined(losses), reduction)
 
 
 def simple_contrastive(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from .. import distributed
 from ._common import (
     NORM_EPS,
+    anchor_halves,
     check_supcon_inputs,
-    masked_logsumexp,
+    exclude_,
+    joined,
     reduce_anchors,
     supcon_items,
 )
@@ -112,12 +116,10 @@ def supcon(
     items = supcon_items(
         features, labels, eps, one_view=contrast_mode == "one", gathered=gathered, fn=fn
     )
-    z, rows = items.z, items.anchors
-    logits = (z[rows] @ z.T) / temperature
-    others = rows[:, None] != torch.arange(z.shape[0], device=z.device)[None, :]
-    positives = others & (items.labels[rows, None] == items.labels[None, :])
-    log_prob = logits - masked_logsumexp(logits, others)[:, None]
-    n_pos = positives.sum(dim=1)
+    z, own = items.z, items.anchors  # an anchor's own column is its item index
+    # |P(i)|: the other items with the anchor's label
+    _, classes, counts = torch.unique(items.labels, return_inverse=True, return_counts=True)
+    n_pos = counts[classes[own]] - 1
     has_pos = n_pos > 0
     with_pos = distributed.all_reduce_sum(has_pos.sum()) if gathered else has_pos.sum()
     if not bool(with_pos > 0):
@@ -126,12 +128,27 @@ def supcon(
             "the loss is undefined - pass V >= 2 views or labels with repeated classes"
         )
     safe_count = n_pos.clamp_min(1).to(z.dtype)
+    anchors = z[own] / temperature  # 1/tau folded into the anchors, before the product
     if variant == "out":
-        losses = -log_prob.masked_fill(~positives, 0.0).sum(dim=1) / safe_count
-    else:
-        lse_pos = masked_logsumexp(log_prob, positives | ~has_pos[:, None])
-        losses = -(lse_pos - torch.log(safe_count))
-    losses = losses.masked_fill(~has_pos, 0.0)
+        # sum of the positive logits: sum_p a_i . z_p / tau = a_i . (S_y - z_i) / tau, with
+        # S_y the sum of the items of class y, so no mask of the positives is needed
+        class_sums = z.new_zeros(counts.shape[0], z.shape[1]).index_add(0, classes, z)
+        positive = (anchors * (class_sums[classes[own]] - z[own])).sum(dim=1) / safe_count
+    parts = []
+    for half in anchor_halves(own.shape[0], z.shape[0]):
+        # log-sum-exp over A(i), every item but the anchor itself
+        logits = exclude_(anchors[half] @ z.T, own[half, None])
+        lse = torch.logsumexp(logits, dim=1)
+        if variant == "out":
+            parts.append(lse - positive[half])
+        else:
+            # log-sum-exp over P(i); an anchor without positives keeps every candidate (it
+            # is left out below) so that its row stays finite
+            same = items.labels[own[half], None] == items.labels[None, :]
+            same |= ~has_pos[half, None]
+            lse_pos = torch.logsumexp(logits.masked_fill(~same, -math.inf), dim=1)
+            parts.append(lse - lse_pos + torch.log(safe_count[half]))
+    losses = torch.where(has_pos, joined(parts), 0.0)
     if reduction == "none":
         return losses.reshape(views, n).T if contrast_mode == "all" else losses
     return reduce_anchors(losses, reduction, gathered=gathered, count=with_pos)

@@ -2,10 +2,10 @@ r"""The extreme Hessian eigenvalues by block Lanczos: :func:`top_eigenvalues`.""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -17,16 +17,21 @@ WHICH = ("LA", "LM", "SA")
 STOPPING = ("residual", "gap")
 
 
-def _ritz(state: Krylov) -> tuple[Tensor, Tensor, Tensor]:
+# The projected problem is m x m with m <= max_iter (100 by default): it is solved in NumPy,
+# whose small-matrix calls cost a few microseconds where each torch operation costs tens,
+# so that an iteration costs little more than its Hessian-vector product.
+
+
+def _ritz(state: Krylov) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ritz values, vectors (columns, in the Krylov basis) and residual norms."""
-    theta, s = torch.linalg.eigh(state.t[: state.m, : state.m])
+    theta, s = np.linalg.eigh(state.t[: state.m, : state.m].numpy())
     lo, hi = state.last
     s_last = s[lo:hi]
-    res2 = (s_last * (state.residual_gram @ s_last)).sum(0).clamp_min(0.0)
-    return theta, s, res2.sqrt()
+    res2 = (s_last * (state.residual_gram.numpy() @ s_last)).sum(0).clip(min=0.0)
+    return theta, s, np.sqrt(res2)
 
 
-def _error_estimates(theta: Tensor, res: Tensor) -> tuple[Tensor, Tensor]:
+def _error_estimates(theta: np.ndarray, res: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gap-based eigenvalue-error estimates ``min(r_i, r_i^2 / gap_i)`` of all Ritz values.
 
     ``gap_i = min_{j != i} (|theta_i - theta_j| - r_j)``, clamped at 0: the distance from
@@ -35,18 +40,21 @@ def _error_estimates(theta: Tensor, res: Tensor) -> tuple[Tensor, Tensor]:
     is known about the rest of the spectrum.  Where ``gap_i <= r_i`` the estimate is the
     residual itself.  See :func:`top_eigenvalues` for when this is not a bound.
     """
-    dist = (theta[:, None] - theta[None, :]).abs() - res[None, :]
-    dist.fill_diagonal_(math.inf)
-    gaps = dist.min(1).values.clamp_min(0.0) if theta.numel() > 1 else torch.zeros_like(res)
-    return torch.where(gaps > res, res * res / gaps, res), gaps
+    if theta.size < 2:
+        return res.copy(), np.zeros_like(res)
+    dist = np.abs(theta[:, None] - theta[None, :]) - res[None, :]
+    np.fill_diagonal(dist, np.inf)
+    gaps = dist.min(1).clip(min=0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(gaps > res, res * res / gaps, res), gaps
 
 
-def _select(theta: Tensor, which: str) -> Tensor:
+def _select(theta: np.ndarray, which: str) -> np.ndarray:
     if which == "LA":
-        return torch.argsort(theta, descending=True)
+        return np.argsort(-theta, kind="stable")
     if which == "SA":
-        return torch.argsort(theta)
-    return torch.argsort(theta.abs(), descending=True)
+        return np.argsort(theta, kind="stable")
+    return np.argsort(-np.abs(theta), kind="stable")
 
 
 @dataclass(frozen=True)
@@ -244,23 +252,25 @@ def top_eigenvalues(
         if state.m < k:
             continue
         theta, s, res = _ritz(state)
-        errors, gaps = _error_estimates(theta, res)
         sel = _select(theta, which)[:k]
-        tested = res if stopping == "residual" else errors
-        scale = float(theta.abs().max())
+        # the gap estimates are needed each iteration only by the gap rule
+        tested = res if stopping == "residual" else _error_estimates(theta, res)[0]
+        scale = float(np.abs(theta).max())
         exhausted = state.m >= op.dim
         converged = exhausted or (
-            judged and bool((tested[sel] <= tol * theta[sel].abs() + floor * scale).all())
+            judged and bool((tested[sel] <= tol * np.abs(theta[sel]) + floor * scale).all())
         )
         if converged:
             break
-    vectors = s[:, sel].T.to(op.dtype).to(op.device) @ state.q[: state.m]
+    errors, gaps = _error_estimates(theta, res)
+    ritz_vectors = torch.from_numpy(np.ascontiguousarray(s[:, sel].T))
+    vectors = ritz_vectors.to(device=op.device, dtype=op.dtype) @ state.q[: state.m]
     return EigenResult(
-        eigenvalues=theta[sel],
+        eigenvalues=torch.from_numpy(theta[sel].copy()),
         eigenvectors=vectors,
-        residuals=res[sel],
-        error_estimates=errors[sel],
-        gaps=gaps[sel],
+        residuals=torch.from_numpy(res[sel].copy()),
+        error_estimates=torch.from_numpy(errors[sel].copy()),
+        gaps=torch.from_numpy(gaps[sel].copy()),
         converged=converged,
         n_hvp=op.n_hvp,
         n_iter=n_iter,

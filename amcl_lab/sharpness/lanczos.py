@@ -36,6 +36,7 @@ def _orthonormal_rows(
     op: HessianOperator,
     gen: torch.Generator,
     scales: Sequence[float] | None = None,
+    norms: Sequence[float] | None = None,
 ) -> Tensor:
     """Orthonormalise the rows of ``w`` against ``basis`` and each other (Gram-Schmidt, twice).
 
@@ -44,8 +45,16 @@ def _orthonormal_rows(
     breakdown: an invariant subspace was found).  It is replaced by a random direction
     orthogonal to everything, so the block keeps its size and the iteration continues into
     the rest of the space; rows are dropped only when the space is exhausted.
+
+    ``norms``: the rows of ``w`` are already orthogonal to ``basis`` (projected twice, as
+    :func:`lanczos` does) and these are their norms: a single row is then only normalised,
+    instead of being projected twice more (a random replacement still is).
     """
     tiny = math.sqrt(torch.finfo(op.dtype).eps)
+    if norms is not None and w.shape[0] == 1 and scales is not None:
+        norm = norms[0]
+        if scales[0] > 0 and norm > tiny * scales[0]:
+            return w / norm
     rows: list[Tensor] = []
     for i, row in enumerate(w):
         for attempt in range(2):
@@ -96,26 +105,27 @@ def lanczos(
     first = _orthonormal_rows(start, q[:0], op, gen)[:cap]
     lo, hi = 0, first.shape[0]
     q[lo:hi] = first
+    projected = t.numpy()  # a view: T is assembled in NumPy (small writes cost microseconds)
     while True:
         w = op.matmat(q[lo:hi])
         scales = torch.linalg.vector_norm(w, dim=1).tolist()  # |H q| before projection
-        coef = q[:hi] @ w.T
-        w = w - coef.T @ q[:hi]
-        again = q[:hi] @ w.T
-        w = w - again.T @ q[:hi]
-        coef = (coef + again).double().cpu()
-        t[:hi, lo:hi] = coef
-        t[lo:hi, :hi] = coef.T
-        t[lo:hi, lo:hi] = 0.5 * (coef[lo:hi] + coef[lo:hi].T)
+        basis = q[:hi]
+        coef = basis @ w.T
+        w = torch.addmm(w, coef.T, basis, alpha=-1)
+        again = basis @ w.T
+        w = torch.addmm(w, again.T, basis, alpha=-1)
+        coef = (coef + again).double().cpu().numpy()
+        projected[:hi, lo:hi] = coef
+        projected[lo:hi, :hi] = coef.T
+        projected[lo:hi, lo:hi] = 0.5 * (coef[lo:hi] + coef[lo:hi].T)
         gram = (w @ w.T).double().cpu()
         tiny = math.sqrt(torch.finfo(op.dtype).eps)
-        breakdown = any(
-            float(g) ** 0.5 <= tiny * sc for g, sc in zip(gram.diagonal(), scales, strict=True)
-        )
+        norms = [max(g, 0.0) ** 0.5 for g in gram.diagonal().tolist()]
+        breakdown = any(r <= tiny * sc for r, sc in zip(norms, scales, strict=True))
         yield Krylov(q, t, hi, gram, (lo, hi), breakdown)
         if hi >= cap:
             return
-        new = _orthonormal_rows(w, q[:hi], op, gen, scales)[: cap - hi]
+        new = _orthonormal_rows(w, q[:hi], op, gen, scales, norms)[: cap - hi]
         if new.shape[0] == 0:
             return
         q[hi : hi + new.shape[0]] = new

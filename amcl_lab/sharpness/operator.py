@@ -234,13 +234,14 @@ class HessianOperator:
         self.names = list(self._f.names)
         self.n_hvp = 0
         if method == "double-backward":
-            self._leaves = self._f.leaves()
-            loss = self._f(self._leaves)
-            grads = torch.autograd.grad(
-                loss, list(self._leaves.values()), create_graph=True, allow_unused=True
-            )
-            self._grads = [g for g in grads if g is not None and g.requires_grad]
-            self._grad_index = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
+            # leaves sharing the copied parameters' storage (nothing writes to them)
+            self._leaves = [p.detach().requires_grad_(True) for p in self._f.params.values()]
+            loss = self._f(dict(zip(self._f.names, self._leaves, strict=True)))
+            grads = torch.autograd.grad(loss, self._leaves, create_graph=True, allow_unused=True)
+            # The gradient is flattened once, inside the graph: each product is then one
+            # backward from a (dim,) vector, with no per-product split into parameter pieces.
+            grad = self._f.flatten(grads)
+            self._grad = grad if grad.requires_grad else None
         else:
             loss = self._f(self._f.params)
             self._grad_fn = torch.func.grad(self._f)
@@ -271,21 +272,18 @@ class HessianOperator:
     def _products(self, vecs: Tensor) -> Tensor:
         self.n_hvp += vecs.shape[0]
         if self.method == "double-backward":
+            if vecs.shape[0] == 1:
+                return self._double_backward(vecs[0])[None]
             return torch.stack([self._double_backward(row) for row in vecs])
         if vecs.shape[0] == 1:
             return self._forward_over_reverse(vecs[0])[None]
         return torch.func.vmap(self._forward_over_reverse, randomness="same")(vecs)
 
     def _double_backward(self, vec: Tensor) -> Tensor:
-        if not self._grads:  # the gradient does not depend on w: H = 0
+        if self._grad is None:  # the gradient does not depend on w: H = 0
             return torch.zeros_like(vec)
-        pieces = vec.split(self._f.sizes)
         hv = torch.autograd.grad(
-            self._grads,
-            list(self._leaves.values()),
-            grad_outputs=[pieces[i].view(self._f.shapes[i]) for i in self._grad_index],
-            retain_graph=True,
-            allow_unused=True,
+            self._grad, self._leaves, grad_outputs=vec, retain_graph=True, allow_unused=True
         )
         return self._f.flatten(hv)
 
