@@ -540,11 +540,24 @@ def _spectrum(fn: str, z: Tensor, center: bool) -> Tensor:
     Computed as squared singular values of the (centred) data matrix, which is more accurate
     than an eigendecomposition of the covariance.  Singular values below the matrix-rank
     tolerance ``max(N, D) * eps * sigma_max`` are dropped; a matrix with none left raises.
+    Where the squares overflow or underflow the dtype, the spectrum of ``z / max|z|`` is
+    returned instead (both callers normalise it).
     """
     x = z.to(v.compute_dtype(z))
     if center:
         x = x - x.mean(dim=0, keepdim=True)
     sigma = torch.linalg.svdvals(x)
+    total = (sigma**2).sum()
+    if not bool(torch.isfinite(total) & (total > 0)) and bool(torch.isfinite(z).all()):
+        # finite entries whose squares overflow (float32 above ~1e19) or underflow: both
+        # callers are scale-invariant, so take the spectrum of z / max|z| (computed only then)
+        x = z.to(v.compute_dtype(z))
+        scale = x.detach().abs().amax()
+        if bool(scale > 0):
+            x = x / scale
+            if center:
+                x = x - x.mean(dim=0, keepdim=True)
+            sigma = torch.linalg.svdvals(x)
     tol = max(x.shape) * torch.finfo(x.dtype).eps * sigma[0]
     sigma = sigma[sigma > tol]
     if sigma.numel() == 0:

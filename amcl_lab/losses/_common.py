@@ -23,10 +23,22 @@ def l2_normalize(z: Tensor, eps: float = NORM_EPS) -> Tensor:
     ``z / max(|z|, eps)`` (``torch.nn.functional.normalize``) returns gradients of order
     ``1/eps``, which overflow float16.  Rows with norm >= ``eps`` are normalised exactly,
     which is what makes every loss invariant to positive rescaling of a row.
+
+    A finite row whose squared entries overflow (float32 entries above about 1e19) is
+    divided by its largest ``|entry|`` first, so it is normalised like any other row instead
+    of becoming the zero vector; every other row is computed exactly as without that case
+    (``tests/losses/test_overflow.py`` compares the two bit for bit).
     """
     norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
     tiny = norm < eps
-    return torch.where(tiny, torch.zeros_like(z), z / norm.clamp_min(eps))
+    unit = torch.where(tiny, torch.zeros_like(z), z / norm.clamp_min(eps))
+    big = torch.isinf(norm)  # NaN/inf entries are rejected by the callers' checks
+    if not bool(big.any()):
+        return unit
+    scale = torch.where(big, z.detach().abs().amax(dim=-1, keepdim=True), torch.ones_like(norm))
+    scaled = z / scale
+    length = torch.where(big, torch.linalg.vector_norm(scaled, dim=-1, keepdim=True), 1.0)
+    return torch.where(big, scaled / length, unit)
 
 
 def masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
