@@ -302,11 +302,13 @@ class SAM(torch.optim.Optimizer):
                 f"torch.optim.SGD (the class, not an instance), got {base_optimizer_cls!r}"
             )
         v.check_positive_float(fn, "rho", rho, allow_zero=True)
+        v.check_bool(fn, "adaptive", adaptive)
         v.check_positive_float(fn, "eta", eta, allow_zero=True)
         v.check_positive_float(fn, "eps", eps)
         super().__init__(params, {"rho": rho, "adaptive": adaptive, "eta": eta, **base_kwargs})
         for group in self.param_groups:
             v.check_positive_float(fn, "param group rho", group["rho"], allow_zero=True)
+            v.check_bool(fn, "param group adaptive", group["adaptive"])
             v.check_positive_float(fn, "param group eta", group["eta"], allow_zero=True)
         self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
@@ -322,8 +324,9 @@ class SAM(torch.optim.Optimizer):
         gradient are neither perturbed nor counted in the norm.
 
         Raises:
-            ValueError: no parameter has a gradient (call ``loss.backward()`` first), or
-                ``first_step`` was already called without a matching ``second_step``.
+            ValueError: no parameter has a gradient (call ``loss.backward()`` first),
+                ``first_step`` was already called without a matching ``second_step``, or a
+                gradient contains NaN or inf (no weight is changed).
         """
         if self._saved is not None:
             raise ValueError(
@@ -344,7 +347,9 @@ class SAM(torch.optim.Optimizer):
                 "SAM.first_step: no parameter has a gradient; call loss.backward() on the loss "
                 "at the current weights before first_step() / step(closure)"
             )
-        steps = sam_perturbation(grads, rhos, scales=scales, eps=self.eps)
+        # raises for a NaN/inf gradient before any weight moves
+        fn = "SAM.first_step"
+        steps = _perturbation(fn, "the gradient of parameter {}", grads, rhos, scales, self.eps)
         self._saved = [(p, p.detach().clone()) for p in params]
         for p, e in zip(params, steps, strict=True):
             p.add_(e)
@@ -358,7 +363,8 @@ class SAM(torch.optim.Optimizer):
         The gradients present now (computed at the perturbed point) drive the base step.
 
         Raises:
-            ValueError: no matching :meth:`first_step`.
+            ValueError: no matching :meth:`first_step`, or a NaN/inf gradient (the saved
+                weights are restored, the base step is not taken).
         """
         if self._saved is None:
             raise ValueError(
@@ -368,6 +374,7 @@ class SAM(torch.optim.Optimizer):
         for p, w in self._saved:
             p.copy_(w)  # in place: storage captured elsewhere (graphs, fused kernels) stays valid
         self._saved = None
+        _check_finite_grads("SAM.second_step", self.param_groups)
         self.base_optimizer.step()
         if zero_grad:
             self.zero_grad()
@@ -435,6 +442,10 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
         plain step's.  davda54's ``disable_running_stats`` sets ``momentum=0`` instead,
         which still increments the counter (``example/utility/bypass_bn.py`` there).
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"frozen_bn_stats: model must be a torch.nn.Module, got {type(model).__name__}"
+        )
     changed: list[tuple[nn.Module, str, Any]] = []
     for module in model.modules():
         if not isinstance(module, _NormBase) or not module.track_running_stats:
@@ -530,6 +541,8 @@ def trajectory_loss(
         raise ValueError(
             f"{fn}: valid must be a bool tensor of shape ({logits.shape[0]},), got {got}"
         )
+    if isinstance(temperature, Tensor):  # a one-element tensor of any shape gives a 0-d loss
+        temperature = temperature.reshape(())
     return _kl_term(logits, past_logits, temperature, weight, valid)
 
 
@@ -647,7 +660,8 @@ class TrajectoryBuffer(nn.Module):
         return _check_indices(fn, indices, batch, self.num_samples).to(self.stamps.device)
 
     def _check_logits(self, fn: str, logits: object) -> None:
-        shape = tuple(v.check_tensor(fn, "logits", logits, ndim=2, finite=False).shape)
+        # NaN/inf logits are refused: stored, they would be the targets of epochs to come
+        shape = tuple(v.check_tensor(fn, "logits", logits, ndim=2).shape)
         if shape[1] != self.num_classes:
             raise ValueError(
                 f"{fn}: logits must have {self.num_classes} columns (num_classes), got shape "
@@ -798,7 +812,9 @@ def ema_update_(ema: Sequence[Tensor], new: Sequence[Tensor], decay: float) -> N
         decay: :math:`\beta \in [0, 1]`.
 
     Raises:
-        ValueError: a length or shape mismatch, or ``decay`` outside ``[0, 1]``.
+        ValueError: a length or shape mismatch, ``decay`` outside ``[0, 1]``, or a NaN/inf
+            entry in a floating tensor of ``new`` (checked before any update).
+        TypeError: an entry that is not a tensor.
 
     Example:
         >>> import torch
@@ -814,11 +830,21 @@ def ema_update_(ema: Sequence[Tensor], new: Sequence[Tensor], decay: float) -> N
         raise ValueError(
             f"{fn}: ema and new must have the same length, got {len(ema)} and {len(new)}"
         )
-    for i, (e, t) in enumerate(zip(ema, new, strict=True)):
-        if e.shape != t.shape:  # checked before any update: all or nothing
+    for i, (e, t) in enumerate(zip(ema, new, strict=True)):  # all checked before any update
+        for name, x in ((f"ema[{i}]", e), (f"new[{i}]", t)):
+            if not isinstance(x, Tensor):
+                raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
+        if e.shape != t.shape:
             raise ValueError(
                 f"{fn}: shapes differ at position {i}: ema {tuple(e.shape)} vs new {tuple(t.shape)}"
             )
+    floating = [i for i, e in enumerate(ema) if e.dtype.is_floating_point]
+    bad = v.first_nonfinite([new[i] for i in floating])
+    if bad is not None:
+        raise ValueError(
+            f"{fn}: new[{floating[bad]}] (shape {tuple(new[floating[bad]].shape)}) contains NaN "
+            "or inf values; nothing was updated (the average would stay NaN)"
+        )
     with torch.no_grad():
         for e, t in zip(ema, new, strict=True):
             if e.dtype.is_floating_point:
@@ -885,6 +911,8 @@ class MESA(_TrajectoryRegularizer):
         weight: float = 0.8,
     ) -> None:
         fn = "MESA"
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
         _check_decay(fn, decay)
         super().__init__(fn, start_epoch, temperature, weight)
         self.decay = decay
@@ -896,18 +924,37 @@ class MESA(_TrajectoryRegularizer):
         return self
 
     def update(self, model: nn.Module) -> None:
-        """EMA step of the teacher's parameters and buffers towards ``model``'s."""
+        """EMA step of the teacher's parameters and buffers towards ``model``'s.
+
+        Raises:
+            TypeError: ``model`` is not a module.
+            ValueError: ``model`` has a NaN/inf parameter or buffer (the teacher is left
+                unchanged), or does not match the teacher's structure.
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"MESA.update: model must be a torch.nn.Module, got {type(model).__name__}"
+            )
         ema_update_(_state_tensors(self.teacher), _state_tensors(model), self.decay)
 
     def forward(self, logits: Tensor, inputs: Any, epoch: int) -> Tensor:
+        fn = "MESA"
+        v.check_tensor(fn, "logits", logits, ndim=2, min_rows=1)
+        v.check_int(fn, "epoch", epoch, low=0)
         if not self.active(epoch):
             return logits.new_zeros((), dtype=v.compute_dtype(logits))
         with torch.no_grad():
             target = self.teacher(inputs)
-        if target.shape != logits.shape:
+        if not isinstance(target, Tensor) or target.shape != logits.shape:
+            got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
             raise ValueError(
-                f"MESA: teacher logits have shape {tuple(target.shape)} but logits have "
+                f"{fn}: teacher logits have shape {got} but logits have "
                 f"{tuple(logits.shape)}; pass the inputs the logits were computed from"
+            )
+        if not bool(torch.isfinite(target).all()):
+            raise ValueError(
+                f"{fn}: the teacher's logits on inputs contain NaN or inf values (NaN/inf "
+                "inputs, or a teacher averaged from diverged weights)"
             )
         return _kl_term(logits, target, self.temperature, self.weight, None)
 
