@@ -622,6 +622,7 @@ def effective_rank(z: Tensor, *, center: bool = True) -> Tensor:
         tolerance ``max(N, D) * eps * sigma_max``).
     """
     fn = "effective_rank"
+    v.check_bool(fn, "center", center)
     v.check_tensor(fn, "z", z, ndim=2, min_rows=2 if center else 1)
     sigma = _spectrum(fn, z, center).sqrt()
     p = sigma / sigma.sum()
@@ -712,6 +713,7 @@ def spectrum_decay(
         biases downward.
     """
     fn = "spectrum_decay"
+    v.check_bool(fn, "center", center)
     v.check_tensor(fn, "z", z, ndim=2, min_rows=2 if center else 1)
     lam = _spectrum(fn, z, center)
     lam = lam / lam.sum()

@@ -776,6 +776,7 @@ class SAF(_TrajectoryRegularizer):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__("SAF", start_epoch, temperature, weight)
+        v.check_bool("SAF", "gather_distributed", gather_distributed)
         self.buffer = TrajectoryBuffer(
             num_samples, num_classes, lag, dtype=buffer_dtype, device=device
         )

@@ -75,6 +75,7 @@ def cross_correlation(
     v.check_same_device(fn, [("z1", z1), ("z2", z2)])
     v.check_positive_float(fn, "eps", eps, allow_zero=True)
     v.check_choice(fn, "variance", variance, ("biased", "unbiased"))
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     if gather_distributed and distributed.is_active():
         z1 = distributed.gather(z1, fn=fn, name="z1")
         z2 = distributed.gather(z2, fn=fn, name="z2")

@@ -393,6 +393,7 @@ def multiview_barlow_twins(
     """
     fn = "multiview_barlow_twins"
     _check_views(fn, views)
+    v.check_bool(fn, "normalize", normalize)
     if views.shape[0] < 2:
         raise ValueError(
             f"{fn}: views must have at least 2 rows (images) to standardise over, got shape "

@@ -96,6 +96,7 @@ def ascent_sharpness(
     fn = "ascent_sharpness"
     v.check_positive_float(fn, "rho", rho, allow_zero=True)
     v.check_positive_float(fn, "eta", eta, allow_zero=True)
+    v.check_bool(fn, "adaptive", adaptive)
     if m is not None:
         v.check_int(fn, "m", m, low=1)
     f = LossOfParams(fn, model, loss_fn, batch, mode)
