@@ -76,6 +76,25 @@ def check_two_views(fn: str, z1: Tensor, z2: Tensor, eps: float) -> None:
     v.check_positive_float(fn, "eps", eps)
 
 
+def check_hard_negative_args(fn: str, sim: Tensor, negatives: Tensor, k: int | None) -> None:
+    """Validate :func:`~amcl_lab.losses.hard_negative_mask`'s ``(A, M)`` inputs and ``k``.
+
+    ``sim`` finite floating, ``negatives`` a bool mask of the same shape, ``k`` ``None`` or
+    an int from 1 to the smallest number of negatives of a row.
+    """
+    v.check_tensor(fn, "sim", sim, ndim=2)
+    if not isinstance(negatives, Tensor):
+        raise TypeError(f"{fn}: negatives must be a torch.Tensor, got {type(negatives).__name__}")
+    if negatives.dtype != torch.bool or negatives.shape != sim.shape:
+        raise ValueError(
+            f"{fn}: negatives must be a bool mask of the shape of sim {tuple(sim.shape)}, got "
+            f"{negatives.dtype} of shape {tuple(negatives.shape)}"
+        )
+    if k is not None:
+        fewest = int(negatives.sum(dim=1).min()) if sim.shape[0] else 0
+        v.check_int(fn, "k", k, low=1, high=fewest)
+
+
 class TwoViewCandidates(NamedTuple):
     """Normalised anchors ``[z1; z2]`` and the candidate rows they are scored against.
 

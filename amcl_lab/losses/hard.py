@@ -6,7 +6,13 @@ import torch
 from torch import Tensor
 
 from .. import _validation as v
-from ._common import NORM_EPS, check_two_views, masked_logsumexp, two_view_similarities
+from ._common import (
+    NORM_EPS,
+    check_hard_negative_args,
+    check_two_views,
+    masked_logsumexp,
+    two_view_similarities,
+)
 
 __all__ = ["TIE_ULPS", "hard_contrastive", "hard_negative_mask", "simple_contrastive"]
 
@@ -31,7 +37,12 @@ def hard_negative_mask(sim: Tensor, negatives: Tensor, k: int | None) -> Tensor:
 
     Returns:
         A boolean ``(A, M)`` mask, a subset of ``negatives``.
+
+    Raises:
+        ValueError: ``sim`` not a finite 2-D floating tensor, ``negatives`` not a bool mask
+            of its shape, ``k`` outside ``[1, fewest negatives of a row]``.
     """
+    check_hard_negative_args("hard_negative_mask", sim, negatives, k)
     if k is None:
         return negatives
     scores = sim.detach().masked_fill(~negatives, float("-inf"))
