@@ -12,13 +12,13 @@ training loop:
   :class:`SAF` (past logits from the buffer) and :class:`MESA` (an EMA teacher, updated by
   :func:`ema_update_`) add the term to the training loss at no or little extra cost.
 
-The training-loop protocol of each piece is in ``docs/optim-api.md``.  The module stays one
-file past 900 lines: the three optimizers share the perturbation, the trajectory term and
-their input checks, and that protocol document reads them side by side.  Each docstring names
-the paper behind it (Foret et al., ICLR 2021, arXiv:2010.01412; Kwon et al., ICML 2021,
-arXiv:2102.11600; Du et al., NeurIPS 2022, arXiv:2205.14083) and the released code whose
-defaults or pitfalls a documented choice follows or avoids (``davda54/sam``,
-``SamsungLabs/ASAM``, ``AngusDujw/SAF``).
+The training-loop protocol of each piece is in ``docs/optim-api.md``.  The module
+stays one file past 900 lines: the three optimizers share the perturbation, the trajectory
+term and their input checks, and that protocol document reads them side by side.  Each
+docstring names the paper behind it (Foret et al., ICLR 2021, arXiv:2010.01412; Kwon et
+al., ICML 2021, arXiv:2102.11600; Du et al., NeurIPS 2022, arXiv:2205.14083) and the
+released code whose defaults or pitfalls a documented choice follows or avoids
+(``davda54/sam``, ``SamsungLabs/ASAM``, ``AngusDujw/SAF``).
 """
 
 from __future__ import annotations
