@@ -142,6 +142,15 @@ class TrainConfig:
             v.check_int(fn, name, getattr(self, name), low=low)
         one_view = self.loss == "ce" or (self.supervised and OBJECTIVES[self.loss].kind == "labels")
         v.check_int(fn, "views", self.views, low=1 if one_view else 2)
+        hints = typing.get_type_hints(type(self))
+        largest = torch.finfo(torch.float32).max  # the weights and the losses are float32
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hints[f.name] is float and isinstance(value, float) and abs(value) > largest:
+                raise ValueError(
+                    f"{fn}: {f.name} must be at most {largest:.4g} in magnitude (the float32 "
+                    f"range of the weights it is applied to), got {value!r}"
+                )
         for name in ("temperature", "lr", "knn_temperature"):
             v.check_positive_float(fn, name, getattr(self, name))
         for name in ("momentum", "weight_decay", "rho", "probe_weight_decay", "grad_clip"):

@@ -122,3 +122,10 @@ def test_sam_option_flags_are_checked_against_sam_and_its_base_optimizer():
     assert cfg.optimizer_kwargs == {"nesterov": True}
     with pytest.raises(ValueError, match=r"adaptive='no' must be true or false .*SAM"):
         apply_overrides(TrainConfig(optimizer="sam"), ["optimizer_options=adaptive=no"])
+
+
+@pytest.mark.parametrize("override", ["lr=1e308", "weight_decay=1e39", "rho=-1e300"])
+def test_floats_beyond_the_float32_range_are_refused(override):
+    """Before: --set lr=1e308 crashed inside the optimiser (float32 overflow traceback)."""
+    with pytest.raises(ValueError, match=r"must be at most 3.403e\+38 in magnitude"):
+        apply_overrides(TrainConfig(), [override])
