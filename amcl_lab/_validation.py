@@ -25,12 +25,12 @@ def _shape(t: Tensor) -> tuple[int, ...]:
     return tuple(t.shape)
 
 
-def _is_real(value: object) -> bool:
+def is_real(value: object) -> bool:
     """A real number: Python ``int``/``float`` or a NumPy real scalar, never a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np_bool))
 
 
-def _is_integer(value: object) -> bool:
+def is_integer(value: object) -> bool:
     """An integer: Python ``int`` or a NumPy integer scalar, never a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np_bool))
 
@@ -122,8 +122,15 @@ def check_same_device(fn: str, tensors: Sequence[tuple[str, Tensor]]) -> None:
         raise ValueError(f"{fn}: all inputs must be on one device, got {where}")
 
 
-def check_temperature(fn: str, temperature: float | Tensor, name: str = "temperature") -> None:
-    """Raise unless ``temperature`` is a finite, strictly positive scalar (float or 0-d tensor)."""
+def check_temperature(
+    fn: str, temperature: float | Tensor, name: str = "temperature"
+) -> float | Tensor:
+    """Raise unless ``temperature`` is a finite, strictly positive scalar (float or 0-d tensor).
+
+    Returns the temperature with a one-element tensor reshaped to 0-d (a ``(1,)`` or
+    ``(1, 1)`` tensor would otherwise broadcast a scalar loss to that shape), anything else
+    unchanged.
+    """
     if isinstance(temperature, Tensor):
         check_not_meta(fn, name, temperature)
         if temperature.dtype == torch.bool or temperature.dtype.is_complex:
@@ -135,7 +142,7 @@ def check_temperature(fn: str, temperature: float | Tensor, name: str = "tempera
                 f"{fn}: {name} must be a scalar, got a tensor of shape {_shape(temperature)}"
             )
         value = float(temperature.detach().reshape(()).item())
-    elif _is_real(temperature):
+    elif is_real(temperature):
         value = float(temperature)
     else:
         raise ValueError(
@@ -143,11 +150,12 @@ def check_temperature(fn: str, temperature: float | Tensor, name: str = "tempera
         )
     if not math.isfinite(value) or value <= 0.0:
         raise ValueError(f"{fn}: {name} must be finite and > 0, got {value!r}")
+    return temperature.reshape(()) if isinstance(temperature, Tensor) else temperature
 
 
 def check_positive_float(fn: str, name: str, value: float, *, allow_zero: bool = False) -> None:
     """Raise unless ``value`` is a finite float > 0 (or >= 0 with ``allow_zero``)."""
-    if not _is_real(value):
+    if not is_real(value):
         raise ValueError(f"{fn}: {name} must be a float, got {type(value).__name__}")
     value = float(value)
     ok = value >= 0.0 if allow_zero else value > 0.0
@@ -185,11 +193,26 @@ def check_labels(fn: str, labels: object, n: int, name: str = "labels") -> Tenso
 
 def check_int(fn: str, name: str, value: int, *, low: int, high: int | None = None) -> None:
     """Raise unless ``low <= value <= high`` for an integer ``value``."""
-    if not _is_integer(value):
+    if not is_integer(value):
         raise ValueError(f"{fn}: {name} must be an int, got {type(value).__name__}")
     if value < low or (high is not None and value > high):
         rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"{fn}: {name} must be {rng}, got {value}")
+
+
+def check_finite_result(fn: str, result: Tensor, inputs: str) -> Tensor:
+    """Return ``result``, or raise ``ValueError`` if it holds NaN or inf.
+
+    For results of inputs already checked finite: a non-finite value means the computation
+    overflowed the dtype (float32 products above ~3e38 turn into inf and then NaN), which
+    would otherwise pass as a number.  ``inputs`` names the arguments to blame.
+    """
+    if not bool(torch.isfinite(result).all()):
+        raise ValueError(
+            f"{fn}: the result overflows {result.dtype}: {inputs} are too large for this "
+            "precision (their products exceed its range); pass float64 or rescale them"
+        )
+    return result
 
 
 def compute_dtype(*tensors: Tensor) -> torch.dtype:

@@ -482,6 +482,16 @@ def simplex_report(z: Tensor, labels: Tensor, *, eps: float = NORM_EPS) -> Simpl
             f"{d + 1} is needed; use embeddings of dimension >= {c - 1} or fewer classes"
         )
     x = z.to(v.compute_dtype(z))
+    # the Frobenius norm of the Gram matrix squares squares: above max^(1/4) (about 1e9 in
+    # float32) it would overflow, below tiny^(1/4) (about 1e-9) underflow, so such inputs
+    # are computed on z / max|z| and the three scale-carrying results multiplied back (every
+    # other result is scale-invariant)
+    peak = float(x.detach().abs().max())
+    room = 2.0 * math.sqrt(max(c, d) * c)
+    info = torch.finfo(x.dtype)
+    rescaled = peak > info.max**0.25 / room or 0.0 < peak < info.tiny**0.25 * room
+    if rescaled:  # and eps with it: the same rows fall below the floor
+        x, eps = x / peak, eps / peak
     sums = torch.zeros(c, d, dtype=x.dtype, device=x.device).index_add_(0, inverse, x)
     means = sums / counts[:, None].to(x.dtype)
     centered = means - means.mean(dim=0, keepdim=True)
@@ -515,11 +525,15 @@ def simplex_report(z: Tensor, labels: Tensor, *, eps: float = NORM_EPS) -> Simpl
         basis.T @ centered, atol=floor, rtol=c * torch.finfo(x.dtype).eps
     )
     nc1 = (residual @ inverse_means).pow(2).sum() / x.shape[0]
+    mean_norms = torch.linalg.vector_norm(means, dim=1)
+    centered_norms = torch.linalg.vector_norm(centered, dim=1)
+    if rescaled:
+        means, mean_norms, centered_norms = (t * peak for t in (means, mean_norms, centered_norms))
     return SimplexReport(
         classes,
         means,
-        torch.linalg.vector_norm(means, dim=1),
-        torch.linalg.vector_norm(centered, dim=1),
+        mean_norms,
+        centered_norms,
         cosines,
         target_cosine,
         gap,
@@ -546,7 +560,8 @@ def _spectrum(fn: str, z: Tensor, center: bool) -> Tensor:
     x = z.to(v.compute_dtype(z))
     if center:
         x = x - x.mean(dim=0, keepdim=True)
-    sigma = torch.linalg.svdvals(x)
+    plain = bool(torch.isfinite(x).all())  # the mean of entries near the range overflows
+    sigma = torch.linalg.svdvals(x) if plain else x.new_full((1,), math.inf)
     total = (sigma**2).sum()
     if not bool(torch.isfinite(total) & (total > 0)) and bool(torch.isfinite(z).all()):
         # finite entries whose squares overflow (float32 above ~1e19) or underflow: both

@@ -121,7 +121,9 @@ def sam_perturbation(
     fn = "sam_perturbation"
     v.check_positive_float(fn, "eps", eps)
     n = len(grads)
-    rhos = [rho] * n if isinstance(rho, (int, float)) else list(rho)
+    if not v.is_real(rho) and not isinstance(rho, Sequence):
+        raise ValueError(f"{fn}: rho must be a float or a sequence of floats, got {rho!r}")
+    rhos = [rho] * n if v.is_real(rho) else list(rho)
     if len(rhos) != n:
         raise ValueError(
             f"{fn}: rho must be a float or one value per gradient ({n}), got {len(rhos)}"
@@ -179,9 +181,12 @@ def _perturbation(
                 f"{fn}: the scaled gradient T g overflows {big.dtype} (ASAM scale times "
                 "gradient); no step was taken"
             )
-        norm = big * torch.linalg.vector_norm(
-            torch.stack([torch.linalg.vector_norm(s / big.to(s.device)).to(device) for s in scaled])
+        # rho g / (|g| + eps) = rho (g / big) / (|g / big| + eps / big): nothing overflows
+        scaled = [s / big.to(s.device) for s in scaled]
+        norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(s).to(device) for s in scaled])
         )
+        eps = eps / big
     out = []
     for s, t, r in zip(scaled, scales, rhos, strict=True):
         step = s if t is None else t * s  # T^2 g = T (T g)
@@ -530,7 +535,7 @@ def trajectory_loss(
     v.check_tensor(fn, "logits", logits, ndim=2, min_rows=1)
     v.check_tensor(fn, "past_logits", past_logits, ndim=2, min_rows=1)
     v.check_same_shape(fn, "logits", logits, "past_logits", past_logits)
-    v.check_temperature(fn, temperature)
+    temperature = v.check_temperature(fn, temperature)  # one-element tensors become 0-d
     v.check_positive_float(fn, "weight", weight, allow_zero=True)
     if valid is not None and (
         not isinstance(valid, Tensor)
@@ -541,8 +546,6 @@ def trajectory_loss(
         raise ValueError(
             f"{fn}: valid must be a bool tensor of shape ({logits.shape[0]},), got {got}"
         )
-    if isinstance(temperature, Tensor):  # a one-element tensor of any shape gives a 0-d loss
-        temperature = temperature.reshape(())
     return _kl_term(logits, past_logits, temperature, weight, valid)
 
 
@@ -661,7 +664,7 @@ class TrajectoryBuffer(nn.Module):
 
     def _check_logits(self, fn: str, logits: object) -> None:
         # NaN/inf logits are refused: stored, they would be the targets of epochs to come
-        shape = tuple(v.check_tensor(fn, "logits", logits, ndim=2).shape)
+        shape = tuple(v.check_tensor(fn, "logits", logits, ndim=2, min_rows=1).shape)
         if shape[1] != self.num_classes:
             raise ValueError(
                 f"{fn}: logits must have {self.num_classes} columns (num_classes), got shape "
@@ -687,7 +690,7 @@ class _TrajectoryRegularizer(nn.Module):
 
     def __init__(self, fn: str, start_epoch: int, temperature: float, weight: float) -> None:
         v.check_int(fn, "start_epoch", start_epoch, low=0)
-        v.check_temperature(fn, temperature)
+        temperature = v.check_temperature(fn, temperature)
         v.check_positive_float(fn, "weight", weight, allow_zero=True)
         super().__init__()
         self.start_epoch, self.temperature, self.weight = start_epoch, temperature, weight
@@ -813,8 +816,9 @@ def ema_update_(ema: Sequence[Tensor], new: Sequence[Tensor], decay: float) -> N
         decay: :math:`\beta \in [0, 1]`.
 
     Raises:
-        ValueError: a length or shape mismatch, ``decay`` outside ``[0, 1]``, or a NaN/inf
-            entry in a floating tensor of ``new`` (checked before any update).
+        ValueError: a length, shape or dtype-kind mismatch (a floating average with integer
+            values, or the reverse), ``decay`` outside ``[0, 1]``, or a NaN/inf entry in a
+            floating tensor of ``ema`` or ``new`` (all checked before any update).
         TypeError: an entry that is not a tensor.
 
     Example:
@@ -835,17 +839,32 @@ def ema_update_(ema: Sequence[Tensor], new: Sequence[Tensor], decay: float) -> N
         for name, x in ((f"ema[{i}]", e), (f"new[{i}]", t)):
             if not isinstance(x, Tensor):
                 raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
+            v.check_not_meta(fn, name, x)
         if e.shape != t.shape:
             raise ValueError(
-                f"{fn}: shapes differ at position {i}: ema {tuple(e.shape)} vs new {tuple(t.shape)}"
+                f"{fn}: ema[{i}] and new[{i}] must have the same shape, got {tuple(e.shape)} and "
+                f"{tuple(t.shape)}"
+            )
+        if (
+            e.dtype.is_complex
+            or t.dtype.is_complex
+            or (
+                e.dtype.is_floating_point != t.dtype.is_floating_point
+                or (not e.dtype.is_floating_point and e.dtype != t.dtype)
+            )
+        ):
+            raise ValueError(
+                f"{fn}: ema[{i}] ({e.dtype}) and new[{i}] ({t.dtype}) must both be real floating "
+                "(averaged) or of one integer/bool dtype (copied); a cast would round or wrap"
             )
     floating = [i for i, e in enumerate(ema) if e.dtype.is_floating_point]
-    bad = v.first_nonfinite([new[i] for i in floating])
-    if bad is not None:
-        raise ValueError(
-            f"{fn}: new[{floating[bad]}] (shape {tuple(new[floating[bad]].shape)}) contains NaN "
-            "or inf values; nothing was updated (the average would stay NaN)"
-        )
+    for name, tensors in (("new", new), ("ema", ema)):
+        bad = v.first_nonfinite([tensors[i] for i in floating])
+        if bad is not None:
+            raise ValueError(
+                f"{fn}: {name}[{floating[bad]}] (shape {tuple(tensors[floating[bad]].shape)}) "
+                "contains NaN or inf values; nothing was updated (the average would stay NaN)"
+            )
     with torch.no_grad():
         for e, t in zip(ema, new, strict=True):
             if e.dtype.is_floating_point:

@@ -206,7 +206,7 @@ def info_nce(
             )
         tensors.append(("queue", queue))
     v.check_same_device(fn, tensors)
-    v.check_temperature(fn, temperature)
+    temperature = v.check_temperature(fn, temperature)  # a 0-d tensor or a float
     v.check_reduction(fn, reduction)
     v.check_positive_float(fn, "eps", eps)
     v.check_bool(fn, "gather_distributed", gather_distributed)
