@@ -80,6 +80,9 @@ class LossOfParams:
                 f"{fn}: batch inputs must hold at least one sample, got shape "
                 f"{tuple(self.inputs.shape)} (the loss of an empty batch is NaN)"
             )
+        floating = isinstance(self.inputs, Tensor) and self.inputs.is_floating_point()
+        if floating and not bool(torch.isfinite(self.inputs).all()):
+            raise ValueError(f"{fn}: batch inputs contain NaN or inf values")
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError(
@@ -268,7 +271,7 @@ class HessianOperator:
         return self._f.unflatten(vec)
 
     def _check(self, fn: str, x: Any, ndim: int) -> Tensor:
-        x = v.check_tensor(fn, "v", x, ndim=ndim, finite=False)
+        x = v.check_tensor(fn, "v", x, ndim=ndim)  # H times NaN is NaN: refused
         if x.shape[-1] != self.dim:
             raise ValueError(
                 f"{fn}: v must have {self.dim} entries in its last dimension (the number of "
@@ -288,10 +291,18 @@ class HessianOperator:
     def _products(self, vecs: Tensor) -> Tensor:
         self.n_hvp += vecs.shape[0]
         if self.method == "double-backward":
-            return torch.stack([self._double_backward(row) for row in vecs])
-        if vecs.shape[0] == 1:
-            return self._forward_over_reverse(vecs[0])[None]
-        return torch.func.vmap(self._forward_over_reverse, randomness="same")(vecs)
+            out = torch.stack([self._double_backward(row) for row in vecs])
+        elif vecs.shape[0] == 1:
+            out = self._forward_over_reverse(vecs[0])[None]
+        else:
+            out = torch.func.vmap(self._forward_over_reverse, randomness="same")(vecs)
+        if not bool(torch.isfinite(out).all()):
+            raise ValueError(
+                f"{self._f.fn}: a Hessian-vector product is NaN or inf: the second derivatives "
+                f"overflow {self.dtype} at these weights and inputs (or v is too large); use "
+                "float64 or smaller inputs"
+            )
+        return out
 
     def _double_backward(self, vec: Tensor) -> Tensor:
         if not self._grads:  # the gradient does not depend on w: H = 0

@@ -30,12 +30,12 @@ def _batch(n=8):
 
 
 CALLS = {
-    "top_eigenvalues": lambda b: top_eigenvalues(_net(), F.cross_entropy, b),
-    "hessian_trace": lambda b: hessian_trace(_net(), F.cross_entropy, b),
-    "spectral_density": lambda b: spectral_density(_net(), F.cross_entropy, b, n_runs=1),
-    "HessianOperator": lambda b: HessianOperator(_net(), F.cross_entropy, b),
-    "hvp": lambda b: hvp(_net(), F.cross_entropy, b, torch.ones(22, dtype=torch.float64)),
-    "ascent_sharpness": lambda b: ascent_sharpness(_net(), F.cross_entropy, b),
+    "top_eigenvalues": lambda b, net: top_eigenvalues(net, F.cross_entropy, b),
+    "hessian_trace": lambda b, net: hessian_trace(net, F.cross_entropy, b),
+    "spectral_density": lambda b, net: spectral_density(net, F.cross_entropy, b, n_runs=1),
+    "HessianOperator": lambda b, net: HessianOperator(net, F.cross_entropy, b),
+    "hvp": lambda b, net: hvp(net, F.cross_entropy, b, torch.ones(22, dtype=torch.float64)),
+    "ascent_sharpness": lambda b, net: ascent_sharpness(net, F.cross_entropy, b),
 }
 
 
@@ -44,15 +44,24 @@ def test_an_empty_batch_is_refused(name):
     """Before: top_eigenvalues returned [0.] 'converged' and hessian_trace 0.0 (loss NaN)."""
     x, y = _batch()
     with pytest.raises(ValueError, match=rf"{name}: batch inputs must hold at least one sample"):
-        CALLS[name]((x[:0], y[:0]))
+        CALLS[name]((x[:0], y[:0]), _net())
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_nan_inputs_are_refused(name):
+    x, y = _batch()
+    x[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=rf"{name}: batch inputs contain NaN or inf values"):
+        CALLS[name]((x, y), _net())
 
 
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_a_nan_loss_is_refused(name):
-    x, y = _batch()
-    x[2, 1] = float("nan")
+    net = _net()
+    with torch.no_grad():
+        net[0].weight[1, 1] = float("nan")
     with pytest.raises(ValueError, match=rf"{name}: loss_fn\(model\(inputs\), targets\) is nan"):
-        CALLS[name]((x, y))
+        CALLS[name](_batch(), net)
 
 
 def test_m_larger_than_the_batch_is_refused():
