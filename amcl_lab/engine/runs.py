@@ -248,7 +248,10 @@ class Run:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
-            if record.get("run") == tag and record.get("step", 0) > step:
+            if not isinstance(record, dict):
+                continue  # not a line this run wrote
+            at = record.get("step", 0)
+            if record.get("run") == tag and (not isinstance(at, int) or at > step):
                 continue
             kept.append(line)
         with atomic_path(self.metrics_path) as tmp:

@@ -208,3 +208,11 @@ def test_a_corrupt_checkpoint_is_named_with_how_to_start_over(tmp_path, kind):
         train(TINY, resumed, tag="seed0")
     assert "--run-id" in str(caught.value)
     resumed.close()
+
+
+def test_truncating_tampered_metrics_lines_does_not_crash(tmp_path):
+    run = _open(tmp_path)
+    run.metrics_path.write_text('[1]\n{"run": "s", "step": "x"}\n{"run": "s", "step": 1}\n7\n')
+    run.truncate_metrics("s", 0)
+    assert run.metrics_path.read_text() == ""
+    run.close()
