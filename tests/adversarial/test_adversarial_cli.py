@@ -26,7 +26,7 @@ SMOKE = ["run", "simclr_digits", "--preset", "smoke", "--quiet", "--seeds", "1"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 #: The interrupted run: long enough that a signal sent after its first checkpoint lands
 #: mid-run, with evaluations only at the start and the end.
-LONG = ["--set", "steps=200", "--set", "checkpoint_every=2", "--set", "eval_every=0"]
+LONG = ["--set", "steps=400", "--set", "checkpoint_every=2", "--set", "eval_every=0"]
 
 
 def amcl(*argv: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -294,6 +294,22 @@ def test_two_runs_started_at_once_with_one_run_id(sandbox):
     assert "is in use by process" in loser or "already exists" in loser or "just created" in loser
     lines = _lines(sandbox.out / "simclr_digits" / "same")
     assert len(lines) == len(set(lines)) == 2  # steps 0 and 6, once each
+
+
+def test_a_run_folder_another_process_holds_is_refused_even_while_empty(sandbox):
+    """The race of two runs started at once: the first has created and locked the folder but
+    not yet written config.json; the second must not run too (before: both ran)."""
+    from amcl_lab.engine.runs import RunLock
+
+    folder = sandbox.out / "simclr_digits" / "race"
+    folder.mkdir(parents=True)
+    lock = RunLock(folder)  # this test process plays the first run
+    try:
+        done = amcl(*SMOKE, "--out", "out", "--run-id", "race", cwd=sandbox.cwd)
+    finally:
+        lock.release()
+    usage_error(done, f"is in use by process {os.getpid()} ")
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]
 
 
 @pytest.fixture(scope="module")
