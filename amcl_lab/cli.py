@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -74,22 +75,79 @@ def _run_rank(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
-def _run_main(args: argparse.Namespace, overrides: list[str]) -> int:
-    """Rank 0, or a single process: run the experiment, print the outputs and claims."""
-    from . import experiments
+#: Errors of a run the command line reports in one line (exit status 2), not as a traceback.
+RUN_ERRORS = (ValueError, FileNotFoundError, OSError, FloatingPointError)
 
-    run, results = experiments.run_experiment(
-        args.experiment,
-        preset=args.preset,
-        overrides=overrides,
-        out=args.out,
-        run_id=args.run_id,
-        resume=args.resume,
-        quiet=args.quiet,
-    )
+
+def _resume_command(args: argparse.Namespace, run_id: str) -> str:
+    """The command that continues this run."""
+    argv = ["amcl-lab", "run", args.experiment, "--preset", args.preset, "--out", args.out]
+    argv += ["--run-id", run_id, "--resume"]
+    for item in args.set:
+        argv += ["--set", item]
+    for flag, value in (("--seeds", args.seeds), ("--device", args.device)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.data_dir is not None:
+        argv += ["--data-dir", args.data_dir]
+    return shlex.join(argv + (["--quiet"] if args.quiet else []))
+
+
+def _interrupted(args: argparse.Namespace, interrupt: KeyboardInterrupt) -> str:
+    """One line: where the interrupt landed and how to resume (the runs are closed here)."""
+    from . import engine
+
+    runs = engine.open_runs()
+    for run in runs:
+        run.close(interrupt)
+    if isinstance(interrupt, engine.TrainingInterrupted):
+        where = f"interrupted at step {interrupt.step} of seed {interrupt.seed}"
+        where += f" ({interrupt.tag!r}, {interrupt.steps} steps)"
+    else:
+        where = "interrupted outside a training step"
+    if not runs:
+        return f"{where}; no run folder was created, nothing to resume"
+    return f"{where}; resume with: {_resume_command(args, runs[-1].run_id)}"
+
+
+def _run_main(args: argparse.Namespace, overrides: list[str]) -> int:
+    """Rank 0, or a single process: run the experiment, print the outputs and claims.
+
+    The run folder's lock is released at the end; a run that fails is marked failed (or
+    removed when nothing but its config was written) and the error printed in one line
+    (exit status 2); an interrupt (SIGINT) prints where it landed and the resume command
+    (exit status 130).
+    """
+    from . import engine, experiments
+
+    try:
+        run, results = experiments.run_experiment(
+            args.experiment,
+            preset=args.preset,
+            overrides=overrides,
+            out=args.out,
+            run_id=args.run_id,
+            resume=args.resume,
+            quiet=args.quiet,
+        )
+    except KeyboardInterrupt as interrupt:
+        print(f"amcl-lab run: {_interrupted(args, interrupt)}", file=sys.stderr)
+        return 130
+    except BaseException as error:
+        notes = [note for r in engine.open_runs() if (note := r.close(error)) is not None]
+        if not isinstance(error, RUN_ERRORS):
+            raise
+        print(f"amcl-lab run: error: {error}", file=sys.stderr)
+        for note in notes:
+            print(f"amcl-lab run: {note}", file=sys.stderr)
+        return 2
+    for opened in engine.open_runs():
+        opened.close()
     print(f"run folder: {run.dir}")
     for path in sorted(
-        p for p in run.dir.rglob("*") if p.is_file() and "checkpoints" not in p.parts
+        p
+        for p in run.dir.rglob("*")
+        if p.is_file() and "checkpoints" not in p.parts and not p.name.startswith(".")
     ):
         print(f"  {path.relative_to(run.dir)}")
     print(f"wall time: {results.wall_seconds:.1f} s on {run.device}")
@@ -153,7 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--seeds", type=int, help="number of seeds (claims need at least 3)")
     run.add_argument("--out", default="runs", help="folder holding the runs (default: runs)")
-    run.add_argument("--run-id", help="run folder name (default: <preset>-<UTC timestamp>)")
+    run.add_argument(
+        "--run-id",
+        help="run folder name: 1-128 letters, digits, '.', '_', '-', starting with a letter or "
+        "a digit (default: <preset>-<UTC timestamp>)",
+    )
     run.add_argument(
         "--resume",
         action="store_true",
@@ -180,13 +242,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status.
 
     Usage errors (unknown experiment, preset or config key, bad values, missing data
-    files) print one line to stderr and return 2.
+    files, unreadable run files, a run folder in use) print one line to stderr and return
+    2; an interrupt (SIGINT) prints one line and returns 130.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as error:
+    except KeyboardInterrupt:
+        print(f"amcl-lab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except RUN_ERRORS as error:
         if args.command not in ("run", "report", "list"):
             raise
         print(f"amcl-lab {args.command}: error: {error}", file=sys.stderr)

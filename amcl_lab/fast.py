@@ -280,6 +280,8 @@ def nt_xent(
     v.check_temperature(fn, temperature)
     v.check_reduction(fn, reduction)
     _check_block_size(fn, block_size)
+    v.check_bool(fn, "decoupled", decoupled)
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     gathered = gather_distributed and distributed.is_active()
     rows = two_view_candidates(z1, z2, eps, gathered=gathered, fn=fn)
     z, n = rows.anchors, z1.shape[0]
@@ -386,6 +388,7 @@ def supcon(
     }
     _check_supcon(fn, features, labels, temperature, options)
     n, views, _ = features.shape
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     gathered = gather_distributed and distributed.is_active()
     items = supcon_items(
         features, labels, eps, one_view=contrast_mode == "one", gathered=gathered, fn=fn

@@ -482,6 +482,16 @@ def simplex_report(z: Tensor, labels: Tensor, *, eps: float = NORM_EPS) -> Simpl
             f"{d + 1} is needed; use embeddings of dimension >= {c - 1} or fewer classes"
         )
     x = z.to(v.compute_dtype(z))
+    # the Frobenius norm of the Gram matrix squares squares: above max^(1/4) (about 1e9 in
+    # float32) it would overflow, below tiny^(1/4) (about 1e-9) underflow, so such inputs
+    # are computed on z / max|z| and the three scale-carrying results multiplied back (every
+    # other result is scale-invariant)
+    peak = float(x.detach().abs().max())
+    room = 2.0 * math.sqrt(max(c, d) * c)
+    info = torch.finfo(x.dtype)
+    rescaled = peak > info.max**0.25 / room or 0.0 < peak < info.tiny**0.25 * room
+    if rescaled:  # and eps with it: the same rows fall below the floor
+        x, eps = x / peak, eps / peak
     sums = torch.zeros(c, d, dtype=x.dtype, device=x.device).index_add_(0, inverse, x)
     means = sums / counts[:, None].to(x.dtype)
     centered = means - means.mean(dim=0, keepdim=True)
@@ -515,11 +525,15 @@ def simplex_report(z: Tensor, labels: Tensor, *, eps: float = NORM_EPS) -> Simpl
         basis.T @ centered, atol=floor, rtol=c * torch.finfo(x.dtype).eps
     )
     nc1 = (residual @ inverse_means).pow(2).sum() / x.shape[0]
+    mean_norms = torch.linalg.vector_norm(means, dim=1)
+    centered_norms = torch.linalg.vector_norm(centered, dim=1)
+    if rescaled:
+        means, mean_norms, centered_norms = (t * peak for t in (means, mean_norms, centered_norms))
     return SimplexReport(
         classes,
         means,
-        torch.linalg.vector_norm(means, dim=1),
-        torch.linalg.vector_norm(centered, dim=1),
+        mean_norms,
+        centered_norms,
         cosines,
         target_cosine,
         gap,
@@ -540,11 +554,25 @@ def _spectrum(fn: str, z: Tensor, center: bool) -> Tensor:
     Computed as squared singular values of the (centred) data matrix, which is more accurate
     than an eigendecomposition of the covariance.  Singular values below the matrix-rank
     tolerance ``max(N, D) * eps * sigma_max`` are dropped; a matrix with none left raises.
+    Where the squares overflow or underflow the dtype, the spectrum of ``z / max|z|`` is
+    returned instead (both callers normalise it).
     """
     x = z.to(v.compute_dtype(z))
     if center:
         x = x - x.mean(dim=0, keepdim=True)
-    sigma = torch.linalg.svdvals(x)
+    plain = bool(torch.isfinite(x).all())  # the mean of entries near the range overflows
+    sigma = torch.linalg.svdvals(x) if plain else x.new_full((1,), math.inf)
+    total = (sigma**2).sum()
+    if not bool(torch.isfinite(total) & (total > 0)) and bool(torch.isfinite(z).all()):
+        # finite entries whose squares overflow (float32 above ~1e19) or underflow: both
+        # callers are scale-invariant, so take the spectrum of z / max|z| (computed only then)
+        x = z.to(v.compute_dtype(z))
+        scale = x.detach().abs().amax()
+        if bool(scale > 0):
+            x = x / scale
+            if center:
+                x = x - x.mean(dim=0, keepdim=True)
+            sigma = torch.linalg.svdvals(x)
     tol = max(x.shape) * torch.finfo(x.dtype).eps * sigma[0]
     sigma = sigma[sigma > tol]
     if sigma.numel() == 0:
@@ -609,6 +637,7 @@ def effective_rank(z: Tensor, *, center: bool = True) -> Tensor:
         tolerance ``max(N, D) * eps * sigma_max``).
     """
     fn = "effective_rank"
+    v.check_bool(fn, "center", center)
     v.check_tensor(fn, "z", z, ndim=2, min_rows=2 if center else 1)
     sigma = _spectrum(fn, z, center).sqrt()
     p = sigma / sigma.sum()
@@ -699,6 +728,7 @@ def spectrum_decay(
         biases downward.
     """
     fn = "spectrum_decay"
+    v.check_bool(fn, "center", center)
     v.check_tensor(fn, "z", z, ndim=2, min_rows=2 if center else 1)
     lam = _spectrum(fn, z, center)
     lam = lam / lam.sum()

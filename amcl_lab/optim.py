@@ -12,11 +12,13 @@ training loop:
   :class:`SAF` (past logits from the buffer) and :class:`MESA` (an EMA teacher, updated by
   :func:`ema_update_`) add the term to the training loss at no or little extra cost.
 
-The training-loop protocol of each piece is in ``docs/optim-api.md``.  Each docstring names
-the paper behind it (Foret et al., ICLR 2021, arXiv:2010.01412; Kwon et al., ICML 2021,
-arXiv:2102.11600; Du et al., NeurIPS 2022, arXiv:2205.14083) and the released code whose
-defaults or pitfalls a documented choice follows or avoids (``davda54/sam``,
-``SamsungLabs/ASAM``, ``AngusDujw/SAF``).
+The training-loop protocol of each piece is in ``docs/optim-api.md``.  The module
+stays one file past 900 lines: the three optimizers share the perturbation, the trajectory
+term and their input checks, and that protocol document reads them side by side.  Each
+docstring names the paper behind it (Foret et al., ICLR 2021, arXiv:2010.01412; Kwon et
+al., ICML 2021, arXiv:2102.11600; Du et al., NeurIPS 2022, arXiv:2205.14083) and the
+released code whose defaults or pitfalls a documented choice follows or avoids
+(``davda54/sam``, ``SamsungLabs/ASAM``, ``AngusDujw/SAF``).
 """
 
 from __future__ import annotations
@@ -119,7 +121,9 @@ def sam_perturbation(
     fn = "sam_perturbation"
     v.check_positive_float(fn, "eps", eps)
     n = len(grads)
-    rhos = [rho] * n if isinstance(rho, (int, float)) else list(rho)
+    if not v.is_real(rho) and not isinstance(rho, Sequence):
+        raise ValueError(f"{fn}: rho must be a float or a sequence of floats, got {rho!r}")
+    rhos = [rho] * n if v.is_real(rho) else list(rho)
     if len(rhos) != n:
         raise ValueError(
             f"{fn}: rho must be a float or one value per gradient ({n}), got {len(rhos)}"
@@ -129,18 +133,76 @@ def sam_perturbation(
     ts = [None] * n if scales is None else list(scales)
     if len(ts) != n:
         raise ValueError(f"{fn}: scales must have one entry per gradient ({n}), got {len(ts)}")
-    if n == 0:
+    for i, g in enumerate(grads):
+        v.check_floating(fn, f"grads[{i}]", g)
+    for i, t in enumerate(ts):
+        if t is not None:
+            v.check_floating(fn, f"scales[{i}]", t)
+    return _perturbation(fn, "grads[{}]", grads, rhos, ts, eps)
+
+
+def _perturbation(
+    fn: str,
+    what: str,
+    grads: Sequence[Tensor],
+    rhos: Sequence[float],
+    scales: Sequence[Tensor | None],
+    eps: float,
+) -> list[Tensor]:
+    """The body of :func:`sam_perturbation` (arguments checked); ``what.format(i)`` names
+    gradient ``i`` in errors.
+
+    Raises ``ValueError`` for a NaN/inf gradient or scale (naming ``what[i]``) before any
+    step is computed.  Finite gradients whose global norm overflows (float32 entries above
+    about 1e19) are divided by their largest ``|entry|`` before the norm is taken, so the
+    step keeps length ``rho`` instead of collapsing to zero; other inputs are computed by
+    the plain formula only.
+    """
+    if not grads:
         return []
-    scaled = [g if t is None else t * g for g, t in zip(grads, ts, strict=True)]
+    scaled = [g if t is None else t * g for g, t in zip(grads, scales, strict=True)]
     device = grads[0].device
     norm = torch.linalg.vector_norm(
         torch.stack([torch.linalg.vector_norm(s).to(device) for s in scaled])
     )
+    if not bool(torch.isfinite(norm)):  # one check for NaN, inf and overflow
+        for what_i, tensors in ((what, grads), (f"the scale of {what}", scales)):
+            i = v.first_nonfinite([t for t in tensors if t is not None])
+            if i is not None:
+                i = [j for j, t in enumerate(tensors) if t is not None][i]
+                raise ValueError(
+                    f"{fn}: {what_i.format(i)} (shape {tuple(tensors[i].shape)}) contains NaN "
+                    "or inf values; no step was taken"
+                )
+        top = torch.stack([s.detach().abs().amax().to(device) for s in scaled if s.numel()])
+        big = top.amax()
+        if not bool(torch.isfinite(big)):
+            raise ValueError(
+                f"{fn}: the scaled gradient T g overflows {big.dtype} (ASAM scale times "
+                "gradient); no step was taken"
+            )
+        # rho g / (|g| + eps) = rho (g / big) / (|g / big| + eps / big): nothing overflows
+        scaled = [s / big.to(s.device) for s in scaled]
+        norm = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(s).to(device) for s in scaled])
+        )
+        eps = eps / big
     out = []
-    for s, t, r in zip(scaled, ts, rhos, strict=True):
+    for s, t, r in zip(scaled, scales, rhos, strict=True):
         step = s if t is None else t * s  # T^2 g = T (T g)
         out.append(step * (r / (norm.to(s.device) + eps)))
     return out
+
+
+def _check_finite_grads(fn: str, groups: Sequence[dict[str, Any]]) -> None:
+    """Raise ``ValueError`` naming the first parameter whose gradient has a NaN or inf."""
+    grads = [p.grad for group in groups for p in group["params"] if p.grad is not None]
+    index = v.first_nonfinite(grads)
+    if index is not None:
+        raise ValueError(
+            f"{fn}: the gradient of parameter {index} (shape {tuple(grads[index].shape)}) "
+            "contains NaN or inf values; the weights were restored, the base step not taken"
+        )
 
 
 def _asam_scale(param: Tensor, adaptive: bool, eta: float) -> Tensor | None:
@@ -245,11 +307,13 @@ class SAM(torch.optim.Optimizer):
                 f"torch.optim.SGD (the class, not an instance), got {base_optimizer_cls!r}"
             )
         v.check_positive_float(fn, "rho", rho, allow_zero=True)
+        v.check_bool(fn, "adaptive", adaptive)
         v.check_positive_float(fn, "eta", eta, allow_zero=True)
         v.check_positive_float(fn, "eps", eps)
         super().__init__(params, {"rho": rho, "adaptive": adaptive, "eta": eta, **base_kwargs})
         for group in self.param_groups:
             v.check_positive_float(fn, "param group rho", group["rho"], allow_zero=True)
+            v.check_bool(fn, "param group adaptive", group["adaptive"])
             v.check_positive_float(fn, "param group eta", group["eta"], allow_zero=True)
         self.base_optimizer = base_optimizer_cls(self.param_groups, **base_kwargs)
         self.param_groups = self.base_optimizer.param_groups
@@ -265,8 +329,9 @@ class SAM(torch.optim.Optimizer):
         gradient are neither perturbed nor counted in the norm.
 
         Raises:
-            ValueError: no parameter has a gradient (call ``loss.backward()`` first), or
-                ``first_step`` was already called without a matching ``second_step``.
+            ValueError: no parameter has a gradient (call ``loss.backward()`` first),
+                ``first_step`` was already called without a matching ``second_step``, or a
+                gradient contains NaN or inf (no weight is changed).
         """
         if self._saved is not None:
             raise ValueError(
@@ -287,7 +352,9 @@ class SAM(torch.optim.Optimizer):
                 "SAM.first_step: no parameter has a gradient; call loss.backward() on the loss "
                 "at the current weights before first_step() / step(closure)"
             )
-        steps = sam_perturbation(grads, rhos, scales=scales, eps=self.eps)
+        # raises for a NaN/inf gradient before any weight moves
+        fn = "SAM.first_step"
+        steps = _perturbation(fn, "the gradient of parameter {}", grads, rhos, scales, self.eps)
         self._saved = [(p, p.detach().clone()) for p in params]
         for p, e in zip(params, steps, strict=True):
             p.add_(e)
@@ -301,7 +368,8 @@ class SAM(torch.optim.Optimizer):
         The gradients present now (computed at the perturbed point) drive the base step.
 
         Raises:
-            ValueError: no matching :meth:`first_step`.
+            ValueError: no matching :meth:`first_step`, or a NaN/inf gradient (the saved
+                weights are restored, the base step is not taken).
         """
         if self._saved is None:
             raise ValueError(
@@ -311,6 +379,7 @@ class SAM(torch.optim.Optimizer):
         for p, w in self._saved:
             p.copy_(w)  # in place: storage captured elsewhere (graphs, fused kernels) stays valid
         self._saved = None
+        _check_finite_grads("SAM.second_step", self.param_groups)
         self.base_optimizer.step()
         if zero_grad:
             self.zero_grad()
@@ -378,6 +447,10 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
         plain step's.  davda54's ``disable_running_stats`` sets ``momentum=0`` instead,
         which still increments the counter (``example/utility/bypass_bn.py`` there).
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"frozen_bn_stats: model must be a torch.nn.Module, got {type(model).__name__}"
+        )
     changed: list[tuple[nn.Module, str, Any]] = []
     for module in model.modules():
         if not isinstance(module, _NormBase) or not module.track_running_stats:
@@ -462,7 +535,7 @@ def trajectory_loss(
     v.check_tensor(fn, "logits", logits, ndim=2, min_rows=1)
     v.check_tensor(fn, "past_logits", past_logits, ndim=2, min_rows=1)
     v.check_same_shape(fn, "logits", logits, "past_logits", past_logits)
-    v.check_temperature(fn, temperature)
+    temperature = v.check_temperature(fn, temperature)  # one-element tensors become 0-d
     v.check_positive_float(fn, "weight", weight, allow_zero=True)
     if valid is not None and (
         not isinstance(valid, Tensor)
@@ -590,7 +663,8 @@ class TrajectoryBuffer(nn.Module):
         return _check_indices(fn, indices, batch, self.num_samples).to(self.stamps.device)
 
     def _check_logits(self, fn: str, logits: object) -> None:
-        shape = tuple(v.check_tensor(fn, "logits", logits, ndim=2, finite=False).shape)
+        # NaN/inf logits are refused: stored, they would be the targets of epochs to come
+        shape = tuple(v.check_tensor(fn, "logits", logits, ndim=2, min_rows=1).shape)
         if shape[1] != self.num_classes:
             raise ValueError(
                 f"{fn}: logits must have {self.num_classes} columns (num_classes), got shape "
@@ -616,7 +690,7 @@ class _TrajectoryRegularizer(nn.Module):
 
     def __init__(self, fn: str, start_epoch: int, temperature: float, weight: float) -> None:
         v.check_int(fn, "start_epoch", start_epoch, low=0)
-        v.check_temperature(fn, temperature)
+        temperature = v.check_temperature(fn, temperature)
         v.check_positive_float(fn, "weight", weight, allow_zero=True)
         super().__init__()
         self.start_epoch, self.temperature, self.weight = start_epoch, temperature, weight
@@ -705,6 +779,7 @@ class SAF(_TrajectoryRegularizer):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__("SAF", start_epoch, temperature, weight)
+        v.check_bool("SAF", "gather_distributed", gather_distributed)
         self.buffer = TrajectoryBuffer(
             num_samples, num_classes, lag, dtype=buffer_dtype, device=device
         )
@@ -741,7 +816,10 @@ def ema_update_(ema: Sequence[Tensor], new: Sequence[Tensor], decay: float) -> N
         decay: :math:`\beta \in [0, 1]`.
 
     Raises:
-        ValueError: a length or shape mismatch, or ``decay`` outside ``[0, 1]``.
+        ValueError: a length, shape or dtype-kind mismatch (a floating average with integer
+            values, or the reverse), ``decay`` outside ``[0, 1]``, or a NaN/inf entry in a
+            floating tensor of ``ema`` or ``new`` (all checked before any update).
+        TypeError: an entry that is not a tensor.
 
     Example:
         >>> import torch
@@ -757,10 +835,35 @@ def ema_update_(ema: Sequence[Tensor], new: Sequence[Tensor], decay: float) -> N
         raise ValueError(
             f"{fn}: ema and new must have the same length, got {len(ema)} and {len(new)}"
         )
-    for i, (e, t) in enumerate(zip(ema, new, strict=True)):
-        if e.shape != t.shape:  # checked before any update: all or nothing
+    for i, (e, t) in enumerate(zip(ema, new, strict=True)):  # all checked before any update
+        for name, x in ((f"ema[{i}]", e), (f"new[{i}]", t)):
+            if not isinstance(x, Tensor):
+                raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(x).__name__}")
+            v.check_not_meta(fn, name, x)
+        if e.shape != t.shape:
             raise ValueError(
-                f"{fn}: shapes differ at position {i}: ema {tuple(e.shape)} vs new {tuple(t.shape)}"
+                f"{fn}: ema[{i}] and new[{i}] must have the same shape, got {tuple(e.shape)} and "
+                f"{tuple(t.shape)}"
+            )
+        if (
+            e.dtype.is_complex
+            or t.dtype.is_complex
+            or (
+                e.dtype.is_floating_point != t.dtype.is_floating_point
+                or (not e.dtype.is_floating_point and e.dtype != t.dtype)
+            )
+        ):
+            raise ValueError(
+                f"{fn}: ema[{i}] ({e.dtype}) and new[{i}] ({t.dtype}) must both be real floating "
+                "(averaged) or of one integer/bool dtype (copied); a cast would round or wrap"
+            )
+    floating = [i for i, e in enumerate(ema) if e.dtype.is_floating_point]
+    for name, tensors in (("new", new), ("ema", ema)):
+        bad = v.first_nonfinite([tensors[i] for i in floating])
+        if bad is not None:
+            raise ValueError(
+                f"{fn}: {name}[{floating[bad]}] (shape {tuple(tensors[floating[bad]].shape)}) "
+                "contains NaN or inf values; nothing was updated (the average would stay NaN)"
             )
     with torch.no_grad():
         for e, t in zip(ema, new, strict=True):
@@ -828,6 +931,8 @@ class MESA(_TrajectoryRegularizer):
         weight: float = 0.8,
     ) -> None:
         fn = "MESA"
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"{fn}: model must be a torch.nn.Module, got {type(model).__name__}")
         _check_decay(fn, decay)
         super().__init__(fn, start_epoch, temperature, weight)
         self.decay = decay
@@ -839,18 +944,37 @@ class MESA(_TrajectoryRegularizer):
         return self
 
     def update(self, model: nn.Module) -> None:
-        """EMA step of the teacher's parameters and buffers towards ``model``'s."""
+        """EMA step of the teacher's parameters and buffers towards ``model``'s.
+
+        Raises:
+            TypeError: ``model`` is not a module.
+            ValueError: ``model`` has a NaN/inf parameter or buffer (the teacher is left
+                unchanged), or does not match the teacher's structure.
+        """
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"MESA.update: model must be a torch.nn.Module, got {type(model).__name__}"
+            )
         ema_update_(_state_tensors(self.teacher), _state_tensors(model), self.decay)
 
     def forward(self, logits: Tensor, inputs: Any, epoch: int) -> Tensor:
+        fn = "MESA"
+        v.check_tensor(fn, "logits", logits, ndim=2, min_rows=1)
+        v.check_int(fn, "epoch", epoch, low=0)
         if not self.active(epoch):
             return logits.new_zeros((), dtype=v.compute_dtype(logits))
         with torch.no_grad():
             target = self.teacher(inputs)
-        if target.shape != logits.shape:
+        if not isinstance(target, Tensor) or target.shape != logits.shape:
+            got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
             raise ValueError(
-                f"MESA: teacher logits have shape {tuple(target.shape)} but logits have "
+                f"{fn}: teacher logits have shape {got} but logits have "
                 f"{tuple(logits.shape)}; pass the inputs the logits were computed from"
+            )
+        if not bool(torch.isfinite(target).all()):
+            raise ValueError(
+                f"{fn}: the teacher's logits on inputs contain NaN or inf values (NaN/inf "
+                "inputs, or a teacher averaged from diverged weights)"
             )
         return _kl_term(logits, target, self.temperature, self.weight, None)
 

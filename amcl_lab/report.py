@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
 .reproduced { background: #d8f3dc; } .not-reproduced { background: #ffd6d6; }
-.inconclusive { background: #fff3cd; }
+.inconclusive { background: #fff3cd; } .setup-failed { background: #e2e3e5; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; }
 .meta td:first-child { font-weight: 600; white-space: nowrap; }
@@ -50,7 +51,60 @@ def find_runs(runs_dir: str | Path) -> list[Path]:
 
 
 def _esc(x: Any) -> str:
-    return html.escape(str(x))
+    return html.escape(str(x))  # quotes too: safe in text and in quoted attributes
+
+
+#: The CSS classes of the verdicts; anything else (a tampered results.json) gets none.
+_VERDICT_CLASSES = {
+    **{v: v.replace(" ", "-") for v in ("reproduced", "not reproduced", "inconclusive")},
+    "setup failed (collapsed)": "setup-failed",
+}
+#: The claim keys the report reads.
+_CLAIM_KEYS = (
+    *("statement", "source", "effect", "mean", "ci_low", "ci_high", "n_seeds"),
+    *("verdict", "reason"),
+)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of a run, or a ``ValueError`` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); fix or remove the file") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object; fix or remove the file")
+    return data
+
+
+def _claims(path: Path, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The claims of a ``results.json``, or a ``ValueError`` naming the file and the key."""
+    claims = results.get("claims")
+    if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
+        raise ValueError(f"{path}: 'claims' must be a list of objects; fix or remove the file")
+    for c in claims:
+        missing = [k for k in _CLAIM_KEYS if k not in c]
+        if missing:
+            raise ValueError(
+                f"{path}: claim {c.get('id', '?')!r} lacks {', '.join(missing)}; fix or remove "
+                "the file"
+            )
+    return claims
+
+
+def _href(target: Path, page_dir: Path) -> str | None:
+    """A relative link to ``target`` below ``page_dir``, percent-encoded, or ``None``.
+
+    Only plain relative paths become links: every segment is quoted (``:`` included, so no
+    segment reads as a scheme such as ``javascript:``) and the link starts with ``./``.
+    """
+    try:
+        rel = target.resolve().relative_to(page_dir.resolve())
+    except ValueError:
+        return None
+    if not rel.parts or any(part in ("", ".", "..") for part in rel.parts):
+        return None
+    return "./" + "/".join(urllib.parse.quote(part, safe="") for part in rel.parts)
 
 
 def _fmt(x: Any) -> str:
@@ -66,7 +120,7 @@ def _table(rows: Iterable[Iterable[Any]], header: Iterable[str], css: str = "") 
     body = "".join(
         "<tr>" + "".join(f"<td>{_esc(_fmt(c))}</td>" for c in row) + "</tr>" for row in rows
     )
-    return f'<table class="{css}"><tr>{head}</tr>{body}</table>'
+    return f'<table class="{_esc(css)}"><tr>{head}</tr>{body}</table>'
 
 
 def _claims_table(claims: list[dict[str, Any]]) -> str:
@@ -74,7 +128,7 @@ def _claims_table(claims: list[dict[str, Any]]) -> str:
     rows = []
     for c in claims:
         ci = f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
-        css = c["verdict"].replace(" ", "-")
+        css = _VERDICT_CLASSES.get(str(c["verdict"]), "")
         cells = [c["statement"], c["source"], c["effect"], _fmt(c["mean"]), ci, c["n_seeds"]]
         rows.append(
             "<tr>"
@@ -92,11 +146,8 @@ def _figures(run: Path, page_dir: Path) -> str:
         pdf = png.with_suffix(".pdf")
         link = ""
         if pdf.exists():
-            try:
-                rel = pdf.resolve().relative_to(page_dir.resolve())
-                link = f' (<a href="{_esc(rel.as_posix())}">PDF</a>)'
-            except ValueError:
-                link = f" (PDF: {_esc(pdf)})"
+            href = _href(pdf, page_dir)
+            link = f' (<a href="{_esc(href)}">PDF</a>)' if href else f" (PDF: {_esc(pdf)})"
         parts.append(
             f'<figure><img alt="{_esc(png.stem)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{_esc(png.relative_to(run))}{link}</figcaption></figure>"
@@ -105,9 +156,12 @@ def _figures(run: Path, page_dir: Path) -> str:
 
 
 def _run_section(run: Path, page_dir: Path) -> str:
-    config = json.loads((run / "config.json").read_text())
+    config = _read_json(run / "config.json")
     results_path = run / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else None
+    results = _read_json(results_path) if results_path.exists() else None
+    claims = _claims(results_path, results) if results is not None else []
+    failed_path = run / "failed.json"
+    failed = _read_json(failed_path) if failed_path.exists() else None
     meta = [
         ("run folder", run),
         ("preset", config.get("preset")),
@@ -116,17 +170,19 @@ def _run_section(run: Path, page_dir: Path) -> str:
         ("device", config.get("device")),
         ("git revision", config.get("git_revision") or "unknown"),
         ("created", config.get("created")),
-        ("wall time (s)", results["wall_seconds"] if results else "unfinished"),
+        ("wall time (s)", results.get("wall_seconds") if results else "unfinished"),
         (
             "versions",
             ", ".join(f"{k} {val}" for k, val in config.get("versions", {}).items() if val),
         ),
     ]
     parts = [f"<h3>{_esc(config.get('run_id', run.name))}</h3>", _table(meta, ("", ""), "meta")]
-    if results is None:
+    if results is None and failed is not None:
+        parts.append(f"<p><em>The run failed: {_esc(failed.get('error'))}</em></p>")
+    elif results is None:
         parts.append("<p><em>No results.json: the run has not finished (resume it).</em></p>")
-    elif results["claims"]:
-        parts.append(_claims_table(results["claims"]))
+    elif claims:
+        parts.append(_claims_table(claims))
     parts.append(_figures(run, page_dir))
     cfg = json.dumps(config.get("config", {}), indent=1)
     parts.append(f"<details><summary>resolved config</summary><pre>{_esc(cfg)}</pre></details>")
@@ -140,7 +196,7 @@ def render_report(runs_dir: str | Path, page_dir: str | Path | None = None) -> s
     runs = find_runs(runs_dir)
     by_experiment: dict[str, list[Path]] = {}
     for run in runs:
-        name = json.loads((run / "config.json").read_text()).get("experiment", run.parent.name)
+        name = _read_json(run / "config.json").get("experiment", run.parent.name)
         by_experiment.setdefault(name, []).append(run)
     body = [f"<h1>amcl_lab report: {_esc(runs_dir)}</h1>"]
     if not runs:
@@ -179,10 +235,15 @@ def claims_markdown(runs_dir: str | Path) -> str:
         path = run / "results.json"
         if not path.exists():
             continue
-        config = json.loads((run / "config.json").read_text())
-        for c in json.loads(path.read_text())["claims"]:
+        config = _read_json(run / "config.json")
+        for c in _claims(path, _read_json(path)):
             ci = f"[{_fmt(c['ci_low'])}, {_fmt(c['ci_high'])}]"
-            cells = (config["experiment"], config["preset"], f"`{c['id']}`", c["effect"])
+            cells = (
+                config.get("experiment"),
+                config.get("preset"),
+                f"`{c.get('id')}`",
+                c["effect"],
+            )
             numbers = (_fmt(c["mean"]), ci, c["n_seeds"], c["verdict"])
             escaped = (str(x).replace("|", "\\|") for x in (*cells, *numbers))  # keep columns
             lines.append("| " + " | ".join(escaped) + " |")

@@ -29,3 +29,33 @@ settings.load_profile(os.environ.get("AMCL_HYPOTHESIS_PROFILE", "dev"))
 
 # Tests are small; one intra-op thread per worker avoids oversubscription under xdist.
 torch.set_num_threads(1)
+
+
+# --- the adversarial suite's case count (tests/adversarial) --------------------------------
+# Counted from the test reports, so the line is right under xdist too (the reports reach the
+# controlling process, which prints the summary).
+
+_ADVERSARIAL: dict[str, int] = {}
+_ADVERSARIAL_SECONDS = [0.0]
+
+
+def pytest_runtest_logreport(report) -> None:
+    if "tests/adversarial/" not in report.nodeid.replace("\\", "/"):
+        return
+    _ADVERSARIAL_SECONDS[0] += report.duration
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        if hasattr(report, "wasxfail"):
+            outcome = "xpassed" if report.passed else "xfailed"
+        else:
+            outcome = report.outcome
+        _ADVERSARIAL[outcome] = _ADVERSARIAL.get(outcome, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _ADVERSARIAL:
+        total = sum(_ADVERSARIAL.values())
+        parts = ", ".join(f"{n} {kind}" for kind, n in sorted(_ADVERSARIAL.items()))
+        terminalreporter.write_line(
+            f"adversarial suite: {total} cases ({parts}) in {_ADVERSARIAL_SECONDS[0]:.0f} s "
+            "of worker time"
+        )

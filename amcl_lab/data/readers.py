@@ -98,8 +98,46 @@ def _folder(fn: str, data_dir: str | Path | None, folder: str, required: list[st
     return base
 
 
+def _exact_uint8(fn: str, raw: Any, path: Path) -> np.ndarray:
+    """``raw`` as uint8 pixels, refusing anything a cast would change (wraparound, rounding)."""
+    array = np.asarray(raw)
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind not in "iu" or (
+        array.size and (int(array.min()) < 0 or int(array.max()) > 255)
+    ):
+        shown = (
+            f"values in [{array.min()}, {array.max()}]"
+            if array.size and array.dtype.kind in "iuf"
+            else ""
+        )
+        raise ValueError(
+            f"{fn}: {path} must hold uint8 pixels (integers 0-255), got dtype {array.dtype} "
+            f"{shown}".rstrip()
+            + "; a cast would wrap or round them"
+        )
+    return array.astype(np.uint8)
+
+
+def _exact_labels(fn: str, raw: Any, path: Path, key: str, classes: int) -> np.ndarray:
+    """``raw`` as int64 class indices in ``[0, classes)``, refusing floats and bad values."""
+    array = np.asarray(raw)
+    if array.size and array.dtype.kind not in "iu":
+        raise ValueError(
+            f"{fn}: {path} must hold integer {key}, got dtype {array.dtype}; a cast would "
+            "truncate them"
+        )
+    array = array.astype(np.int64)
+    if array.size and (int(array.min()) < 0 or int(array.max()) >= classes):
+        raise ValueError(
+            f"{fn}: {path} must hold {key} in [0, {classes - 1}], got values in "
+            f"[{int(array.min())}, {int(array.max())}]"
+        )
+    return array
+
+
 def _cifar_images(fn: str, batches: list[dict[str, Any]], path: Path) -> np.ndarray:
-    data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
+    data = np.concatenate([_exact_uint8(fn, b["data"], path) for b in batches])
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise ValueError(
             f"{fn}: {path} must hold (n, 3072) uint8 rows (three 32x32 planes), got shape "
@@ -132,7 +170,12 @@ def _cifar(
     for split, files in (("train", train_files), ("test", [test_file])):
         batches = [_unpickle(fn, base / f) for f in files]
         images = _cifar_images(fn, batches, base / files[0])
-        labels = np.concatenate([np.asarray(b[label_key], dtype=np.int64) for b in batches])
+        labels = np.concatenate(
+            [
+                _exact_labels(fn, b[label_key], base / f, label_key, classes)
+                for b, f in zip(batches, files, strict=True)
+            ]
+        )
         if labels.shape != (images.shape[0],):
             raise ValueError(
                 f"{fn}: {base / files[0]} has {images.shape[0]} images but {labels.shape[0]} "

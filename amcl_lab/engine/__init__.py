@@ -41,9 +41,9 @@ from .build import build_network, build_optimisation, lr_factor
 from .catalog import GEOMETRY, OBJECTIVES, OPTIMIZERS, SCHEDULES, EvalHook, HeldOut, ObjectiveSpec
 from .config import TrainConfig, apply_overrides, config_dict, resolve_device
 from .evaluation import evaluate, knn_accuracy, linear_probe, nearest_mean_accuracy
-from .loop import TrainResult, train, train_step
+from .loop import TrainingInterrupted, TrainResult, train, train_step
 from .objectives import Objective
-from .runs import Run, open_run
+from .runs import Run, open_run, open_runs
 
 __all__ = [
     "GEOMETRY",
@@ -57,6 +57,7 @@ __all__ = [
     "Run",
     "TrainConfig",
     "TrainResult",
+    "TrainingInterrupted",
     "apply_overrides",
     "batch_indices",
     "build_network",
@@ -69,6 +70,7 @@ __all__ = [
     "lr_factor",
     "nearest_mean_accuracy",
     "open_run",
+    "open_runs",
     "resolve_device",
     "train",
     "train_step",

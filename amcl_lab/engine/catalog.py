@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import torch
 from torch import Tensor
 
-from .. import losses, metrics, registry
+from .. import losses, metrics, optim, registry
 from ..amcl import AMCL_LOSSES
 
 __all__ = [
     "GEOMETRY",
     "OBJECTIVES",
     "OPTIMIZERS",
+    "OPTIMIZER_TARGETS",
     "SCHEDULES",
     "TEMPERATURE_MODELS",
     "EvalHook",
@@ -35,6 +37,15 @@ __all__ = [
 
 #: Optimiser names; ``sam``/``asam``/``saf``/``mesa`` come from :mod:`amcl_lab.optim`.
 OPTIMIZERS = ("sgd", "adamw", "sam", "asam", "saf", "mesa")
+#: What each optimiser's ``optimizer_options`` are passed to (their flags must be bools).
+OPTIMIZER_TARGETS: dict[str, tuple[Callable[..., Any], ...]] = {
+    "sgd": (torch.optim.SGD,),
+    "adamw": (torch.optim.AdamW,),
+    "sam": (optim.SAM, torch.optim.SGD),
+    "asam": (optim.SAM, torch.optim.SGD),
+    "saf": (optim.SAF,),
+    "mesa": (optim.MESA,),
+}
 SCHEDULES = ("cosine", "constant")
 #: Learned temperatures of the AMCL losses: AMCL's pair network, or one learned scalar.
 TEMPERATURE_MODELS = ("pair", "scalar")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import inspect
 import json
 import typing
 from collections.abc import Sequence
@@ -24,11 +25,19 @@ import torch
 from .. import _validation as v
 from ..data import DATASETS, Augmentation
 from ..models import ENCODERS
-from .catalog import GEOMETRY, OBJECTIVES, OPTIMIZERS, SCHEDULES, TEMPERATURE_MODELS
+from .catalog import (
+    GEOMETRY,
+    OBJECTIVES,
+    OPTIMIZER_TARGETS,
+    OPTIMIZERS,
+    SCHEDULES,
+    TEMPERATURE_MODELS,
+)
 
 __all__ = [
     "TrainConfig",
     "apply_overrides",
+    "check_option_types",
     "config_dict",
     "parse_options",
     "resolve_device",
@@ -133,6 +142,15 @@ class TrainConfig:
             v.check_int(fn, name, getattr(self, name), low=low)
         one_view = self.loss == "ce" or (self.supervised and OBJECTIVES[self.loss].kind == "labels")
         v.check_int(fn, "views", self.views, low=1 if one_view else 2)
+        hints = typing.get_type_hints(type(self))
+        largest = torch.finfo(torch.float32).max  # the weights and the losses are float32
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hints[f.name] is float and isinstance(value, float) and abs(value) > largest:
+                raise ValueError(
+                    f"{fn}: {f.name} must be at most {largest:.4g} in magnitude (the float32 "
+                    f"range of the weights it is applied to), got {value!r}"
+                )
         for name in ("temperature", "lr", "knn_temperature"):
             v.check_positive_float(fn, name, getattr(self, name))
         for name in ("momentum", "weight_decay", "rho", "probe_weight_decay", "grad_clip"):
@@ -169,8 +187,12 @@ class TrainConfig:
                 else ("a projector; set proj_dim >= 1")
             )
             raise ValueError(f"{fn}: loss {self.loss!r} needs {need}")
-        parse_options(fn, "loss_options", self.loss_options)
-        parse_options(fn, "optimizer_options", self.optimizer_options)
+        loss_options = parse_options(fn, "loss_options", self.loss_options)
+        if OBJECTIVES[self.loss].fn is not None:
+            check_option_types(fn, "loss_options", loss_options, OBJECTIVES[self.loss].fn)
+        optimizer_options = parse_options(fn, "optimizer_options", self.optimizer_options)
+        targets = OPTIMIZER_TARGETS[self.optimizer]
+        check_option_types(fn, "optimizer_options", optimizer_options, *targets)
 
     @property
     def loss_kwargs(self) -> dict[str, Any]:
@@ -184,17 +206,42 @@ class TrainConfig:
 
 
 def parse_options(fn: str, name: str, options: Sequence[str]) -> dict[str, Any]:
-    """``"key=value"`` entries as a dict: values parsed as Python literals, else kept as strings."""
+    """``"key=value"`` entries as a dict: ``true``/``false`` in any case are bools, other values
+    are parsed as Python literals, else kept as strings."""
     out: dict[str, Any] = {}
     for item in options:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip().isidentifier():
             raise ValueError(f"{fn}: {name} entries must look like 'key=value', got {item!r}")
+        value = raw.strip()
+        if value.lower() in ("true", "false"):
+            out[key.strip()] = value.lower() == "true"
+            continue
         try:
-            out[key.strip()] = ast.literal_eval(raw.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = raw.strip()
+            out[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            out[key.strip()] = value
     return out
+
+
+def check_option_types(fn: str, name: str, options: dict[str, Any], *targets: Any) -> None:
+    """Raise unless every option whose keyword has a bool default in ``targets`` is a bool.
+
+    ``targets`` are the callables the options are passed to (a loss function, an optimiser
+    class); a string such as ``'maybe'`` for a flag would otherwise be truthy.
+    """
+    for target in targets:
+        try:
+            params = inspect.signature(target).parameters
+        except (TypeError, ValueError):
+            continue
+        for key, value in options.items():
+            flag = key in params and isinstance(params[key].default, bool)
+            if flag and not isinstance(value, bool):
+                raise ValueError(
+                    f"{fn}: {name} entry {key}={value!r} must be true or false "
+                    f"({key} is a flag of {getattr(target, '__name__', target)})"
+                )
 
 
 def config_dict(config: Any) -> dict[str, Any]:
@@ -207,10 +254,8 @@ def _parse_value(fn: str, key: str, raw: str, current: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if hint is bool:
         lowered = raw.strip().lower()
-        if lowered in ("true", "1", "yes", "on"):
-            return True
-        if lowered in ("false", "0", "no", "off"):
-            return False
+        if lowered in ("true", "false"):
+            return lowered == "true"
         raise ValueError(f"{fn}: {key} expects a bool (true/false), got {raw!r}")
     if hint is int:
         try:
@@ -234,10 +279,12 @@ def _parse_value(fn: str, key: str, raw: str, current: Any, hint: Any) -> Any:
 def apply_overrides(config: Any, overrides: Sequence[str]) -> Any:
     """``config`` with ``"key=value"`` overrides applied; the result is validated again.
 
-    Values are parsed to the field's declared type: ints, floats, bools (true/false) and
-    strings; tuples are comma-separated (``geometry=alignment,uniformity``; an empty value is
-    the empty tuple), except the ``*_options`` tuples, whose ``key=value`` entries are
-    separated by ``;`` (``loss_options=beta=1e-4;mode=topk;k=10``).
+    Values are parsed to the field's declared type: ints, floats, bools (``true``/``false``
+    in any case, nothing else) and strings; tuples are comma-separated
+    (``geometry=alignment,uniformity``; an empty value is the empty tuple), except the
+    ``*_options`` tuples, whose ``key=value`` entries are separated by ``;``
+    (``loss_options=beta=1e-4;mode=topk;k=10``; ``true``/``false`` in any case are bools
+    there too, and a flag of the loss or optimiser given anything else is an error).
 
     Raises:
         ValueError: a malformed override, an unknown key (the message lists the valid

@@ -28,9 +28,30 @@ from .build import Optimisation, build_network, build_optimisation
 from .config import TrainConfig, config_dict, resolve_device
 from .evaluation import EvalHook, evaluate
 from .objectives import Objective
-from .runs import CHECKPOINT_FORMAT, Run, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .runs import (
+    CHECKPOINT_FORMAT,
+    Run,
+    check_checkpoint,
+    corrupt_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
-__all__ = ["StepResult", "TrainResult", "train", "train_step"]
+__all__ = ["StepResult", "TrainResult", "TrainingInterrupted", "train", "train_step"]
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """A ``KeyboardInterrupt`` (SIGINT) during :func:`train`, saying where it landed.
+
+    ``tag``, ``seed`` and ``step`` (the steps completed) name the training run; the last
+    checkpoint, not this step, is where ``--resume`` continues.
+    """
+
+    def __init__(self, tag: str, seed: int, step: int, steps: int) -> None:
+        super().__init__(f"interrupted at step {step} of {steps} of {tag!r} (seed {seed})")
+        self.tag, self.seed, self.step, self.steps = tag, seed, step, steps
 
 
 @dataclass
@@ -148,15 +169,20 @@ def train(
         if not run.resume:  # type: ignore[union-attr]
             raise ValueError(f"{fn}: {ckpt} exists; resume the run instead of overwriting it")
         state = load_checkpoint(ckpt, device)
+        check_checkpoint(ckpt, state, config.steps)
         if state["config"] != config_dict(config):
             raise ValueError(f"{fn}: {ckpt} was written by a different config")
-        network.load_state_dict(state["network"])
-        objective.load_state_dict(state["objective"])
-        opt.optimizer.load_state_dict(state["optimizer"])
-        opt.scheduler.load_state_dict(state["scheduler"])
-        for name, module in opt.extras().items():
-            module.load_state_dict(state["extras"][name])
-        set_rng_state(state["rng"])
+        try:  # missing or extra keys, wrong shapes or types: a corrupt file, not a bug
+            network.load_state_dict(state["network"])
+            objective.load_state_dict(state["objective"])
+            opt.optimizer.load_state_dict(state["optimizer"])
+            opt.scheduler.load_state_dict(state["scheduler"])
+            for name, module in opt.extras().items():
+                module.load_state_dict(state["extras"][name])
+            set_rng_state(state["rng"])
+        except (KeyError, RuntimeError, TypeError, ValueError, IndexError) as error:
+            first = (str(error).strip().splitlines() or [""])[0][:200]
+            raise corrupt_checkpoint(ckpt, f"{type(error).__name__}: {first}") from None
         step, history, grad_peak = state["step"], state["history"], state["grad_peak"]
         loss_sum, loss_count = state["loss_sum"].to(device), state["loss_count"]
         run.truncate_metrics(tag, step)  # type: ignore[union-attr]
@@ -221,37 +247,44 @@ def train(
         }
         save_checkpoint(ckpt, payload)
 
-    if step == 0 and not history:
-        record(0)
-    network.train()
-    quiet = run.quiet if run is not None else False
-    silent = quiet or not distributed.is_main()
-    bar = tqdm(
-        total=config.steps, initial=step, desc=tag, disable=True if silent else None, leave=False
-    )
-    while step < config.steps:
-        index = batch_indices(n_train, config.batch_size, config.seed, step)
-        x = images.batch(index, device)
-        labels = images.labels[index.to(device)]
-        views = aug.views(x, config.views, generator(config.seed, step, STREAM_AUGMENT))
-        if parallel:  # this rank's block of the global batch (views drawn as for one process)
-            index, labels = distributed.shard(index), distributed.shard(labels)
-            views = distributed.shard(views, dim=1)
-        where = f"{tag!r} (seed {config.seed}) at step {step}"
-        loss, norm = train_step(
-            model, loss_fn, opt, views, labels, index, step // per_epoch, where=where
+    try:
+        if step == 0 and not history:
+            record(0)
+        network.train()
+        quiet = run.quiet if run is not None else False
+        silent = quiet or not distributed.is_main()
+        bar = tqdm(
+            total=config.steps,
+            initial=step,
+            desc=tag,
+            disable=True if silent else None,
+            leave=False,
         )
-        grad_peak = max(grad_peak, norm)
-        loss_sum += loss.detach().double()
-        loss_count += 1
-        opt.scheduler.step()
-        step += 1
-        bar.update(1)
-        if step == config.steps or (config.eval_every and step % config.eval_every == 0):
-            record(step)
-        if step == config.steps or step % config.checkpoint_every == 0:
-            check_finite(step)  # never checkpoint diverged weights
-            checkpoint(step == config.steps)
+        while step < config.steps:
+            index = batch_indices(n_train, config.batch_size, config.seed, step)
+            x = images.batch(index, device)
+            labels = images.labels[index.to(device)]
+            views = aug.views(x, config.views, generator(config.seed, step, STREAM_AUGMENT))
+            if parallel:  # this rank's block of the global batch (views drawn as for one process)
+                index, labels = distributed.shard(index), distributed.shard(labels)
+                views = distributed.shard(views, dim=1)
+            where = f"{tag!r} (seed {config.seed}) at step {step}"
+            loss, norm = train_step(
+                model, loss_fn, opt, views, labels, index, step // per_epoch, where=where
+            )
+            grad_peak = max(grad_peak, norm)
+            loss_sum += loss.detach().double()
+            loss_count += 1
+            opt.scheduler.step()
+            step += 1
+            bar.update(1)
+            if step == config.steps or (config.eval_every and step % config.eval_every == 0):
+                record(step)
+            if step == config.steps or step % config.checkpoint_every == 0:
+                check_finite(step)  # never checkpoint diverged weights
+                checkpoint(step == config.steps)
+    except KeyboardInterrupt:  # SIGINT: say where, so the command line can print it
+        raise TrainingInterrupted(tag, config.seed, step, config.steps) from None
     bar.close()
     distributed.sync_buffers(network)  # rank 0's BatchNorm statistics, as in its checkpoint
     return TrainResult(tag, config, history, network, objective)

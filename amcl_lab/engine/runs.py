@@ -3,22 +3,40 @@
 Runs write to ``<out>/<experiment>/<run-id>/`` (:class:`Run`, created or reopened by
 :func:`open_run`): ``config.json`` (resolved config, seeds, package versions, device, git
 revision), ``metrics.jsonl`` (one line per evaluation), ``results.json`` (the tidy results
-table and claims), ``figures/`` and ``checkpoints/``.  Every file is written atomically
-(:func:`amcl_lab.io.atomic_path`); a checkpoint also holds the global RNG states
-(:func:`rng_state`), so a resumed run continues bit for bit.
+table and claims), ``figures/`` and ``checkpoints/``, plus ``.lock`` (the pid of the last
+process that ran in the folder) and, for a run that failed, ``failed.json``.  Every file is
+written atomically (:func:`amcl_lab.io.atomic_path`); a checkpoint also holds the global RNG
+states (:func:`rng_state`), so a resumed run continues bit for bit.
+
+Safety rules (``docs/reliability.md``): a run id is one path component of at most 128
+letters, digits, ``.``, ``_`` and ``-``, starting with a letter or a digit
+(:data:`RUN_ID_PATTERN`); the run folder must lie inside ``out`` with no symbolic link on
+the way or inside it; the process that opens a run holds an exclusive lock on the folder
+(:class:`RunLock`) until :meth:`Run.close` or its exit, and a second process fails at once,
+naming the holder's pid; resuming removes the temporaries a killed write left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
 import random
+import re
+import shutil
+import socket
 import sys
+import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: runs are not locked
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 import torch
@@ -29,15 +47,112 @@ from .config import config_dict, resolve_device
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "RUN_ID_PATTERN",
     "Run",
+    "RunLock",
+    "check_checkpoint",
+    "check_run_id",
+    "corrupt_checkpoint",
     "load_checkpoint",
     "open_run",
+    "open_runs",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
 ]
 
 CHECKPOINT_FORMAT = 2  # 2: the gradient-norm peak since the last evaluation
+
+#: A run id (and an experiment name): one path component, 1-128 characters.
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+LOCK_NAME = ".lock"
+FAILED_NAME = "failed.json"
+#: What :func:`amcl_lab.io.atomic_path` writes next to a file before renaming it.
+TEMPORARY_PATTERN = re.compile(r"\..+\.\d+-[0-9a-f]{8}\.tmp")
+
+
+def check_run_id(run_id: object, what: str = "--run-id") -> str:
+    """Raise ``ValueError`` unless ``run_id`` is one safe path component (see the module)."""
+    if not isinstance(run_id, str) or not RUN_ID_PATTERN.fullmatch(run_id):
+        shown = run_id if not isinstance(run_id, str) or len(run_id) <= 60 else run_id[:57] + "..."
+        length = f" ({len(run_id)} characters)" if isinstance(run_id, str) else ""
+        raise ValueError(
+            f"{what} must be 1-128 characters from letters, digits, '.', '_' and '-', starting "
+            f"with a letter or a digit (one folder name, no path), got {shown!r}{length}"
+        )
+    return run_id
+
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on ``<run folder>/.lock``, held while it lives.
+
+    The holder writes its pid, host and start time into the file; a second process (or a
+    second open file in this process) fails at once with a ``ValueError`` naming them.  The
+    lock is released by :meth:`release`, by garbage collection or by the process's exit (a
+    killed process holds nothing).  The file itself stays (removing it would let two
+    processes lock two different files).  Without ``fcntl`` (not POSIX) nothing is locked.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / LOCK_NAME
+        self._fd: int | None = None
+        if fcntl is None:  # pragma: no cover
+            return
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except OSError as error:
+            raise ValueError(f"cannot lock run folder {folder}: {error}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ValueError(
+                f"run folder {folder} is in use by {holder}; wait for it to finish (or stop "
+                "it), or choose another --run-id"
+            ) from None
+        started = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(
+            fd, f"process {os.getpid()} on {socket.gethostname()} since {started}\n".encode(), 0
+        )
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Give the lock up (idempotent)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor releases the flock
+
+    def __del__(self) -> None:
+        self.release()
+
+
+#: Locks held by this process, by resolved folder: reopening a run here shares its lock.
+_LOCKS: weakref.WeakValueDictionary[str, RunLock] = weakref.WeakValueDictionary()
+#: Runs opened by this process (rank 0), for the command line's failure handling.
+_OPENED: list[weakref.ref[Run]] = []
+
+
+def _lock(folder: Path) -> RunLock:
+    key = str(folder.resolve())
+    lock = _LOCKS.get(key)
+    if lock is None or not lock.held:
+        lock = RunLock(folder)
+        _LOCKS[key] = lock
+    return lock
+
+
+def open_runs() -> list[Run]:
+    """The runs this process opened and has not closed (most recent last)."""
+    alive = [r for r in (ref() for ref in _OPENED) if r is not None and r.lock is not None]
+    _OPENED[:] = [weakref.ref(r) for r in alive]
+    return alive
 
 
 @dataclass
@@ -56,6 +171,43 @@ class Run:
     device: torch.device
     resume: bool = False
     quiet: bool = False
+    lock: RunLock | None = field(default=None, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the lock stays with the process that took it (other ranks get the folder only)
+        return {**self.__dict__, "lock": None}
+
+    def close(self, error: BaseException | None = None) -> str | None:
+        """Release the folder's lock; after ``error``, mark the run as failed.
+
+        A fresh run that failed before writing anything but ``config.json`` is removed (it
+        holds nothing to resume); any other failed run gets ``failed.json`` with the error,
+        which the report shows and a ``--resume`` clears.  An interruption
+        (``KeyboardInterrupt``) is not a failure.  Returns a sentence saying what was done,
+        or ``None``.  Idempotent; rank 0 only writes.
+        """
+        lock, self.lock = self.lock, None
+        if lock is None:
+            return None
+        note = None
+        if error is not None and not isinstance(error, KeyboardInterrupt):
+            written = {p.name for p in self.dir.iterdir()} - {LOCK_NAME}
+            if not self.resume and written <= {"config.json"}:
+                lock.release()
+                shutil.rmtree(self.dir, ignore_errors=True)
+                with contextlib.suppress(OSError):  # the experiment folder, if now empty
+                    self.dir.parent.rmdir()
+                return f"removed the run folder {self.dir} (nothing had been written)"
+            write_json(
+                self.dir / FAILED_NAME,
+                {
+                    "error": f"{type(error).__name__}: {error}",
+                    "failed": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                },
+            )
+            note = f"marked {self.dir} as failed ({FAILED_NAME})"
+        lock.release()
+        return note
 
     @property
     def config_path(self) -> Path:
@@ -96,7 +248,10 @@ class Run:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a kill
-            if record.get("run") == tag and record.get("step", 0) > step:
+            if not isinstance(record, dict):
+                continue  # not a line this run wrote
+            at = record.get("step", 0)
+            if record.get("run") == tag and (not isinstance(at, int) or at > step):
                 continue
             kept.append(line)
         with atomic_path(self.metrics_path) as tmp:
@@ -158,64 +313,157 @@ def _open_run(
     resume: bool,
     quiet: bool,
 ) -> Run:
-    root = Path(out) / experiment
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is not a folder (it is a file); pass a folder for the runs")
+    check_run_id(experiment, "the experiment name")
+    if run_id is not None:
+        check_run_id(run_id)
+    root = out / experiment
     resolved = config_dict(config)
+    device = resolve_device(config.device)
     if resume:
-        folder = _resume_folder(root, resolved, run_id)
-        stored = json.loads((folder / "config.json").read_text())["config"]
-        diff = sorted(k for k in set(stored) | set(resolved) if stored.get(k) != resolved.get(k))
-        if diff:
-            raise ValueError(
-                f"--resume: {folder} was run with a different config; differing keys: "
-                + ", ".join(
-                    f"{k} (stored {stored.get(k)!r}, now {resolved.get(k)!r})" for k in diff
-                )
+        folder = _resume_folder(out, root, resolved, run_id)
+        lock = _lock(folder)
+        try:
+            _check_no_links(folder)
+            _clean_temporaries(folder)
+            stored = _read_config(folder / "config.json")["config"]
+            diff = sorted(
+                k for k in set(stored) | set(resolved) if stored.get(k) != resolved.get(k)
             )
-        device = resolve_device(config.device)
-        return Run(experiment, folder.name, folder, tuple(seeds), device, True, quiet)
+            if diff:
+                raise ValueError(
+                    f"--resume: {folder} was run with a different config; differing keys: "
+                    + ", ".join(
+                        f"{k} (stored {stored.get(k)!r}, now {resolved.get(k)!r})" for k in diff
+                    )
+                )
+            (folder / FAILED_NAME).unlink(missing_ok=True)  # trying again
+        except BaseException:
+            lock.release()
+            raise
+        return _opened(
+            Run(experiment, folder.name, folder, tuple(seeds), device, True, quiet, lock)
+        )
     run_id = run_id or f"{preset}-{_timestamp()}"
     folder = root / run_id
-    if folder.exists() and any(folder.iterdir()):
+    _check_inside(out, folder)
+    if folder.exists() and any(p.name != LOCK_NAME for p in folder.iterdir()):
         raise ValueError(
             f"run folder {folder} already exists; pass --resume to continue it or choose "
             "another --run-id"
         )
-    device = resolve_device(config.device)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(
-        folder / "config.json",
-        {
-            "experiment": experiment,
-            "run_id": run_id,
-            "preset": preset,
-            "overrides": list(overrides),
-            "seeds": list(seeds),
-            "config": resolved,
-            "device": str(device),
-            "versions": package_versions(),
-            "git_revision": git_revision(),
-            "command": sys.argv,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        },
-    )
-    return Run(experiment, run_id, folder, tuple(seeds), device, False, quiet)
+    _check_inside(out, folder)  # nothing was swapped for a link meanwhile
+    lock = _lock(folder)
+    try:
+        if any(p.name != LOCK_NAME for p in folder.iterdir()):  # another process was faster
+            raise ValueError(
+                f"run folder {folder} was just created by another process; pass --resume to "
+                "continue it or choose another --run-id"
+            )
+        write_json(
+            folder / "config.json",
+            {
+                "experiment": experiment,
+                "run_id": run_id,
+                "preset": preset,
+                "overrides": list(overrides),
+                "seeds": list(seeds),
+                "config": resolved,
+                "device": str(device),
+                "versions": package_versions(),
+                "git_revision": git_revision(),
+                "command": sys.argv,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+    except BaseException:
+        lock.release()
+        raise
+    return _opened(Run(experiment, run_id, folder, tuple(seeds), device, False, quiet, lock))
 
 
-def _resume_folder(root: Path, resolved: dict[str, Any], run_id: str | None) -> Path:
+def _opened(run: Run) -> Run:
+    _OPENED.append(weakref.ref(run))
+    return run
+
+
+def _check_inside(out: Path, folder: Path) -> None:
+    """Raise unless ``folder`` lies inside ``out`` with no symbolic link between them."""
+    base = out.resolve()
+    step = out
+    for part in folder.relative_to(out).parts:
+        step = step / part
+        if step.is_symlink():
+            raise ValueError(
+                f"{step} is a symbolic link; run folders and the folders above them (inside "
+                "--out) must be plain folders"
+            )
+    if not folder.resolve().is_relative_to(base):
+        raise ValueError(f"run folder {folder} is not inside --out {out}")
+
+
+def _check_no_links(folder: Path) -> None:
+    """Raise if anything inside the run folder is a symbolic link (resume never follows one)."""
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        for name in [*dirs, *files]:
+            if os.path.islink(os.path.join(top, name)):
+                raise ValueError(
+                    f"--resume: {Path(top) / name} is a symbolic link; a run folder holds only "
+                    "plain files and folders, so it is not resumed (start a new --run-id)"
+                )
+
+
+def _clean_temporaries(folder: Path) -> None:
+    """Remove the ``.<name>.<pid>-<hex>.tmp`` files of writes a kill interrupted."""
+    for top, _dirs, files in os.walk(folder, followlinks=False):
+        for name in files:
+            if TEMPORARY_PATTERN.fullmatch(name):
+                (Path(top) / name).unlink(missing_ok=True)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """``config.json`` of a run, or a ``ValueError`` naming the file and what is wrong."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{path} is not a readable run config ({error}); the run cannot be resumed: start "
+            "a new run with another --run-id"
+        ) from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+        raise ValueError(
+            f"{path} is not a run config (no 'config' object); the run cannot be resumed: start "
+            "a new run with another --run-id"
+        )
+    return stored
+
+
+def _resume_folder(out: Path, root: Path, resolved: dict[str, Any], run_id: str | None) -> Path:
     if run_id is not None:
         folder = root / run_id
+        _check_inside(out, folder)
         if not (folder / "config.json").is_file():
-            existing = sorted(p.name for p in root.glob("*/config.json")) if root.is_dir() else []
+            existing = (
+                sorted(p.parent.name for p in root.glob("*/config.json")) if root.is_dir() else []
+            )
             raise ValueError(
                 f"--resume: no run {run_id!r} under {root}; existing runs: "
-                f"{', '.join(p.parent.name for p in map(Path, existing)) or 'none'}"
+                f"{', '.join(existing) or 'none'}"
             )
         return folder
     candidates = []
     for path in sorted(root.glob("*/config.json")) if root.is_dir() else []:
-        stored = json.loads(path.read_text())
+        try:
+            check_run_id(path.parent.name)
+            _check_inside(out, path.parent)
+            stored = _read_config(path)
+        except ValueError:
+            continue  # not a run folder this command could have written
         if stored.get("config") == resolved:
-            candidates.append((stored.get("created", ""), path.parent))
+            candidates.append((str(stored.get("created", "")), path.parent))
     if not candidates:
         raise ValueError(
             f"--resume: no run under {root} has this resolved config; pass --run-id to name "
@@ -255,13 +503,46 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         torch.save(payload, tmp)
 
 
+#: The entries of a checkpoint and the types :func:`check_checkpoint` requires of them.
+CHECKPOINT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "format": int,
+    "config": dict,
+    "step": int,
+    "done": bool,
+    "network": dict,
+    "objective": dict,
+    "optimizer": dict,
+    "scheduler": dict,
+    "extras": dict,
+    "rng": dict,
+    "history": list,
+    "loss_sum": torch.Tensor,
+    "loss_count": int,
+    "grad_peak": (int, float),
+}
+
+
+def corrupt_checkpoint(path: Path, what: str) -> ValueError:
+    """The error for a checkpoint that cannot be used: names the file and how to start over."""
+    return ValueError(
+        f"checkpoint {path} is corrupt ({what}); delete it to retrain that seed from step 0 "
+        "with --resume, or start the run again with a new --run-id"
+    )
+
+
 def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     """Read a checkpoint of :func:`save_checkpoint` onto ``device`` (tensors only, no code).
 
     Raises:
-        ValueError: a checkpoint of another format (an older amcl_lab), naming the file.
+        ValueError: a file that is not a readable checkpoint (truncated, empty, garbage: the
+            message names it, says it is corrupt and how to start over), or a checkpoint of
+            another format (an older amcl_lab).
     """
-    state = torch.load(path, map_location=device, weights_only=True)
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # truncated, empty, garbage, or a pickle of arbitrary code
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise corrupt_checkpoint(path, f"{type(error).__name__}: {first[:200]}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise ValueError(
@@ -269,3 +550,30 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
             f"{CHECKPOINT_FORMAT}; start the run again (a new --run-id) instead of resuming it"
         )
     return state
+
+
+def check_checkpoint(path: Path, state: Mapping[str, Any], steps: int) -> None:
+    """Raise :func:`corrupt_checkpoint` unless ``state`` is a consistent checkpoint of a run of
+    ``steps`` steps: every entry present with its type, ``0 <= step <= steps``, ``done``
+    exactly when ``step == steps``, a history of records at steps up to ``step``, finite
+    counters.  (A tampered ``step > steps`` used to load and produce NaN claims.)"""
+    for key, kind in CHECKPOINT_FIELDS.items():
+        if key not in state:
+            raise corrupt_checkpoint(path, f"no {key!r} entry")
+        value = state[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise corrupt_checkpoint(path, f"{key!r} is a {type(value).__name__}")
+    step = state["step"]
+    if not 0 <= step <= steps:
+        raise corrupt_checkpoint(path, f"step {step} outside [0, {steps}] of this config")
+    if state["done"] != (step == steps):
+        raise corrupt_checkpoint(path, f"done={state['done']} at step {step} of {steps}")
+    history = state["history"]
+    if not all(isinstance(r, dict) and isinstance(r.get("step"), int) for r in history):
+        raise corrupt_checkpoint(path, "a history record without an integer step")
+    if any(not 0 <= r["step"] <= step for r in history):
+        raise corrupt_checkpoint(path, f"a history record after step {step}")
+    if state["loss_count"] < 0 or not float(state["grad_peak"]) >= 0.0:
+        raise corrupt_checkpoint(path, "negative loss_count or grad_peak")
+    if state["loss_sum"].numel() != 1:
+        raise corrupt_checkpoint(path, f"loss_sum of shape {tuple(state['loss_sum'].shape)}")

@@ -25,9 +25,21 @@ def l2_normalize(z: Tensor, eps: float = NORM_EPS) -> Tensor:
     ``z / max(|z|, eps)`` (``torch.nn.functional.normalize``) returns gradients of order
     ``1/eps``, which overflow float16.  Rows with norm >= ``eps`` are normalised exactly,
     which is what makes every loss invariant to positive rescaling of a row.
+
+    A finite row whose squared entries overflow (float32 entries above about 1e19) is
+    divided by its largest ``|entry|`` first, so it is normalised like any other row instead
+    of becoming the zero vector; every other row is computed exactly as without that case
+    (``tests/losses/test_overflow.py`` compares the two bit for bit).
     """
     norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    return (z / norm.clamp_min(eps)).masked_fill(norm < eps, 0.0)
+    unit = (z / norm.clamp_min(eps)).masked_fill(norm < eps, 0.0)
+    big = torch.isinf(norm)  # NaN/inf entries are rejected by the callers' checks
+    if not bool(big.any()):
+        return unit
+    scale = torch.where(big, z.detach().abs().amax(dim=-1, keepdim=True), torch.ones_like(norm))
+    scaled = z / scale
+    length = torch.where(big, torch.linalg.vector_norm(scaled, dim=-1, keepdim=True), 1.0)
+    return torch.where(big, scaled / length, unit)
 
 
 def masked_logsumexp(logits: Tensor, keep: Tensor) -> Tensor:
@@ -103,6 +115,25 @@ def check_two_views(fn: str, z1: Tensor, z2: Tensor, eps: float) -> None:
     v.check_same_shape(fn, "z1", z1, "z2", z2)
     v.check_same_device(fn, [("z1", z1), ("z2", z2)])
     v.check_positive_float(fn, "eps", eps)
+
+
+def check_hard_negative_args(fn: str, sim: Tensor, negatives: Tensor, k: int | None) -> None:
+    """Validate :func:`~amcl_lab.losses.hard_negative_mask`'s ``(A, M)`` inputs and ``k``.
+
+    ``sim`` finite floating, ``negatives`` a bool mask of the same shape, ``k`` ``None`` or
+    an int from 1 to the smallest number of negatives of a row.
+    """
+    v.check_tensor(fn, "sim", sim, ndim=2)
+    if not isinstance(negatives, Tensor):
+        raise TypeError(f"{fn}: negatives must be a torch.Tensor, got {type(negatives).__name__}")
+    if negatives.dtype != torch.bool or negatives.shape != sim.shape:
+        raise ValueError(
+            f"{fn}: negatives must be a bool mask of the shape of sim {tuple(sim.shape)}, got "
+            f"{negatives.dtype} of shape {tuple(negatives.shape)}"
+        )
+    if k is not None:
+        fewest = int(negatives.sum(dim=1).min()) if sim.shape[0] else 0
+        v.check_int(fn, "k", k, low=1, high=fewest)
 
 
 class TwoViewCandidates(NamedTuple):

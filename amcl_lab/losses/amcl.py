@@ -217,6 +217,7 @@ def _two_view(
     v.check_positive_float(fn, "beta", beta, allow_zero=True)
     v.check_reduction(fn, reduction)
     v.check_positive_float(fn, "eps", eps)
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     heads, n, dim = z1.shape
     gathered = gather_distributed and distributed.is_active()
     dtype = compute_dtype((z1, z2), temperature)

@@ -103,6 +103,7 @@ def amcl_simsiam(
     fn = "amcl_simsiam"
     names = ("p1", "p2", "h1", "h2")
     check_stacks(fn, names, (p1, p2, h1, h2), rows=1)
+    v.check_bool(fn, "stop_gradient", stop_gradient)
     v.check_positive_float(fn, "beta", beta, allow_zero=True)
     v.check_reduction(fn, reduction)
     v.check_positive_float(fn, "eps", eps)
@@ -206,6 +207,7 @@ def amcl_barlow_twins(
     v.check_positive_float(fn, "lambda_offdiag", lambda_offdiag, allow_zero=True)
     v.check_positive_float(fn, "beta", beta, allow_zero=True)
     v.check_choice(fn, "omega_dim", omega_dim, BARLOW_OMEGA_DIMS)
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     if gather_distributed and distributed.is_active():  # the global batch, on every rank
         z1 = distributed.gather(z1, dim=1, fn=fn, name="z1")
         z2 = distributed.gather(z2, dim=1, fn=fn, name="z2")

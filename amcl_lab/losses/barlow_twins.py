@@ -15,9 +15,25 @@ BN_EPS = 1e-5
 
 
 def _standardize(z: Tensor, eps: float, unbiased: bool) -> Tensor:
+    """``(z - mean) / sqrt(var + eps)`` per column (dim 0).
+
+    Columns whose mean or variance overflows although ``z`` is finite (float32 entries above
+    about 1e19) are computed from ``z / s``, ``s`` the column's largest ``|z|``, as
+    ``(z/s - mean/s) / sqrt(var/s^2 + eps/s^2)``: the same quantity, in range.  Other inputs
+    take the plain formula only, bit for bit.
+    """
     mean = z.mean(dim=0, keepdim=True)
     var = z.var(dim=0, unbiased=unbiased, keepdim=True)
-    return (z - mean) / torch.sqrt(var + eps)
+    out = (z - mean) / torch.sqrt(var + eps)
+    big = ~(torch.isfinite(mean) & torch.isfinite(var))  # NaN/inf inputs are rejected before
+    if not bool(big.any()):
+        return out
+    scale = torch.where(big, z.detach().abs().amax(dim=0, keepdim=True), torch.ones_like(mean))
+    scaled = z / scale
+    s_mean = scaled.mean(dim=0, keepdim=True)
+    s_var = scaled.var(dim=0, unbiased=unbiased, keepdim=True)
+    rescaled = (scaled - s_mean) / torch.sqrt(s_var + eps / scale**2)
+    return torch.where(big, rescaled, out)
 
 
 def cross_correlation(
@@ -59,6 +75,7 @@ def cross_correlation(
     v.check_same_device(fn, [("z1", z1), ("z2", z2)])
     v.check_positive_float(fn, "eps", eps, allow_zero=True)
     v.check_choice(fn, "variance", variance, ("biased", "unbiased"))
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     if gather_distributed and distributed.is_active():
         z1 = distributed.gather(z1, fn=fn, name="z1")
         z2 = distributed.gather(z2, fn=fn, name="z2")

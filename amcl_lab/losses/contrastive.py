@@ -113,6 +113,8 @@ def nt_xent(
     """
     fn = "nt_xent"
     check_two_views(fn, z1, z2, eps)
+    v.check_bool(fn, "decoupled", decoupled)
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     v.check_temperature(fn, temperature)
     v.check_reduction(fn, reduction)
 
@@ -219,9 +221,10 @@ def info_nce(
             )
         tensors.append(("queue", queue))
     v.check_same_device(fn, tensors)
-    v.check_temperature(fn, temperature)
+    temperature = v.check_temperature(fn, temperature)  # a 0-d tensor or a float
     v.check_reduction(fn, reduction)
     v.check_positive_float(fn, "eps", eps)
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     if gather_distributed and queue is not None:
         raise ValueError(
             f"{fn}: gather_distributed applies to in-batch negatives (queue=None); with a queue "

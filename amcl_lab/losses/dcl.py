@@ -122,11 +122,13 @@ def dcl(
     """
     fn = "dcl"
     check_two_views(fn, z1, z2, eps)
-    v.check_temperature(fn, temperature)
+    temperature = v.check_temperature(fn, temperature)
     v.check_reduction(fn, reduction)
     if weight not in WEIGHTS:
         raise ValueError(f"{fn}: weight must be one of {WEIGHTS}, got {weight!r}")
     v.check_positive_float(fn, "sigma", sigma)
+    v.check_bool(fn, "stop_gradient", stop_gradient)
+    v.check_bool(fn, "gather_distributed", gather_distributed)
 
     gathered = gather_distributed and distributed.is_active()
     pairs = two_view_similarities(z1, z2, eps, gathered=gathered, fn=fn)

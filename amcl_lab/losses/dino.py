@@ -131,8 +131,9 @@ def dino(
     if center is not None:
         _check_center(fn, center, k, tensors)
     v.check_same_device(fn, tensors)
-    v.check_temperature(fn, student_temperature, "student_temperature")
-    v.check_temperature(fn, teacher_temperature, "teacher_temperature")
+    student_temperature = v.check_temperature(fn, student_temperature, "student_temperature")
+    teacher_temperature = v.check_temperature(fn, teacher_temperature, "teacher_temperature")
+    v.check_bool(fn, "stop_gradient", stop_gradient)
     dtype = v.compute_dtype(*(t for _, t in tensors))
     t = teacher.to(dtype)
     if center is not None:
@@ -146,7 +147,7 @@ def dino(
     teacher_crops = teacher.shape[1]
     keep = torch.ones_like(cross, dtype=torch.bool)
     keep[torch.arange(teacher_crops), torch.arange(teacher_crops)] = False  # same crop
-    return cross[keep].mean()
+    return v.check_finite_result(fn, cross[keep].mean(), "student, teacher and center")
 
 
 @torch.no_grad()

@@ -12,6 +12,7 @@ from .. import _validation as v
 from ._common import (
     NORM_EPS,
     anchor_halves,
+    check_hard_negative_args,
     check_two_views,
     exclude_,
     joined,
@@ -42,7 +43,12 @@ def hard_negative_mask(sim: Tensor, negatives: Tensor, k: int | None) -> Tensor:
 
     Returns:
         A boolean ``(A, M)`` mask, a subset of ``negatives``.
+
+    Raises:
+        ValueError: ``sim`` not a finite 2-D floating tensor, ``negatives`` not a bool mask
+            of its shape, ``k`` outside ``[1, fewest negatives of a row]``.
     """
+    check_hard_negative_args("hard_negative_mask", sim, negatives, k)
     if k is None:
         return negatives
     scores = sim.detach().masked_fill(~negatives, float("-inf"))

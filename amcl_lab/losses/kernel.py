@@ -198,7 +198,7 @@ def kernel_loss(features: Tensor, kernel: Tensor, marginal: Tensor, *, c: float 
     scaled = root[:, None] * features.to(dtype)  # rows of F scaled by sqrt(p(a))
     target = c * (root[:, None] * kernel.to(dtype) * root[None, :])
     target = target + (1.0 - c) * torch.eye(m, dtype=dtype, device=features.device)
-    return (target - scaled @ scaled.T).pow(2).sum()
+    return v.check_finite_result(fn, (target - scaled @ scaled.T).pow(2).sum(), "features")
 
 
 def _check_views(fn: str, views: object, min_views: int = 2) -> Tensor:
@@ -314,7 +314,7 @@ def invariance_orthogonality_loss(
     invariance = correction * (w * (z - centre[:, None, :]).pow(2).sum(dim=2)).sum()
     gram = torch.einsum("na,nai,naj->ij", w, z, z)
     eye = torch.eye(d, dtype=dtype, device=views.device)
-    return invariance + beta * (gram - eye).pow(2).sum()
+    return v.check_finite_result(fn, invariance + beta * (gram - eye).pow(2).sum(), "views")
 
 
 def multiview_barlow_twins(
@@ -393,6 +393,7 @@ def multiview_barlow_twins(
     """
     fn = "multiview_barlow_twins"
     _check_views(fn, views)
+    v.check_bool(fn, "normalize", normalize)
     if views.shape[0] < 2:
         raise ValueError(
             f"{fn}: views must have at least 2 rows (images) to standardise over, got shape "

@@ -104,8 +104,10 @@ def moco_v3(
     for name, t in tensors[1:]:
         v.check_same_shape(fn, "q1", q1, name, t)
     v.check_same_device(fn, tensors)
-    v.check_temperature(fn, temperature)
+    temperature = v.check_temperature(fn, temperature)
     v.check_positive_float(fn, "eps", eps)
+    v.check_bool(fn, "stop_gradient", stop_gradient)
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     if stop_gradient:
         k1, k2 = k1.detach(), k2.detach()
     gathered = gather_distributed and distributed.is_active()

@@ -119,6 +119,7 @@ def negative_cosine(
     v.check_choice(fn, "convention", convention, CONVENTIONS)
     v.check_reduction(fn, reduction)
     v.check_positive_float(fn, "eps", eps)
+    v.check_bool(fn, "stop_gradient", stop_gradient)
     if stop_gradient:
         z1, z2 = z1.detach(), z2.detach()
     dtype = v.compute_dtype(p1, p2, z1, z2)

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from .. import _validation as v
 from .. import distributed
 from ._common import (
     NORM_EPS,
@@ -100,6 +101,7 @@ def supcon(
         anchors; the default here is the mean, like every public implementation.
     """
     fn = "supcon"
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     check_supcon_inputs(
         fn,
         features,

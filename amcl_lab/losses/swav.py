@@ -180,9 +180,10 @@ def swav(
             f"{fn}: scores must have shape (N, V, K) with V >= 2 crops, got {tuple(scores.shape)}"
         )
     v.check_int(fn, "assigned", assigned, low=1, high=crops)
-    v.check_temperature(fn, temperature)
+    temperature = v.check_temperature(fn, temperature)
     v.check_positive_float(fn, "epsilon", epsilon)
     v.check_int(fn, "iterations", iterations, low=1)
+    v.check_bool(fn, "stop_gradient", stop_gradient)
     s = scores.to(v.compute_dtype(scores))
     log_p = torch.log_softmax(s / temperature, dim=-1)  # (N, V, K)
     total = s.new_zeros(())
@@ -191,7 +192,7 @@ def swav(
         codes = _sinkhorn(source, epsilon, iterations)  # (N, K)
         cross = -(codes[:, None, :] * log_p).sum(dim=-1).mean(dim=0)  # (V,)
         total = total + (cross.sum() - cross[a]) / (crops - 1)
-    return total / assigned
+    return v.check_finite_result(fn, total / assigned, "scores")
 
 
 class SwAVLoss(nn.Module):

@@ -60,7 +60,10 @@ def _covariance_penalty(z: Tensor) -> Tensor:
     return cov.pow(2).masked_fill(eye, 0.0).sum() / d  # masked, not subtracted: exact zeros
 
 
-def _check_pair(fn: str, z1: Tensor, z2: Tensor, gamma: float, eps: float) -> None:
+def _check_pair(
+    fn: str, z1: Tensor, z2: Tensor, gamma: float, eps: float, gather_distributed: bool
+) -> None:
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     v.check_tensor(fn, "z1", z1, ndim=2, min_rows=2)
     v.check_tensor(fn, "z2", z2, ndim=2, min_rows=2)
     v.check_same_shape(fn, "z1", z1, "z2", z2)
@@ -103,7 +106,15 @@ def vicreg_terms(
         [0.010015, 0.032817, 0.12904]
     """
     fn = "vicreg_terms"
-    _check_pair(fn, z1, z2, gamma, eps)
+    _check_pair(fn, z1, z2, gamma, eps, gather_distributed)
+    terms = _terms(fn, z1, z2, gamma, eps, gather_distributed)
+    return VICRegTerms(*(v.check_finite_result(fn, t, "z1 and z2") for t in terms))
+
+
+def _terms(
+    fn: str, z1: Tensor, z2: Tensor, gamma: float, eps: float, gather_distributed: bool
+) -> VICRegTerms:
+    """The three terms of checked inputs (they may overflow: the callers check)."""
     dtype = v.compute_dtype(z1, z2)
     a, b = z1.to(dtype), z2.to(dtype)
     squared = (a - b).pow(2).sum()
@@ -118,6 +129,17 @@ def vicreg_terms(
     variance = 0.5 * (_variance_hinge(a, gamma, eps) + _variance_hinge(b, gamma, eps))
     covariance = _covariance_penalty(a) + _covariance_penalty(b)
     return VICRegTerms(invariance, variance, covariance)
+
+
+def _weighted(terms: VICRegTerms, coefficients: tuple[float, float, float]) -> Tensor:
+    lam, mu, nu = coefficients
+    return lam * terms.invariance + mu * terms.variance + nu * terms.covariance
+
+
+def _check_coefficients(fn: str, coefficients: tuple[float, float, float]) -> None:
+    names = ("lambda_invariance", "mu_variance", "nu_covariance")
+    for name, value in zip(names, coefficients, strict=True):
+        v.check_positive_float(fn, name, value, allow_zero=True)
 
 
 def vicreg(
@@ -210,19 +232,11 @@ def vicreg(
         agree once DDP averages them; the returned values differ by rank).
     """
     fn = "vicreg"
-    for name, value in (
-        ("lambda_invariance", lambda_invariance),
-        ("mu_variance", mu_variance),
-        ("nu_covariance", nu_covariance),
-    ):
-        v.check_positive_float(fn, name, value, allow_zero=True)
-    _check_pair(fn, z1, z2, gamma, eps)
-    terms = vicreg_terms(z1, z2, gamma=gamma, eps=eps, gather_distributed=gather_distributed)
-    return (
-        lambda_invariance * terms.invariance
-        + mu_variance * terms.variance
-        + nu_covariance * terms.covariance
-    )
+    coefficients = (lambda_invariance, mu_variance, nu_covariance)
+    _check_coefficients(fn, coefficients)
+    _check_pair(fn, z1, z2, gamma, eps, gather_distributed)
+    terms = _terms(fn, z1, z2, gamma, eps, gather_distributed)
+    return v.check_finite_result(fn, _weighted(terms, coefficients), "z1 and z2")
 
 
 def multiview_vicreg(
@@ -294,31 +308,22 @@ def multiview_vicreg(
             f"{fn}: views must have at least 2 rows (images) for the batch variance, got shape "
             f"{tuple(views.shape)}"
         )
-    for name, value in (
-        ("lambda_invariance", lambda_invariance),
-        ("mu_variance", mu_variance),
-        ("nu_covariance", nu_covariance),
-        ("gamma", gamma),
-        ("eps", eps),
-    ):
-        v.check_positive_float(fn, name, value, allow_zero=True)
+    coefficients = (lambda_invariance, mu_variance, nu_covariance)
+    _check_coefficients(fn, coefficients)
+    v.check_positive_float(fn, "gamma", gamma, allow_zero=True)
+    v.check_positive_float(fn, "eps", eps, allow_zero=True)
+    v.check_bool(fn, "gather_distributed", gather_distributed)
     m = views.shape[1]
     z = views.to(v.compute_dtype(views))
     total = z.sum(dim=1)
     losses = [
-        vicreg(
-            z[:, a],
-            (total - z[:, a]) / (m - 1),
-            lambda_invariance,
-            mu_variance,
-            nu_covariance,
-            gamma=gamma,
-            eps=eps,
-            gather_distributed=gather_distributed,
+        _weighted(
+            _terms(fn, z[:, a], (total - z[:, a]) / (m - 1), gamma, eps, gather_distributed),
+            coefficients,
         )
         for a in range(m)
     ]
-    return torch.stack(losses).mean()
+    return v.check_finite_result(fn, torch.stack(losses).mean(), "views")
 
 
 # --- module wrappers ------------------------------------------------------------------------

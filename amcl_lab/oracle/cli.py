@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +30,8 @@ DTYPES = {
 
 def _run_cli(args: argparse.Namespace) -> int:
     try:
+        if args.json is not None and Path(args.json).is_dir():
+            raise ValueError(f"--json {args.json} is a folder; give the path of a file to write")
         candidate = load_candidate(args.candidate)
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -51,7 +54,13 @@ def _run_cli(args: argparse.Namespace) -> int:
     if args.json is not None:
         from ..io import write_json
 
-        write_json(args.json, report.to_dict())
+        try:
+            write_json(args.json, report.to_dict())
+        except OSError as error:
+            print(
+                f"amcl-lab oracle: error: cannot write --json {args.json}: {error}", file=sys.stderr
+            )
+            return 2
     return 0 if report.passed else 1
 
 

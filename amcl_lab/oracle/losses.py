@@ -72,6 +72,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from torch import Tensor
 
+from .. import _validation as v
 from .. import registry
 from ..registry import LossSpec
 from ..samples import SampleInput, Tolerance
@@ -272,11 +273,28 @@ def _compare(
     )
 
 
-def _check_arguments(dtype: torch.dtype, max_examples: int) -> None:
+def _check_arguments(
+    dtype: torch.dtype, max_examples: int, device: str | torch.device, grad: bool, shrink: bool
+) -> torch.device:
+    """Validate ``check``'s own arguments; returns the device."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"check: dtype must be a floating torch.dtype, got {dtype!r}")
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"check: max_examples must be an int >= 1, got {max_examples!r}")
+    v.check_bool("check", "grad", grad)
+    v.check_bool("check", "shrink", shrink)
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"check: device must be a torch device such as 'cpu', got {device!r}"
+        ) from None
+    if where.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"check: device {str(where)!r} was asked for, but CUDA is not available "
+            "(torch.cuda.is_available() is False); use device='cpu'"
+        )
+    return where
 
 
 def check(
@@ -326,11 +344,12 @@ def check(
 
     Raises:
         ValueError: an unknown reference or adapter, an adapter that does not fit the
-            reference, a non-floating dtype or ``max_examples < 1``.
+            reference, a non-floating dtype, ``max_examples < 1``, an unknown device or a
+            CUDA device without CUDA.
+        TypeError: ``grad`` or ``shrink`` not a bool.
     """
     spec = reference if isinstance(reference, LossSpec) else registry.get(reference)
-    _check_arguments(dtype, max_examples)
-    device = torch.device(device)
+    device = _check_arguments(dtype, max_examples, device, grad, shrink)
     adapt = resolve_adapter(adapter, spec)
     fn = adapt.adapt(candidate, spec)
     tol = tolerance if tolerance is not None else spec.tolerance(dtype)

@@ -10,7 +10,7 @@ from torch import nn
 
 from .. import _validation as v
 from ..optim import _asam_scale, sam_perturbation
-from .operator import LossFn, LossOfParams
+from .operator import LossFn, LossOfParams, check_finite_loss
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ def ascent_sharpness(
         :class:`AscentSharpness`.
 
     Raises:
-        ValueError: ``rho < 0``, ``eta < 0``, ``m < 1``; the errors of
-            :class:`HessianOperator`.
+        ValueError: ``rho < 0``, ``eta < 0``, ``m`` outside ``[1, batch size]``, a
+            non-finite loss; the errors of :class:`HessianOperator`.
 
     Example:
         >>> import torch
@@ -96,10 +96,11 @@ def ascent_sharpness(
     fn = "ascent_sharpness"
     v.check_positive_float(fn, "rho", rho, allow_zero=True)
     v.check_positive_float(fn, "eta", eta, allow_zero=True)
-    if m is not None:
-        v.check_int(fn, "m", m, low=1)
+    v.check_bool(fn, "adaptive", adaptive)
     f = LossOfParams(fn, model, loss_fn, batch, mode)
     n = len(f.inputs)
+    if m is not None:
+        v.check_int(fn, "m", m, low=1, high=n)  # high: the batch size
     chunks = [(0, n)] if m is None else [(i, min(i + m, n)) for i in range(0, n, m)]
     loss_sum = perturbed_sum = 0.0
     for lo, hi in chunks:
@@ -108,6 +109,7 @@ def ascent_sharpness(
         )
         leaves = f.leaves()
         loss = f(leaves, inputs, targets)
+        check_finite_loss(fn, float(loss.detach()))
         grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
         used = [(name, g) for name, g in zip(leaves, grads, strict=True) if g is not None]
         steps = sam_perturbation(

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .. import _validation as v
 from .lanczos import generator, lanczos, random_rows
-from .operator import HessianOperator, LossFn
+from .operator import HVP_METHODS, HessianOperator, LossFn
 
 
 @dataclass(frozen=True)
@@ -128,6 +128,8 @@ def spectral_density(
     fn = "spectral_density"
     v.check_int(fn, "n_runs", n_runs, low=1)
     v.check_int(fn, "n_steps", n_steps, low=1)
+    v.check_int(fn, "seed", seed, low=0)
+    v.check_choice(fn, "hvp_method", hvp_method, HVP_METHODS)
     op = HessianOperator._for(fn, model, loss_fn, batch, hvp_method, mode)
     gen = generator(seed, op.device)
     nodes, weights = [], []

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .. import _validation as v
 from .lanczos import Krylov, generator, lanczos, random_rows
-from .operator import HessianOperator, LossFn
+from .operator import HVP_METHODS, HessianOperator, LossFn
 
 WHICH = ("LA", "LM", "SA")
 STOPPING = ("residual", "gap")
@@ -233,6 +233,8 @@ def top_eigenvalues(
     v.check_choice(fn, "stopping", stopping, STOPPING)
     v.check_int(fn, "max_iter", max_iter, low=1)
     v.check_int(fn, "block_size", block_size, low=1)
+    v.check_int(fn, "seed", seed, low=0)
+    v.check_choice(fn, "hvp_method", hvp_method, HVP_METHODS)
     op = HessianOperator._for(fn, model, loss_fn, batch, hvp_method, mode)
     v.check_int(fn, "k", k, low=1, high=op.dim)
     if k > max_iter:

@@ -27,7 +27,7 @@ def random_rows(
 
 def generator(seed: int, device: torch.device) -> torch.Generator:
     gen_device = device if device.type == "cuda" else torch.device("cpu")
-    return torch.Generator(device=gen_device).manual_seed(seed)
+    return torch.Generator(device=gen_device).manual_seed(int(seed))  # NumPy ints too
 
 
 def _orthonormal_rows(

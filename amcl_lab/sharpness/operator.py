@@ -9,6 +9,7 @@ multiplies by its Hessian, and :func:`hvp` computes one product.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -49,6 +50,15 @@ def _check_batch(fn: str, batch: object) -> tuple[Any, Any]:
     return batch[0], batch[1]
 
 
+def check_finite_loss(fn: str, loss: float) -> None:
+    """Raise unless the loss at the current weights is finite (its derivatives mean nothing)."""
+    if not math.isfinite(loss):
+        raise ValueError(
+            f"{fn}: loss_fn(model(inputs), targets) is {loss} at the current weights (NaN or "
+            "inf inputs or weights, or an empty batch); its Hessian is undefined"
+        )
+
+
 class LossOfParams:
     """``loss_fn(model(inputs), targets)`` as a pure function of the trainable parameters.
 
@@ -65,6 +75,14 @@ class LossOfParams:
         v.check_choice(fn, "mode", mode, MODES)
         self.fn, self.model, self.loss_fn, self.mode = fn, model, loss_fn, mode
         self.inputs, self.targets = _check_batch(fn, batch)
+        if isinstance(self.inputs, Tensor) and self.inputs.ndim >= 1 and not len(self.inputs):
+            raise ValueError(
+                f"{fn}: batch inputs must hold at least one sample, got shape "
+                f"{tuple(self.inputs.shape)} (the loss of an empty batch is NaN)"
+            )
+        floating = isinstance(self.inputs, Tensor) and self.inputs.is_floating_point()
+        if floating and not bool(torch.isfinite(self.inputs).all()):
+            raise ValueError(f"{fn}: batch inputs contain NaN or inf values")
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError(
@@ -170,7 +188,8 @@ class HessianOperator:
 
     Raises:
         ValueError: no trainable parameters, mixed dtypes or devices, a batch that is not a
-            pair, a loss that is not a scalar, an unknown method or mode.
+            pair or holds no sample, a loss that is not a scalar or not finite at the current
+            weights, an unknown method or mode.
 
     Example:
         >>> import torch
@@ -246,13 +265,14 @@ class HessianOperator:
             loss = self._f(self._f.params)
             self._grad_fn = torch.func.grad(self._f)
         self.loss = float(loss.detach())
+        check_finite_loss(fn, self.loss)
 
     def unflatten(self, vec: Tensor) -> dict[str, Tensor]:
         """Split a flat ``(dim,)`` vector into per-parameter views, keyed by name."""
         return self._f.unflatten(vec)
 
     def _check(self, fn: str, x: Any, ndim: int) -> Tensor:
-        x = v.check_tensor(fn, "v", x, ndim=ndim, finite=False)
+        x = v.check_tensor(fn, "v", x, ndim=ndim)  # H times NaN is NaN: refused
         if x.shape[-1] != self.dim:
             raise ValueError(
                 f"{fn}: v must have {self.dim} entries in its last dimension (the number of "
@@ -273,11 +293,20 @@ class HessianOperator:
         self.n_hvp += vecs.shape[0]
         if self.method == "double-backward":
             if vecs.shape[0] == 1:
-                return self._double_backward(vecs[0])[None]
-            return torch.stack([self._double_backward(row) for row in vecs])
-        if vecs.shape[0] == 1:
-            return self._forward_over_reverse(vecs[0])[None]
-        return torch.func.vmap(self._forward_over_reverse, randomness="same")(vecs)
+                out = self._double_backward(vecs[0])[None]
+            else:
+                out = torch.stack([self._double_backward(row) for row in vecs])
+        elif vecs.shape[0] == 1:
+            out = self._forward_over_reverse(vecs[0])[None]
+        else:
+            out = torch.func.vmap(self._forward_over_reverse, randomness="same")(vecs)
+        if not v.all_finite(out):
+            raise ValueError(
+                f"{self._f.fn}: a Hessian-vector product is NaN or inf: the second derivatives "
+                f"overflow {self.dtype} at these weights and inputs (or v is too large); use "
+                "float64 or smaller inputs"
+            )
+        return out
 
     def _double_backward(self, vec: Tensor) -> Tensor:
         if self._grad is None:  # the gradient does not depend on w: H = 0

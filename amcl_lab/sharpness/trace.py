@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .. import _validation as v
 from .lanczos import generator, random_rows
-from .operator import HessianOperator, LossFn
+from .operator import HVP_METHODS, HessianOperator, LossFn
 
 TRACE_METHODS = ("hutchinson", "hutch++")
 
@@ -135,6 +135,8 @@ def hessian_trace(
     v.check_int(fn, "sketch_size", sketch_size, low=1)
     v.check_int(fn, "min_probes", min_probes, low=2)
     v.check_int(fn, "block_size", block_size, low=1)
+    v.check_int(fn, "seed", seed, low=0)
+    v.check_choice(fn, "hvp_method", hvp_method, HVP_METHODS)
     op = HessianOperator._for(fn, model, loss_fn, batch, hvp_method, mode)
     sketch = min(sketch_size, op.dim) if method == "hutch++" else 0
     v.check_int(fn, "max_hvp", max_hvp, low=2 * sketch + min_probes)

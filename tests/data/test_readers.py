@@ -194,3 +194,46 @@ def test_pickles_that_would_run_code_are_refused(tmp_path):
         pickle.dump({b"data": Evil(), b"labels": [0]}, f, protocol=2)
     with pytest.raises(ValueError, match=r"not a readable CIFAR batch: refusing to load __builtin"):
         load_cifar10(tmp_path)
+
+
+def _rewrite_batch(root: Path, **changes) -> None:
+    path = root / "cifar-10-batches-py" / "data_batch_1"
+    with path.open("rb") as f:
+        batch = {k.decode(): val for k, val in pickle.load(f, encoding="bytes").items()}
+    _pickle(path, {**batch, **changes})
+
+
+@pytest.mark.parametrize(
+    ("dtype", "value"), [(np.float64, 300.7), (np.float32, 12.5), (np.int64, 300), (np.int64, -1)]
+)
+def test_pixels_that_a_uint8_cast_would_change_are_refused(tmp_path, dtype, value):
+    """Before: float or int64 pixels were cast with wraparound (300.7 -> 44)."""
+    _make_cifar10(tmp_path)
+    data = np.zeros((2, 3072), dtype=dtype)
+    data[0, 5] = value
+    _rewrite_batch(tmp_path, data=data)
+    with pytest.raises(ValueError, match=r"data_batch_1 must hold uint8 pixels \(integers 0-255\)"):
+        load_cifar10(tmp_path)
+
+
+def test_integer_pixels_within_0_255_are_read_exactly(tmp_path):
+    train, *_ = _make_cifar10(tmp_path)
+    _rewrite_batch(tmp_path, data=_cifar_rows(train[:2]).astype(np.int64))
+    assert np.array_equal(load_cifar10(tmp_path).train.images.numpy(), train)
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        ([1.0, 2.7], r"must hold integer labels, got dtype float64"),
+        ([-1, 2], r"must hold labels in \[0, 9\], got values in \[-1, 2\]"),
+        ([0, 10], r"must hold labels in \[0, 9\], got values in \[0, 10\]"),
+        ([True, False], r"must hold integer labels, got dtype bool"),
+    ],
+)
+def test_float_negative_and_out_of_range_labels_are_refused(tmp_path, labels, match):
+    """Before: float labels were truncated and negative labels accepted."""
+    _make_cifar10(tmp_path)
+    _rewrite_batch(tmp_path, labels=labels)
+    with pytest.raises(ValueError, match=match):
+        load_cifar10(tmp_path)

@@ -93,3 +93,41 @@ def test_every_objective_kind_is_known_and_registry_losses_are_selectable():
     assert OBJECTIVES["moco"].kind == OBJECTIVES["amcl_moco"].kind == "moco"
     # BYOL and MoCo v3 with an EMA target network and a predictor
     assert OBJECTIVES["byol"].kind == OBJECTIVES["moco_v3"].kind == "ema_target"
+
+
+@pytest.mark.parametrize("raw", ["false", "False", "FALSE", "true", "True", "tRuE"])
+def test_option_flags_parse_true_and_false_in_any_case(raw):
+    """Before: ``loss_options=decoupled=false`` kept the string 'false', which is truthy."""
+    cfg = apply_overrides(TrainConfig(), [f"loss_options=decoupled={raw}"])
+    assert cfg.loss_kwargs == {"decoupled": raw.lower() == "true"}
+    cfg = apply_overrides(TrainConfig(), [f"optimizer_options=nesterov={raw};dampening=0.0"])
+    assert cfg.optimizer_kwargs["nesterov"] is (raw.lower() == "true")
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("loss_options=decoupled=maybe", r"decoupled='maybe' must be true or false"),
+        ("loss_options=decoupled=1", r"decoupled=1 must be true or false"),
+        ("optimizer_options=nesterov=yes", r"nesterov='yes' must be true or false .*SGD"),
+        ("supervised=1", r"supervised expects a bool \(true/false\), got '1'"),
+        ("supervised=yes", r"supervised expects a bool \(true/false\), got 'yes'"),
+    ],
+)
+def test_a_flag_given_anything_but_true_or_false_is_an_error(override, match):
+    with pytest.raises(ValueError, match=match):
+        apply_overrides(TrainConfig(), [override])
+
+
+def test_sam_option_flags_are_checked_against_sam_and_its_base_optimizer():
+    cfg = apply_overrides(TrainConfig(optimizer="sam"), ["optimizer_options=nesterov=true"])
+    assert cfg.optimizer_kwargs == {"nesterov": True}
+    with pytest.raises(ValueError, match=r"adaptive='no' must be true or false .*SAM"):
+        apply_overrides(TrainConfig(optimizer="sam"), ["optimizer_options=adaptive=no"])
+
+
+@pytest.mark.parametrize("override", ["lr=1e308", "weight_decay=1e39", "rho=-1e300"])
+def test_floats_beyond_the_float32_range_are_refused(override):
+    """Before: --set lr=1e308 crashed inside the optimiser (float32 overflow traceback)."""
+    with pytest.raises(ValueError, match=r"must be at most 3.403e\+38 in magnitude"):
+        apply_overrides(TrainConfig(), [override])

@@ -104,7 +104,7 @@ def test_report_embeds_every_figure_claims_and_metadata(tmp_path):
     assert 'class="reproduced"' in page and "[0.5, 2.5]" in page
     assert "has not finished" in page
     assert "alpha" in page and "beta" in page and "2026-01-01" in page
-    assert 'href="alpha/r1/figures/curves.pdf"' in page
+    assert 'href="./alpha/r1/figures/curves.pdf"' in page
     assert "http" not in page.replace("http-equiv", "")  # self-contained
     assert [p.name for p in find_runs(runs)] == ["r1", "r2"]
 
@@ -134,3 +134,61 @@ def test_claims_markdown_lists_the_claims_of_finished_runs(tmp_path, capsys):
     assert capsys.readouterr().out == table
     with pytest.raises(FileNotFoundError, match="does not exist"):
         claims_markdown(tmp_path / "nothing")
+
+
+def test_a_tampered_results_json_cannot_inject_markup(tmp_path):
+    """Before: the verdict went unescaped into class="..." (a live <script>)."""
+    folder = _fake_run(tmp_path, "alpha", "r1")
+    results = json.loads((folder / "results.json").read_text())
+    evil = '"><script>alert(1)</script><td class="'
+    results["claims"][0].update(verdict=evil, reason=evil, statement=evil, source=evil)
+    write_json(folder / "results.json", results)
+    page = build_report(tmp_path).read_text()
+    assert "<script>" not in page and 'class=""><script' not in page
+    assert '<td class="" title="&quot;&gt;&lt;script&gt;' in page  # no class for an unknown verdict
+
+
+def test_links_are_relative_percent_encoded_paths_never_a_scheme(tmp_path):
+    """Before: hrefs were built from run folder names (a 'javascript:' folder made a live link)."""
+    runs = tmp_path / "runs"
+    _fake_run(runs, "javascript:alert(1)", "r1", figure_names=("curves",))
+    page = build_report(runs, runs / "javascript:alert(1)" / "page.html").read_text()
+    assert 'href="./r1/figures/curves.pdf"' in page
+    page = build_report(runs).read_text()
+    assert 'href="./javascript%3Aalert%281%29/r1/figures/curves.pdf"' in page
+    assert 'href="javascript' not in page
+    outside = build_report(runs, tmp_path / "elsewhere" / "page.html").read_text()
+    assert "<a href" not in outside and "(PDF: " in outside  # not below the page: no link
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("config.json", "{not json", r"config.json is not valid JSON"),
+        ("config.json", "[1, 2]", r"config.json is not a JSON object"),
+        ("results.json", "", r"results.json is not valid JSON"),
+        ("results.json", '{"claims": 3}', r"results.json: 'claims' must be a list of objects"),
+        (
+            "results.json",
+            '{"claims": [{"id": "c", "mean": 1}]}',
+            r"results.json: claim 'c' lacks statement, source, effect, ci_low",
+        ),
+    ],
+)
+def test_invalid_run_files_are_named_in_a_usage_error(tmp_path, capsys, name, content, match):
+    """Before: JSONDecodeError without the file name, or a KeyError traceback."""
+    folder = _fake_run(tmp_path, "alpha", "r1")
+    (folder / name).write_text(content)
+    with pytest.raises(ValueError, match=match):
+        build_report(tmp_path)
+    for argv in (["report", str(tmp_path)], ["report", str(tmp_path), "--markdown"]):
+        assert cli.main(argv) == 2
+        assert name in capsys.readouterr().err
+
+
+def test_a_failed_run_is_reported_as_failed_with_its_error(tmp_path):
+    folder = _fake_run(tmp_path, "alpha", "r1", finished=False)
+    write_json(folder / "failed.json", {"error": "FileNotFoundError: missing <data>"})
+    page = build_report(tmp_path).read_text()
+    assert "The run failed: FileNotFoundError: missing &lt;data&gt;" in page
+    assert "has not finished" not in page

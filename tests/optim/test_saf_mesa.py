@@ -81,7 +81,7 @@ def test_mesa_rejects_inputs_that_do_not_match_the_logits():
         (lambda: MESA(nn.Linear(1, 1), decay=1.5), r"MESA: decay must be in \[0, 1\]"),
         (
             lambda: ema_update_([torch.ones(2)], [torch.ones(3)], 0.5),
-            r"ema_update_: shapes differ",
+            r"ema_update_: ema\[0\] and new\[0\] must have the same shape",
         ),
         (
             lambda: trajectory_loss(torch.ones(2, 3), torch.ones(2, 4)),

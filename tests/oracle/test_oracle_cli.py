@@ -66,3 +66,30 @@ def test_console_entry_point_runs_the_oracle():
 
 def test_load_candidate_follows_attribute_paths():
     assert oracle.load_candidate("amcl_lab.losses:NTXentLoss.forward").__name__ == "forward"
+
+
+def test_json_pointing_at_a_folder_is_a_usage_error(capsys, tmp_path):
+    """Before: IsADirectoryError traceback after the whole check had run."""
+    argv = ["oracle", "amcl_lab.fast:nt_xent", "--reference", "nt_xent", "--max-examples", "2"]
+    assert cli.main([*argv, "--json", str(tmp_path)]) == 2
+    assert f"--json {tmp_path} is a folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_json_that_cannot_be_written_is_a_usage_error(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    target = tmp_path / "file" / "report.json"  # a path below a file
+    argv = ["oracle", "amcl_lab.fast:nt_xent", "--reference", "nt_xent", "--max-examples", "2"]
+    assert cli.main([*argv, "--json", str(target)]) == 2
+    assert "cannot write --json" in capsys.readouterr().err
+
+
+def test_check_on_cuda_without_cuda_is_a_value_error(monkeypatch):
+    """Before: torch's AssertionError 'Torch not compiled with CUDA enabled'."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ValueError, match="check: device 'cuda' was asked for, but CUDA is not"):
+        oracle.check(lambda *a, **k: None, "nt_xent", device="cuda", max_examples=1)
+    with pytest.raises(ValueError, match="check: device must be a torch device"):
+        oracle.check(lambda *a, **k: None, "nt_xent", device="gpu0", max_examples=1)
+    with pytest.raises(TypeError, match=r"check: grad must be a bool"):
+        oracle.check(lambda *a, **k: None, "nt_xent", grad="no", max_examples=1)
