@@ -26,8 +26,6 @@ CASES = cases()
 MIN_CASES = 2000
 
 
-
-
 def _run(case: Case):
     args, kwargs = case.build()
     return case.entry.call(*args, **kwargs)
