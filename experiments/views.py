@@ -262,6 +262,7 @@ def _match(views: int, fraction: float, word: str, where: str) -> Claim:
         measure=_probe_difference(_cell(views, fraction), _cell(BASELINE_VIEWS, 1.0), match=True),
         direction="greater",
         threshold=-MATCH_MARGIN,
+        expected=0.0,  # "match"
     )
 
 
