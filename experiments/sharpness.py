@@ -20,10 +20,10 @@ sharpness of its Fig. 4b) and more accurate (points); a SAM step costs 2x an SGD
 +-0.25, a SAF step less than 1.10x.  MESA is trained and measured alongside (no claim).
 
 Data.  ``smoke``, ``cpu`` and ``long``: scikit-learn's 8x8 digits (1,442 train / 355 test)
-and the engine's small CNN (width 16, 24 k parameters).  Crops keep at least half the area (flips change digits).  SAF
-and MESA are scaled in epochs: :math:`\tilde E` = 3 and :math:`E_{start}` = 5 are the
-paper's values; MESA's EMA horizon is kept at about :math:`\tilde E` epochs (:math:`\beta`
-= 0.97, 33 steps, instead of 0.9998); :math:`\rho` = 0.05, :math:`\lambda` = 0.3 / 0.8 and
+and the engine's small CNN (width 16, 24 k parameters).  Crops keep at least half the area
+(flips change digits).  SAF and MESA are scaled in epochs: :math:`\tilde E` = 3 and
+:math:`E_{start}` = 5 are the paper's values; MESA's EMA horizon is about :math:`\tilde E`
+epochs (:math:`\beta` = 0.97, not 0.9998); :math:`\rho` = 0.05, :math:`\lambda` = 0.3 / 0.8,
 :math:`\tau` = 5 are the papers'.  ``gpu`` is the SAF paper's CIFAR-10 setting (Table 3:
 CIFAR-stem ResNet-18, batch 128, lr 0.1, 200 epochs, MESA :math:`\beta` = 0.9998) with a
 Hessian batch of 2,048 images and crops plus flips; it needs ``--data-dir``.  What each
@@ -170,7 +170,7 @@ def gpu() -> Config:
 
 
 def long() -> Config:
-    """The ``cpu`` setting with 20 seeds: the most the power analysis asks for (17, for SAF's
+    """The ``cpu`` setting with 20 seeds: the most the power analysis asks for (16, for SAF's
     ascent sharpness at SAM's -20 %; docs/results.md, 'sharpness'); ``--workers 2``."""
     return Config(seeds=20)
 
