@@ -44,11 +44,17 @@ def _run(args: argparse.Namespace) -> int:
     Under ``torchrun`` every process trains (:func:`amcl_lab.engine.train` shards the
     batches); rank 0 alone writes the run folder, results, figures and prints.
     """
+    from .experiments._stats import parse_seeds
+
+    seeds, args.seeds_cap = parse_seeds(args.seeds) if args.seeds is not None else (None, None)
+    args.auto_seeds = args.seeds is not None and seeds is None
     overrides = list(args.set)
-    for key, value in (("seeds", args.seeds), ("device", args.device), ("data_dir", args.data_dir)):
+    for key, value in (("seeds", seeds), ("device", args.device), ("data_dir", args.data_dir)):
         if value is not None:
             overrides.append(f"{key}={value}")
     with distributed.process_group_from_env():
+        if distributed.is_active() and (args.auto_seeds or args.workers > 1):
+            raise ValueError("--seeds auto and --workers need a single process (no torchrun)")
         return _run_main(args, overrides) if distributed.is_main() else _run_rank(args, overrides)
 
 
@@ -88,6 +94,8 @@ def _resume_command(args: argparse.Namespace, run_id: str) -> str:
     for flag, value in (("--seeds", args.seeds), ("--device", args.device)):
         if value is not None:
             argv += [flag, str(value)]
+    if args.workers != 1:
+        argv += ["--workers", str(args.workers)]
     if args.data_dir is not None:
         argv += ["--data-dir", args.data_dir]
     return shlex.join(argv + (["--quiet"] if args.quiet else []))
@@ -129,6 +137,9 @@ def _run_main(args: argparse.Namespace, overrides: list[str]) -> int:
             run_id=args.run_id,
             resume=args.resume,
             quiet=args.quiet,
+            auto_seeds=args.auto_seeds,
+            seeds_cap=args.seeds_cap,
+            workers=args.workers,
         )
     except KeyboardInterrupt as interrupt:
         print(f"amcl-lab run: {_interrupted(args, interrupt)}", file=sys.stderr)
@@ -153,7 +164,11 @@ def _run_main(args: argparse.Namespace, overrides: list[str]) -> int:
     print(f"wall time: {results.wall_seconds:.1f} s on {run.device}")
     for claim in results.claims:
         ci = f"[{_num(claim['ci_low'])}, {_num(claim['ci_high'])}]"
-        print(f"  {claim['id']:<28} {_num(claim['mean']):>9} {ci:>22}  {claim['verdict']}")
+        holm = claim.get("holm_verdict") or claim["verdict"]
+        print(
+            f"  {claim['id']:<28} {_num(claim['mean']):>9} {ci:>22}  {claim['verdict']}"
+            f"  (Holm: {holm})"
+        )
     return 0
 
 
@@ -209,7 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a config field (repeatable); unknown keys and type changes are errors",
     )
-    run.add_argument("--seeds", type=int, help="number of seeds (claims need at least 3)")
+    run.add_argument(
+        "--seeds",
+        help="number of seeds (claims need at least 3), or auto[:CAP]: add seeds until every "
+        "claim is decided, up to CAP (default 4x the preset's)",
+    )
+    run.add_argument(
+        "--workers", type=int, default=1, help="processes training seeds in parallel (default 1)"
+    )
     run.add_argument("--out", default="runs", help="folder holding the runs (default: runs)")
     run.add_argument(
         "--run-id",

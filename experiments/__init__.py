@@ -19,7 +19,9 @@ defines:
     ``{"smoke": smoke, "cpu": cpu, "gpu": gpu}``: functions returning a ``Config``.
     ``smoke`` runs in seconds (tests and ``nox -s experiments`` run it); ``cpu`` gives a
     meaningful verdict on bundled data within minutes on two CPU cores; ``gpu`` is the
-    paper-scale setting (CIFAR/STL from ``--data-dir``).
+    paper-scale setting (CIFAR/STL from ``--data-dir``).  An experiment with claims that the
+    ``cpu`` scale leaves open adds ``long``: designed from the ``cpu`` diagnosis, within 30
+    minutes on two idle cores (``--workers 2``).
 ``run(config, run) -> list[dict]``
     Trains and evaluates once per seed of ``run.seeds`` (``amcl_lab.engine.train``
     with ``tag`` unique per training run, so ``--resume`` continues each one from its
@@ -36,15 +38,19 @@ defines:
     trends against a condition, non-inferiority); :func:`evaluate_claim` turns the seeds
     into mean, 95 % confidence interval and a verdict (reproduced / not reproduced /
     inconclusive; fewer than 3 seeds is inconclusive). Verdicts are never hard-coded.
+    :func:`evaluate_claims` adds the statistics of :mod:`._stats` next to each verdict
+    (p-values, the Holm-adjusted verdict over the run's claims, seeds for 80 % power, a
+    bootstrap interval for non-normal effects).
 
 :func:`run_experiment` does the rest: run folder and ``config.json``, ``results.json``
 (rows, claims, timing), figures.
 
 Modules whose name starts with ``_`` are not experiments but what they share: the protocol
 (``_protocol``, also the fields the ``gpu`` presets share), the claims vocabulary
-(``_claims``), training on a synthetic augmentation graph (``_graph``: ``projector``,
-``views``) and measures of trained networks (``_measures``: ``sharpness``; ``_pairs``:
-``amcl``).
+(``_claims``), the statistics of the verdicts (``_stats``: tests, power, Holm, bootstrap,
+``--seeds auto``), seeds in parallel processes (``_parallel``: ``--workers``), training on a
+synthetic augmentation graph (``_graph``: ``projector``, ``views``) and measures of trained
+networks (``_measures``: ``sharpness``; ``_pairs``: ``amcl``; ``_labelnoise``: ``simplex``).
 """
 
 from __future__ import annotations

@@ -57,6 +57,7 @@ from ._protocol import ExperimentConfig
 __all__ = [
     "DENSITY_FLOOR",
     "GPU_MEASURES",
+    "PAPER_EFFECTS",
     "SMOKE_MEASURES",
     "MeasureConfig",
     "density_curves",
@@ -64,6 +65,18 @@ __all__ = [
     "measure_sharpness",
     "step_costs",
 ]
+
+#: The effects the papers report, in the claims' units: SAM's lambda_max 1.0 vs SGD's 24.2
+#: (Foret et al. Sec. 4.2, WRN-40-10), the accuracies and throughputs of SAF Table 3
+#: (ResNet-18, CIFAR-10: SGD 95.61, SAM 96.50 at 50.4 % of SGD's throughput, SAF 96.37 at
+#: 97.6 %).  The papers give no trace or ascent-sharpness numbers, and no SAF Hessian.
+PAPER_EFFECTS = {
+    ("sam", "lambda_max"): 100.0 * (1.0 - 24.2) / 24.2,
+    ("sam", "accuracy"): 96.50 - 95.61,
+    ("saf", "accuracy"): 96.37 - 95.61,
+    ("sam", "cost"): 1.0 / 0.504 - 2.0,
+    ("saf", "cost"): 1.0 / 0.976 - 1.0,
+}
 
 #: Relative Lanczos residual of the top eigenvalues.
 EIGEN_TOL = 1e-3

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -25,7 +26,7 @@ from amcl_lab import engine
 from amcl_lab.figures import mean_ci
 from amcl_lab.io import write_json
 
-from . import _claims
+from . import _claims, _parallel, _stats
 
 __all__ = [
     "SETUP_FAILED",
@@ -102,6 +103,12 @@ class Claim:
             :func:`amcl_lab.engine.evaluation.collapse_diagnostics`), the verdict is
             ``setup failed (collapsed)``: the effect is still measured and shown, but it
             is no evidence about the paper.
+        expected: the effect the paper reports, in the units of ``effect`` (NaN when it
+            reports none): what the power analysis aims at (``seeds_for_expected`` of the
+            result is the number of seeds that detect it with 80 % power).
+        bootstrap: the effect is not normal across seeds (a rank correlation, a ratio, a
+            fitted exponent), so the result also carries the BCa bootstrap interval over
+            seeds (:func:`amcl_lab.experiments._stats.bootstrap_ci`) and its verdict.
     """
 
     id: str
@@ -113,6 +120,8 @@ class Claim:
     threshold: float = 0.0
     margin: float = 0.0
     arms: tuple[Mapping[str, Any], ...] = ()
+    expected: float = math.nan
+    bootstrap: bool = False
 
     def __post_init__(self) -> None:
         v.check_choice("Claim", "direction", self.direction, DIRECTIONS)
@@ -122,7 +131,20 @@ class Claim:
 
 @dataclass(frozen=True)
 class ClaimResult:
-    """A claim's measured effect over seeds, its 95 % confidence interval and the verdict."""
+    """A claim's measured effect over seeds, its confidence interval and the verdict.
+
+    The fields after ``reason`` are the statistics of :mod:`amcl_lab.experiments._stats`:
+    ``level`` of the interval (0.95, or ``1 - 0.05 / K`` for ``--seeds auto`` with ``K``
+    looks); the per-seed standard deviation ``sd``; the decision p-values
+    ``p_reproduced`` / ``p_not_reproduced`` (the verdict is ``reproduced`` exactly when
+    ``p_reproduced < 1 - level``); ``holm_p`` and ``holm_verdict``, the verdict after Holm's
+    correction over the claims of the run (the ``verdict`` itself is unadjusted);
+    ``expected`` (the paper's effect), ``seeds_for_expected`` and ``seeds_for_observed``
+    (seeds for 80 % power if the true effect were the paper's or the measured mean, at this
+    ``sd``; None when no number of seeds would do); ``boot_low`` / ``boot_high`` /
+    ``boot_verdict``, the BCa bootstrap interval and its verdict for a claim with
+    ``bootstrap`` (NaN / "" otherwise, and below 8 seeds).
+    """
 
     id: str
     statement: str
@@ -138,6 +160,18 @@ class ClaimResult:
     ci_high: float
     verdict: str
     reason: str
+    level: float = 0.95
+    sd: float = math.nan
+    p_reproduced: float = math.nan
+    p_not_reproduced: float = math.nan
+    holm_p: float = math.nan
+    holm_verdict: str = ""
+    expected: float = math.nan
+    seeds_for_expected: int | None = None
+    seeds_for_observed: int | None = None
+    boot_low: float = math.nan
+    boot_high: float = math.nan
+    boot_verdict: str = ""
 
 
 def _verdict(claim: Claim, low: float, high: float) -> tuple[str, str]:
@@ -208,16 +242,51 @@ def evaluate_claim(claim: Claim, table: pd.DataFrame, level: float = 0.95) -> Cl
         high,
         verdict,
         reason,
+        level,
+        **_statistics(claim, values, level),
     )
+
+
+def _statistics(claim: Claim, values: list[float], level: float) -> dict[str, Any]:
+    """The fields of :class:`ClaimResult` that :mod:`._stats` computes from the effects."""
+    where = {"direction": claim.direction, "threshold": claim.threshold, "margin": claim.margin}
+    finite = len(values) >= 2 and all(math.isfinite(x) for x in values)
+    sd = float(np.std(values, ddof=1)) if finite else math.nan
+    p_r, p_n = _stats.decision_p_values(values, **where) if finite else (math.nan, math.nan)
+    alpha = 1.0 - level
+    out: dict[str, Any] = {"sd": sd, "p_reproduced": p_r, "p_not_reproduced": p_n}
+    out["expected"] = claim.expected
+    for key, target in (("seeds_for_expected", claim.expected), ("seeds_for_observed", None)):
+        mean = float(np.mean(values)) if target is None and finite else target
+        out[key] = (
+            _stats.seeds_for_power(mean, sd, **where, alpha=alpha)
+            if finite and mean is not None and math.isfinite(mean) and sd > 0
+            else None
+        )
+    if claim.bootstrap and finite and len(values) >= _stats.BOOTSTRAP_MIN_SEEDS:
+        low, high = _stats.bootstrap_ci(values, level)
+        out |= {"boot_low": low, "boot_high": high, "boot_verdict": _verdict(claim, low, high)[0]}
+    return out
 
 
 def _describe(arm: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in arm.items())
 
 
-def evaluate_claims(claims: Sequence[Claim], table: pd.DataFrame) -> list[ClaimResult]:
-    """:func:`evaluate_claim` for every claim, in order."""
-    return [evaluate_claim(c, table) for c in claims]
+def evaluate_claims(
+    claims: Sequence[Claim], table: pd.DataFrame, level: float = 0.95
+) -> list[ClaimResult]:
+    """:func:`evaluate_claim` for every claim, in order, plus Holm over them.
+
+    ``holm_p`` / ``holm_verdict``: :func:`amcl_lab.experiments._stats.holm_verdicts` over the
+    claims of the table (the family of one run) at the error rate ``1 - level``.
+    """
+    results = [evaluate_claim(c, table, level) for c in claims]
+    adjusted = _stats.holm_verdicts(results, alpha=1.0 - level)
+    return [
+        dataclasses.replace(r, holm_p=p, holm_verdict=verdict)
+        for r, (p, verdict) in zip(results, adjusted, strict=True)
+    ]
 
 
 @dataclass(frozen=True)
@@ -225,7 +294,9 @@ class Results:
     """The saved outcome of a run, as ``plot`` functions and the report read it.
 
     ``rows``: the tidy results table (one measurement per row); ``claims``: the evaluated
-    claims as dicts (fields of :class:`ClaimResult`).
+    claims as dicts (fields of :class:`ClaimResult`); ``sequential``: for ``--seeds auto``,
+    the plan (``start``, ``cap``, planned ``looks``, ``alpha_per_look``, ``level``) and the
+    seed counts of the looks that ran (``looks_run``), else None.
     """
 
     experiment: str
@@ -235,6 +306,7 @@ class Results:
     rows: tuple[dict[str, Any], ...]
     claims: tuple[dict[str, Any], ...]
     wall_seconds: float
+    sequential: dict[str, Any] | None = None  # the looks of a --seeds auto run
 
     @property
     def table(self) -> pd.DataFrame:
@@ -252,6 +324,7 @@ class Results:
             tuple(data["rows"]),
             tuple(data["claims"]),
             data["wall_seconds"],
+            data.get("sequential"),
         )
 
     def save(self, run_dir: str | Path) -> None:
@@ -379,15 +452,29 @@ def run_experiment(
     run_id: str | None = None,
     resume: bool = False,
     quiet: bool = False,
+    auto_seeds: bool = False,
+    seeds_cap: int | None = None,
+    workers: int = 1,
 ) -> tuple[engine.Run, Results]:
     """Run an experiment module end to end and save everything into its run folder.
 
     Steps: resolve the preset and overrides; open the run folder (``config.json``); call
     ``module.run``; evaluate ``module.CLAIMS`` on the returned rows; save
     ``results.json``; reload it and call ``module.plot`` to write ``figures/``.
+
+    ``auto_seeds`` (``--seeds auto[:CAP]``): the config's ``seeds`` is where the sequential
+    plan starts (:class:`~amcl_lab.experiments._stats.SeedPlan`, ``seeds_cap`` its cap,
+    default four times the start); seeds are added look by look
+    (:func:`~amcl_lab.experiments._stats.run_sequential`) and every look is judged at the
+    plan's corrected level.  ``config.json`` holds the config with ``seeds`` = the cap.
+    ``workers`` > 1 trains the seeds of each look in that many processes
+    (:func:`~amcl_lab.experiments._parallel.run_seeds`); the numbers do not change.
     """
     module = load(name)
     config = resolve_config(module, name, preset, overrides)
+    plan = _stats.plan_for(config.seeds, seeds_cap) if auto_seeds else None
+    if plan is not None:
+        config = dataclasses.replace(config, seeds=plan.cap)
     run = engine.open_run(
         out,
         name,
@@ -402,11 +489,36 @@ def run_experiment(
     if config.threads:
         torch.set_num_threads(config.threads)
     start = time.perf_counter()
-    rows = module.run(config, run)
-    table = pd.DataFrame(rows)
-    claims = [dataclasses.asdict(c) for c in evaluate_claims(module.CLAIMS, table)]
+
+    def rows_for(seeds: Sequence[int]) -> list[dict[str, Any]]:
+        return _parallel.run_seeds(name, module, config, run, seeds, workers)
+
+    sequential = None
+    if plan is None:
+        rows = rows_for(run.seeds)
+        results = evaluate_claims(module.CLAIMS, pd.DataFrame(rows))
+        seeds = run.seeds
+    else:
+        rows, results, looks = _stats.run_sequential(
+            plan,
+            rows_for,
+            lambda r, level: evaluate_claims(module.CLAIMS, pd.DataFrame(r), level),
+            first_seed=config.seed,
+        )
+        seeds = run.seeds[: looks[-1]]
+        sequential = {
+            "start": plan.start,
+            "cap": plan.cap,
+            "looks": list(plan.looks),
+            "looks_run": looks,
+            "alpha_per_look": plan.alpha,
+            "level": plan.level,
+        }
+    claims = [dataclasses.asdict(c) for c in results]
     wall = time.perf_counter() - start
-    Results(name, run.run_id, preset, run.seeds, tuple(rows), tuple(claims), wall).save(run.dir)
+    Results(name, run.run_id, preset, seeds, tuple(rows), tuple(claims), wall, sequential).save(
+        run.dir
+    )
     saved = Results.load(run.dir)
     run.figures_dir.mkdir(parents=True, exist_ok=True)
     module.plot(saved, run.figures_dir)

@@ -112,6 +112,10 @@ _STREAM_SHUFFLE = 201
 #: Smallest tolerance trend that counts (cosine per decade of tau): a third of Table 1's
 #: smallest, SVHN's (0.197 - 0.032) / log10(1 / 0.07) = 0.14; far above shuffled labels' noise.
 TOLERANCE_SLOPE = 0.05
+#: Table 1's peak effect on CIFAR-10, the smallest of its four datasets: accuracy at tau = 0.3
+#: minus the better of tau = 0.07 and 1.0, 83.27 - 82.21 (CIFAR-100 4.62, SVHN 2.92,
+#: ImageNet-100 3.57 points).
+PAPER_PEAK = 1.06
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,31 @@ def gpu() -> Config:
     )
 
 
-PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
+def long() -> Config:
+    """MoCo with a 4,096-key queue at Table 1's tau 0.07 / 0.3 / 1.0, 6,000 steps, 4 seeds.
+
+    Designed from the ``cpu`` diagnosis (docs/results.md, 'temperature'): the paper's
+    memory-bank negatives become the engine's MoCo queue (``loss="moco"``, 4,096 keys, key
+    momentum 0.99, the paper's batch 128 and lr 0.03), and 24x the ``cpu`` steps (192
+    epochs, the paper's 200), which is where a single-seed pilot's tau = 0.07 model became
+    the most uniform of the grid and its tolerance fell (0.27 -> 0.21 from step 4,000 to
+    6,000).  Three temperatures (Table 1's ends and its peak) keep four seeds within the
+    budget; run with ``--workers 2``.
+    """
+    return Config(
+        loss="moco",
+        queue_size=4096,
+        batch_size=128,
+        lr=0.03,
+        steps=6000,
+        temperatures=(0.07, 0.3, 1.0),
+        eval_every=1500,
+        checkpoint_every=1500,
+        seeds=4,
+    )
+
+
+PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu, "long": long}
 
 
 def tolerance_hook(seed: int, shuffle: bool = False) -> engine.EvalHook:
@@ -276,6 +304,8 @@ CLAIMS = (
             "L_uniformity (t = 2) over the tau grid"
         ),
         measure=_uniformity_trend,
+        expected=1.0,  # Table 1: strictly monotone on all four datasets
+        bootstrap=True,
     ),
     Claim(
         id="tolerance-falls-as-tau-falls",
@@ -290,6 +320,7 @@ CLAIMS = (
         ),
         measure=_tolerance_trend,
         threshold=TOLERANCE_SLOPE,
+        expected=0.14,  # Table 1's smallest slope (SVHN)
     ),
     Claim(
         id="accuracy-peaks-at-intermediate-tau",
@@ -303,6 +334,7 @@ CLAIMS = (
             "the better of the grid's two end points (percentage points)"
         ),
         measure=_interior_optimum,
+        expected=PAPER_PEAK,
     ),
 )
 

@@ -142,7 +142,19 @@ def gpu() -> Config:
     )
 
 
-PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu}
+def long() -> Config:
+    """The ``cpu`` graph and budget with 120 seeds (about 16 CPU minutes; ``--workers 2``).
+
+    The ``cpu`` intervals are wide because the data subset drawn per seed matters
+    (docs/results.md, 'views'); their SDs (4.6 and 7.3 points) need 43 and 106 seeds for
+    80 % power at the paper's "match" (an effect of 0 against the 2-point margin), so the
+    long preset keeps everything else and takes 120.  A bigger graph (40 images per class)
+    was tried first: its two-view runs were erratic (74-94 % at 100 % of the data).
+    """
+    return Config(seeds=120)
+
+
+PRESETS = {"smoke": smoke, "cpu": cpu, "gpu": gpu, "long": long}
 
 
 def condition(config: Config, views: int, fraction: float, seed: int) -> Config:
@@ -258,6 +270,7 @@ def _match(views: int, fraction: float, word: str, where: str) -> Claim:
         measure=_probe_difference(_cell(views, fraction), _cell(BASELINE_VIEWS, 1.0), match=True),
         direction="greater",
         threshold=-MATCH_MARGIN,
+        expected=0.0,  # "match"
     )
 
 

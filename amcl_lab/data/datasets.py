@@ -12,8 +12,9 @@ with nothing to download (which wheels bundle which images: ``docs/conventions.m
 Both get a fixed, stratified split computed from indices alone (no random number generator,
 so it cannot change across library versions): within each class, in the original order,
 every fifth image goes to the test set (20 %).  CIFAR-10, CIFAR-100 and STL-10 are read
-from a local directory by :mod:`amcl_lab.data.readers`; both return the containers of
-:mod:`amcl_lab.data.images`.
+from a local directory by :mod:`amcl_lab.data.readers`, ImageNet-100 and any other image
+set in the ``ImageFolder`` layout by :mod:`amcl_lab.data.folders`; all return the
+containers of :mod:`amcl_lab.data.images`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import readers
+from . import folders, readers
 from .images import ImageData, Split
 
 __all__ = ["DATASETS", "load_dataset", "load_digits", "load_mnist5k"]
@@ -107,6 +108,8 @@ DATASETS: dict[str, Callable[[str | Path | None], Split]] = {
     "cifar100": readers.load_cifar100,
     "stl10": readers.load_stl10,
     "stl10_unlabeled": readers.load_stl10_unlabeled,
+    "imagenet100": folders.load_imagenet100,
+    "image_folder": folders.load_image_folder,
 }
 
 
