@@ -14,6 +14,10 @@ without knowing the module):
   comparison of one input (its conventions are in that module's docstring).
 * :mod:`.adapters` - calling-convention adapters of the loss oracle: :class:`Adapter`,
   :data:`ADAPTERS`, :func:`resolve_adapter`.
+* :mod:`.distributed` - the distributed oracle, ``check(..., world_size=W)``
+  (:func:`check_distributed`): the candidate runs on W local gloo ranks, each on its shard
+  of the global batch, against the single-process reference; :mod:`.ranks` holds its
+  process pool (:class:`~amcl_lab.oracle.ranks.RankPool`).
 * :mod:`.cli` - the ``oracle`` sub-command of ``amcl-lab`` (:func:`add_subcommand`).
 
 Shared by every oracle:
@@ -43,6 +47,7 @@ from .candidate import Candidate as Candidate
 from .candidate import load_candidate
 from .cli import DTYPES as DTYPES
 from .cli import add_subcommand
+from .distributed import SHARDINGS, check_distributed
 from .losses import assert_matches_reference, check
 from .report import Comparison, Errors, OracleReport
 from .tolerance import ILL_CONDITIONED_SLACK
@@ -50,6 +55,7 @@ from .tolerance import ILL_CONDITIONED_SLACK
 __all__ = [
     "ADAPTERS",
     "ILL_CONDITIONED_SLACK",
+    "SHARDINGS",
     "Adapter",
     "Comparison",
     "Errors",
@@ -57,6 +63,7 @@ __all__ = [
     "add_subcommand",
     "assert_matches_reference",
     "check",
+    "check_distributed",
     "load_candidate",
     "resolve_adapter",
 ]

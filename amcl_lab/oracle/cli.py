@@ -43,6 +43,7 @@ def _run_cli(args: argparse.Namespace) -> int:
             adapter=args.adapter or None,
             seed=args.seed,
             shrink=not args.no_shrink,
+            world_size=args.world_size,
         )
     except (ValueError, RuntimeError) as error:
         print(f"amcl-lab oracle: error: {error}", file=sys.stderr)
@@ -59,8 +60,8 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``oracle`` to an ``argparse`` sub-command set (the ``amcl-lab`` command line).
 
     ``amcl-lab oracle package.module:function --reference NAME [--adapter A[,B]]
-    [--device DEV] [--dtype DTYPE] [--max-examples K] [--seed S] [--no-grad] [--no-shrink]
-    [--json PATH]``
+    [--device DEV] [--dtype DTYPE] [--max-examples K] [--seed S] [--world-size W] [--no-grad]
+    [--no-shrink] [--json PATH]``
     prints the report and exits 0 on agreement, 1 on a mismatch and 2 on a usage error.
     """
     parser = subparsers.add_parser(
@@ -93,6 +94,16 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-examples", type=int, default=100, help="inputs to draw")
     parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed")
+    parser.add_argument(
+        "--world-size",
+        type=int,
+        default=1,
+        metavar="W",
+        help=(
+            "W > 1: run the candidate on W local gloo processes, each on its shard of the "
+            "global batch, against the single-process reference (default 1)"
+        ),
+    )
     parser.add_argument("--no-grad", action="store_true", help="compare values only")
     parser.add_argument(
         "--no-shrink", action="store_true", help="report the first failing input as found"

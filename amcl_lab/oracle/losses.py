@@ -292,6 +292,8 @@ def check(
     tolerance: Tolerance | None = None,
     seed: int | None = 0,
     shrink: bool = True,
+    world_size: int = 1,
+    **distributed_options: Any,
 ) -> OracleReport:
     """Compare ``candidate`` with a registered reference loss on Hypothesis-drawn inputs.
 
@@ -318,6 +320,11 @@ def check(
         seed: Hypothesis seed (``None`` for a random run).
         shrink: shrink a failing input to a minimal one (set ``False`` when only the
             verdict matters: shrinking can take many more evaluations than finding).
+        world_size: ``W > 1`` runs the distributed oracle instead
+            (:func:`~amcl_lab.oracle.distributed.check_distributed`): W gloo processes on
+            this machine, the candidate called on each rank's shard of the global batch and
+            compared with the single-process reference; ``distributed_options``
+            (``splits``, ``start_method``, ``timeout``) go to it.
 
     Returns:
         An :class:`OracleReport`; ``report.passed`` tells the verdict.  A candidate that
@@ -328,6 +335,29 @@ def check(
         ValueError: an unknown reference or adapter, an adapter that does not fit the
             reference, a non-floating dtype or ``max_examples < 1``.
     """
+    if world_size != 1:
+        from .distributed import check_distributed
+
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"check: world_size > 1 runs on CPU (gloo), got device={device!r}")
+        return check_distributed(
+            candidate,
+            reference,
+            world_size=world_size,
+            dtype=dtype,
+            grad=grad,
+            max_examples=max_examples,
+            adapter=adapter,
+            strategy=strategy,
+            tolerance=tolerance,
+            seed=seed,
+            shrink=shrink,
+            **distributed_options,
+        )
+    if distributed_options:
+        raise ValueError(
+            f"check: {', '.join(sorted(distributed_options))} only apply with world_size > 1"
+        )
     spec = reference if isinstance(reference, LossSpec) else registry.get(reference)
     _check_arguments(dtype, max_examples)
     device = torch.device(device)

@@ -89,6 +89,8 @@ class OracleReport:
         failure: what went wrong on ``worst``, or ``None``.
         blame: on a reduced-precision mismatch, whether the candidate agrees in float64.
         tolerance: the tolerance used; seed: the Hypothesis seed.
+        world_size: 1 for a single-process check; W for the distributed oracle, whose
+            ``worst.candidate_value`` holds the W values the ranks returned.
     """
 
     candidate: str
@@ -108,6 +110,7 @@ class OracleReport:
     blame: str | None
     tolerance: Tolerance
     seed: int | None
+    world_size: int = 1
 
     @property
     def passed(self) -> bool:
@@ -120,7 +123,9 @@ class OracleReport:
         lines = [
             f"oracle {verdict}: {self.candidate} vs reference {self.reference!r} "
             f"(adapter {self.adapter})",
-            f"  {dtype} on {self.device}, gradients {'checked' if self.grad else 'not checked'}, "
+            f"  {dtype} on {self.device}"
+            + (f" x {self.world_size} gloo ranks" if self.world_size > 1 else "")
+            + f", gradients {'checked' if self.grad else 'not checked'}, "
             f"{self.examples} inputs"
             + (f" ({self.shrink_examples} after the first failure)" if self.shrink_examples else "")
             + f", seed {self.seed}, tolerance rtol={self.tolerance.rtol:g} "
@@ -148,10 +153,13 @@ class OracleReport:
             for i, a in enumerate(self.worst.sample.args):
                 if isinstance(a, Tensor):
                     lines.append(f"    args[{i}] = {_format_tensor(a)}")
+            distributed = self.world_size > 1
             if self.worst.candidate_value is not None:
-                lines.append(f"    candidate value = {_format_tensor(self.worst.candidate_value)}")
+                label = "candidate values by rank" if distributed else "candidate value"
+                lines.append(f"    {label} = {_format_tensor(self.worst.candidate_value)}")
+            where = "single process on the global batch" if distributed else "same rounded inputs"
             lines.append(
-                "    reference value (float64, same rounded inputs) = "
+                f"    reference value (float64, {where}) = "
                 f"{_format_tensor(self.worst.expected_value)}"
             )
         if self.blame is not None:
@@ -183,4 +191,5 @@ class OracleReport:
                 "inverse_temperature": self.tolerance.inverse_temperature,
             },
             "seed": self.seed,
+            "world_size": self.world_size,
         }
