@@ -2,7 +2,8 @@
 
 :func:`add_subcommand` adds ``oracle`` to the ``amcl-lab`` parser of :mod:`amcl_lab.cli`;
 the command loads the candidate by name (:func:`~amcl_lab.oracle.candidate.load_candidate`),
-runs :func:`~amcl_lab.oracle.losses.check`, prints the report and exits 0 on agreement, 1
+runs :func:`~amcl_lab.oracle.losses.check` (or, with ``--optimizer``,
+:func:`~amcl_lab.oracle.optimizers.check_optimizer`), prints the report and exits 0 on agreement, 1
 on a mismatch and 2 on a usage error.
 """
 
@@ -18,6 +19,7 @@ from .. import registry
 from .adapters import ADAPTERS
 from .candidate import load_candidate
 from .losses import check
+from .optimizers import OPTIMIZER_ADAPTERS, OPTIMIZERS, check_optimizer
 
 DTYPES = {
     "float16": torch.float16,
@@ -27,8 +29,38 @@ DTYPES = {
 }
 
 
-def _run_cli(args: argparse.Namespace) -> int:
+def _run_optimizer(args: argparse.Namespace) -> int:
     try:
+        if args.reference is not None or args.world_size != 1:
+            raise ValueError("--optimizer takes no --reference and no --world-size")
+        adapters = [a for spec in args.adapter for a in spec.split(",") if a]
+        if len(adapters) > 1:
+            raise ValueError("--optimizer takes one --adapter (two_step or closure)")
+        report = check_optimizer(
+            load_candidate(args.candidate),
+            args.optimizer,
+            adapter=adapters[0] if adapters else "two_step",
+            max_examples=args.max_examples,
+            seed=args.seed,
+            shrink=not args.no_shrink,
+        )
+    except (ValueError, RuntimeError) as error:
+        print(f"amcl-lab oracle: error: {error}", file=sys.stderr)
+        return 2
+    print(report)
+    if args.json is not None:
+        from ..io import write_json
+
+        write_json(args.json, report.to_dict())
+    return 0 if report.passed else 1
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    if args.optimizer is not None:
+        return _run_optimizer(args)
+    try:
+        if args.reference is None:
+            raise ValueError("one of --reference (a loss or a metric) or --optimizer is required")
         candidate = load_candidate(args.candidate)
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
@@ -59,8 +91,8 @@ def _run_cli(args: argparse.Namespace) -> int:
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``oracle`` to an ``argparse`` sub-command set (the ``amcl-lab`` command line).
 
-    ``amcl-lab oracle package.module:function --reference NAME [--adapter A[,B]]
-    [--device DEV] [--dtype DTYPE] [--max-examples K] [--seed S] [--world-size W] [--no-grad]
+    ``amcl-lab oracle package.module:function (--reference NAME | --optimizer NAME)
+    [--adapter A[,B]] [--device DEV] [--dtype DTYPE] [--max-examples K] [--seed S] [--world-size W] [--no-grad]
     [--no-shrink] [--json PATH]``
     prints the report and exits 0 on agreement, 1 on a mismatch and 2 on a usage error.
     """
@@ -76,8 +108,15 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("candidate", help="the implementation, as package.module:function")
     parser.add_argument(
         "--reference",
-        required=True,
         help=f"registered reference loss ({', '.join(registry.names())})",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZERS),
+        help=(
+            "check an optimizer instead: the candidate is a factory such as a SAM class, "
+            "driven by --adapter " + " or ".join(OPTIMIZER_ADAPTERS)
+        ),
     )
     parser.add_argument(
         "--adapter",

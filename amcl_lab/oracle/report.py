@@ -193,3 +193,82 @@ class OracleReport:
             "seed": self.seed,
             "world_size": self.world_size,
         }
+
+
+@dataclass(frozen=True)
+class StepwiseReport:
+    """What an oracle that drives a candidate through several steps found
+    (:func:`~amcl_lab.oracle.check_optimizer`).
+
+    Attributes:
+        candidate: the candidate's qualified name; reference: the reference's name.
+        adapter: how the candidate was driven (``"two_step"``, ``"closure"``, ...).
+        examples: drawn cases run in total; shrink_examples: of those, how many after the
+            first failure.
+        steps: steps compared over every case (each compares every tensor of the state).
+        largest_error: the largest ``|candidate - reference|`` over the agreeing cases;
+            ratio: the largest error/bound ratio there (below 1 by definition).
+        worst: a description of the shrunk failing case (or of the case closest to its
+            bound), one line per fact.
+        failure: what went wrong on that case, or ``None``.
+        tolerance: the tolerance used; seed: the Hypothesis seed.
+    """
+
+    candidate: str
+    reference: str
+    adapter: str
+    examples: int
+    shrink_examples: int
+    steps: int
+    largest_error: float
+    ratio: float
+    worst: tuple[str, ...]
+    failure: str | None
+    tolerance: Tolerance
+    seed: int | None
+
+    @property
+    def passed(self) -> bool:
+        """True when the candidate agreed with the reference on every case."""
+        return self.failure is None
+
+    def __str__(self) -> str:
+        verdict = "PASS" if self.passed else "MISMATCH"
+        lines = [
+            f"oracle {verdict}: {self.candidate} vs reference {self.reference!r} "
+            f"(adapter {self.adapter})",
+            f"  {self.examples} cases"
+            + (f" ({self.shrink_examples} after the first failure)" if self.shrink_examples else "")
+            + f", {self.steps} steps compared, seed {self.seed}, tolerance "
+            f"rtol={self.tolerance.rtol:g} atol={self.tolerance.atol:g}",
+        ]
+        if self.failure is not None:
+            lines.append(f"  what happened: {self.failure}")
+        else:
+            lines.append(
+                f"  largest error {self.largest_error:.3e} (at most {self.ratio:.2g} of the "
+                "tolerance)"
+            )
+        if self.worst:
+            label = "minimal failing case" if self.failure else "case closest to its bound"
+            lines.append(f"  {label}:")
+            lines += [f"    {line}" for line in self.worst]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary."""
+        return {
+            "candidate": self.candidate,
+            "reference": self.reference,
+            "adapter": self.adapter,
+            "passed": self.passed,
+            "examples": self.examples,
+            "shrink_examples": self.shrink_examples,
+            "steps": self.steps,
+            "largest_error": self.largest_error,
+            "ratio": self.ratio,
+            "failure": self.failure,
+            "worst_case": list(self.worst),
+            "tolerance": {"rtol": self.tolerance.rtol, "atol": self.tolerance.atol},
+            "seed": self.seed,
+        }
