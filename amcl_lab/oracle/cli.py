@@ -92,8 +92,8 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``oracle`` to an ``argparse`` sub-command set (the ``amcl-lab`` command line).
 
     ``amcl-lab oracle package.module:function (--reference NAME | --optimizer NAME)
-    [--adapter A[,B]] [--device DEV] [--dtype DTYPE] [--max-examples K] [--seed S] [--world-size W] [--no-grad]
-    [--no-shrink] [--json PATH]``
+    [--adapter A[,B]] [--device DEV] [--dtype DTYPE] [--max-examples K] [--seed S]
+    [--world-size W] [--no-grad] [--no-shrink] [--json PATH]``
     prints the report and exits 0 on agreement, 1 on a mismatch and 2 on a usage error.
     """
     parser = subparsers.add_parser(
