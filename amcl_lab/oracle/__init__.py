@@ -21,6 +21,9 @@ without knowing the module):
 * :mod:`.optimizers` - the optimizer oracle :func:`check_optimizer`: a candidate SAM / ASAM
   (or SAF, MESA) against :mod:`amcl_lab.optim` over drawn models, gradient patterns,
   parameter groups and several steps, ``state_dict`` round trip included.
+* :mod:`.metrics` - the metric oracle :func:`check_metric`: a candidate alignment,
+  uniformity, tolerance or effective rank against :data:`amcl_lab.registry.METRICS`, like a
+  loss (value and gradient).
 * :mod:`.cli` - the ``oracle`` sub-command of ``amcl-lab`` (:func:`add_subcommand`).
 
 Shared by every oracle:
@@ -52,6 +55,7 @@ from .cli import DTYPES as DTYPES
 from .cli import add_subcommand
 from .distributed import SHARDINGS, check_distributed
 from .losses import assert_matches_reference, check
+from .metrics import check_metric, metric_names
 from .optimizers import OPTIMIZER_ADAPTERS, OPTIMIZERS, check_optimizer
 from .report import Comparison, Errors, OracleReport, StepwiseReport
 from .tolerance import ILL_CONDITIONED_SLACK
@@ -71,7 +75,9 @@ __all__ = [
     "assert_matches_reference",
     "check",
     "check_distributed",
+    "check_metric",
     "check_optimizer",
     "load_candidate",
+    "metric_names",
     "resolve_adapter",
 ]

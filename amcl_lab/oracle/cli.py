@@ -108,7 +108,10 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("candidate", help="the implementation, as package.module:function")
     parser.add_argument(
         "--reference",
-        help=f"registered reference loss ({', '.join(registry.names())})",
+        help=(
+            f"registered reference loss ({', '.join(registry.names())}) or metric "
+            f"({', '.join(registry.METRICS)})"
+        ),
     )
     parser.add_argument(
         "--optimizer",

@@ -272,6 +272,23 @@ def _compare(
     )
 
 
+def resolve_reference(reference: str | LossSpec) -> LossSpec:
+    """A :class:`~amcl_lab.registry.LossSpec` as given, or the loss (:data:`~amcl_lab.registry.
+    REGISTRY`) or metric (:data:`~amcl_lab.registry.METRICS`) of that name.
+
+    Raises:
+        ValueError: an unknown name (the message lists the losses and the metrics).
+    """
+    if isinstance(reference, LossSpec):
+        return reference
+    if reference in registry.METRICS:
+        return registry.METRICS[reference]
+    try:
+        return registry.get(reference)
+    except ValueError as error:
+        raise ValueError(f"{error}; metrics: {', '.join(sorted(registry.METRICS))}") from None
+
+
 def _check_arguments(dtype: torch.dtype, max_examples: int) -> None:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"check: dtype must be a floating torch.dtype, got {dtype!r}")
@@ -306,7 +323,8 @@ def check(
     Args:
         candidate: the implementation under test; called (after ``adapter``) like the
             reference, ``candidate(*tensors, **hyperparameters)``.
-        reference: a registry name (``"nt_xent"``, ``"supcon"``, ...) or a
+        reference: a registry name (``"nt_xent"``, ``"supcon"``, ...), a metric name
+            (``"uniformity"``, ...; :func:`~amcl_lab.oracle.metrics.check_metric`) or a
             :class:`~amcl_lab.registry.LossSpec`.
         dtype: the candidate's input dtype.
         device: the candidate's device (the reference runs there too, in float64).
@@ -358,7 +376,7 @@ def check(
         raise ValueError(
             f"check: {', '.join(sorted(distributed_options))} only apply with world_size > 1"
         )
-    spec = reference if isinstance(reference, LossSpec) else registry.get(reference)
+    spec = resolve_reference(reference)
     _check_arguments(dtype, max_examples)
     device = torch.device(device)
     adapt = resolve_adapter(adapter, spec)
