@@ -205,7 +205,7 @@ class StepwiseReport:
         adapter: how the candidate was driven (``"two_step"``, ``"closure"``, ...).
         examples: drawn cases run in total; shrink_examples: of those, how many after the
             first failure.
-        steps: steps compared over every case (each compares every tensor of the state).
+        steps: steps compared over the agreeing cases (each compares every tensor).
         largest_error: the largest ``|candidate - reference|`` over the agreeing cases;
             ratio: the largest error/bound ratio there (below 1 by definition).
         worst: a description of the shrunk failing case (or of the case closest to its
@@ -239,7 +239,7 @@ class StepwiseReport:
             f"(adapter {self.adapter})",
             f"  {self.examples} cases"
             + (f" ({self.shrink_examples} after the first failure)" if self.shrink_examples else "")
-            + f", {self.steps} steps compared, seed {self.seed}, tolerance "
+            + f", {self.steps} steps compared in agreeing cases, seed {self.seed}, tolerance "
             f"rtol={self.tolerance.rtol:g} atol={self.tolerance.atol:g}",
         ]
         if self.failure is not None:
