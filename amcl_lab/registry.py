@@ -11,6 +11,9 @@ module stays one file past a thousand lines on purpose: it is a table that is re
 whole, every entry with the same fields next to the entries it is compared with, and
 splitting it by loss family would only scatter its rows.
 
+The representation metrics that the oracle checks like losses are rows of a separate table,
+:data:`METRICS` (last section), which none of the loss consumers iterates.
+
 An entry alone does not prove a loss correct: the value is checked against independent
 NumPy transcriptions and paper identities in ``tests/properties``.
 """
@@ -25,19 +28,22 @@ import torch
 from hypothesis import strategies as st
 from torch import Tensor
 
-from . import losses
+from . import losses, metrics
 from .samples import ErrorInput, SampleInput, Tolerance
 from .testing import strategies as ams
 
 __all__ = [
+    "METRICS",
     "PROPERTIES",
     "REGISTRY",
     "LossSpec",
     "Override",
     "get",
+    "get_metric",
     "markdown_table",
     "names",
     "register",
+    "register_metric",
 ]
 
 #: Statements a registered loss can be checked against; entries list the ids that apply.
@@ -1562,3 +1568,142 @@ register(
         properties=("value", "marginals", "cross_entropy", "gradcheck", "stability"),
     )
 )
+
+
+# --- metrics: a separate table ------------------------------------------------------------------
+#
+# The representation metrics of amcl_lab.metrics that the oracle checks like losses (value and
+# gradient).  They are LossSpec rows of their own table, METRICS, never of REGISTRY: the
+# generic loss tests, the property tests and markdown_table() iterate REGISTRY only.
+
+#: Metric name -> entry (:func:`get_metric`); the metric oracle's references.
+METRICS: dict[str, LossSpec] = {}
+
+# Metrics have no temperature; float32 reductions over pairs and the SVD set the float32 bounds.
+METRIC_TOLERANCES: dict[torch.dtype, Tolerance] = {
+    torch.float64: Tolerance(rtol=1e-10, atol=1e-10, inverse_temperature=False),
+    torch.float32: Tolerance(rtol=1e-4, atol=1e-4, inverse_temperature=False),
+    torch.float16: Tolerance(rtol=2e-3, atol=1e-3, inverse_temperature=False),
+    torch.bfloat16: Tolerance(rtol=2e-2, atol=1e-2, inverse_temperature=False),
+}
+
+
+def register_metric(spec: LossSpec) -> LossSpec:
+    """Add ``spec`` to :data:`METRICS`; a duplicate name is an error."""
+    if spec.name in METRICS:
+        raise ValueError(f"register_metric: a metric named {spec.name!r} is already registered")
+    METRICS[spec.name] = spec
+    return spec
+
+
+def get_metric(name: str) -> LossSpec:
+    """The metric entry called ``name``; the error lists the valid names."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown reference metric {name!r}; registered: {', '.join(sorted(METRICS))}"
+        ) from None
+
+
+def _no_cases(*_: Any) -> list[Any]:
+    return []
+
+
+@st.composite
+def _alignment_samples(draw: st.DrawFn, dtype: torch.dtype, device: Any) -> SampleInput:
+    z1, z2 = draw(ams.embedding_pairs(rows=st.integers(1, 8), dtype=dtype, device=device))
+    alpha = draw(st.sampled_from([2.0, 3.0, 4.0]))  # d^alpha is smooth at d = 0 for alpha >= 2
+    return SampleInput((z1, z2), {"alpha": alpha}, name="alignment")
+
+
+@st.composite
+def _uniformity_samples(draw: st.DrawFn, dtype: torch.dtype, device: Any) -> SampleInput:
+    z = draw(ams.embeddings(rows=st.integers(2, 8), dtype=dtype, device=device))
+    t = draw(st.sampled_from([0.5, 1.0, 2.0, 5.0]))
+    return SampleInput((z,), {"t": t, "chunk_size": draw(st.sampled_from([1, 3, 1024]))},
+                       name="uniformity")  # fmt: skip
+
+
+@st.composite
+def _tolerance_samples(draw: st.DrawFn, dtype: torch.dtype, device: Any) -> SampleInput:
+    n = draw(st.integers(2, 8))
+    z = draw(ams.embeddings(rows=n, dtype=dtype, device=device))
+    labels = draw(ams.labels(n=n, num_classes=st.integers(1, 3)))
+    if int(labels.unique(return_counts=True)[1].max()) < 2:  # conditional needs a pair
+        labels = labels.clone()
+        labels[1] = labels[0]
+    reading = draw(st.sampled_from(["conditional", "literal"]))
+    return SampleInput((z, labels.to(device)), {"reading": reading}, name="tolerance")
+
+
+@st.composite
+def _effective_rank_samples(draw: st.DrawFn, dtype: torch.dtype, device: Any) -> SampleInput:
+    """Gaussian batches with column scales from 1e-2 to 1e2: distinct singular values, so
+    the metric is differentiable and no singular value sits at the rank cut-off."""
+    n, d = draw(st.integers(2, 8)), draw(st.integers(1, 6))
+    gen = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    scales = torch.tensor(draw(st.lists(st.floats(-2.0, 2.0), min_size=d, max_size=d)))
+    z = torch.randn(n, d, generator=gen, dtype=torch.float64) * 10.0 ** scales.double()
+    return SampleInput((z.to(dtype=dtype, device=device),), {"center": draw(st.booleans())},
+                       name="effective_rank")  # fmt: skip
+
+
+def _metric_strategy(build: Callable[..., Any]) -> Callable[..., st.SearchStrategy[SampleInput]]:
+    def strategy(*, dtype: torch.dtype = torch.float64, device: Any = "cpu") -> Any:
+        return build(dtype, device)
+
+    return strategy
+
+
+for _name, _fn, _citation, _conventions, _inputs, _build in (
+    (
+        "alignment",
+        metrics.alignment,
+        "Wang & Isola 2020 (arXiv:2005.10242), L_align",
+        "(N, D) views, rows L2-normalised, mean over N of |u1 - u2|^alpha; alpha in {2, 3, 4}",
+        ("z1", "z2"),
+        _alignment_samples,
+    ),
+    (
+        "uniformity",
+        metrics.uniformity,
+        "Wang & Liu 2021 (arXiv:2012.09740) Eq. 10; Wang & Isola 2020 L_uniform",
+        "(N, D), rows L2-normalised, log mean of exp(-t |u_i - u_j|^2) over distinct pairs "
+        "i < j (the loss: lower is more uniform)",
+        ("z",),
+        _uniformity_samples,
+    ),
+    (
+        "tolerance",
+        metrics.tolerance,
+        "Wang & Liu 2021 (arXiv:2012.09740) Eq. 11",
+        "(N, D) and (N,) labels; conditional: mean cosine of distinct same-class pairs; "
+        "literal: sum over all N^2 same-class pairs / N^2",
+        ("z", "labels"),
+        _tolerance_samples,
+    ),
+    (
+        "effective_rank",
+        metrics.effective_rank,
+        "Roy & Vetterli 2007; Garrido et al. 2023 (RankMe, arXiv:2210.02885)",
+        "exp of the entropy of the normalised singular values of the (centred) batch; values "
+        "below max(N, D) eps sigma_max dropped",
+        ("z",),
+        _effective_rank_samples,
+    ),
+):
+    register_metric(
+        LossSpec(
+            name=_name,
+            fn=_fn,
+            citation=_citation,
+            conventions=_conventions,
+            inputs=_inputs,
+            strategy=_metric_strategy(_build),
+            sample_inputs=_no_cases,
+            error_inputs=_no_cases,
+            tolerances=METRIC_TOLERANCES,
+            properties=(),
+        )
+    )

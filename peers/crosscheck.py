@@ -21,6 +21,7 @@ from amcl_lab import oracle
 from amcl_lab.io import package_versions, write_json
 
 import peer_cases as pc
+import peer_oracles as po
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -75,6 +76,104 @@ def markdown(rows: list[dict], reproductions: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_distributed_case(case: po.DistributedCase, dtype: torch.dtype, max_examples: int) -> dict:
+    start = time.perf_counter()
+    report = oracle.check(
+        case.candidate,
+        case.reference,
+        adapter=case.adapter,
+        world_size=2,
+        dtype=dtype,
+        max_examples=max_examples,
+    )
+    result = report.to_dict()
+    result["seconds"] = time.perf_counter() - start
+    result["grad_rel"] = max((g["rel"] for g in result["gradients"].values()), default=0.0)
+    if report.worst is not None and not report.passed:
+        sample = report.worst.sample
+        result["minimal_input"] = {
+            "summary": sample.summary(),
+            "args": [a.tolist() for a in sample.args if isinstance(a, torch.Tensor)],
+            "reference": float(report.worst.expected_value),
+            "by_rank": None
+            if report.worst.candidate_value is None
+            else report.worst.candidate_value.tolist(),
+        }
+    return result
+
+
+def run_optimizer_case(case: po.OptimizerCase, max_examples: int) -> dict:
+    if case.needs_vendored and po.davda54_sam() is None:
+        return {"passed": None, "failure": f"not run ({po.VENDORED.name} absent)"}
+    start = time.perf_counter()
+    report = oracle.check_optimizer(
+        case.factory,
+        case.reference,
+        adapter=case.adapter,
+        strategy=case.strategy() if case.strategy is not None else None,
+        tolerance=case.tolerance,
+        max_examples=max_examples,
+    )
+    result = report.to_dict()
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def _first(failure: str) -> str:
+    return failure.split("; shards:")[0].split("; rank")[0]
+
+
+def oracle_markdown(distributed: list[dict], optimizers: list[dict]) -> str:
+    lines = [
+        "| peer call (2 gloo ranks) | reference | float32 | float64 | result |",
+        "|---|---|---|---|---|",
+    ]
+    for row in distributed:
+        verdict = "agrees" if not row["difference"] else "differs: " + ", ".join(row["difference"])
+        cells = [_errors(row[d]) for d in ("float32", "float64")]
+        lines.append(
+            f"| {row['call']} | `{row['reference']}` | {cells[0]} | {cells[1]} | {verdict} |"
+        )
+    lines += ["", "| peer optimizer | reference (adapter) | cases | result |", "|---|---|---|---|"]
+    for row in optimizers:
+        r = row["result"]
+        if r["passed"] is None:
+            verdict = r["failure"]
+        elif r["passed"]:
+            verdict = f"agrees ({r['steps']} steps, largest error {r['largest_error']:.1e})"
+        else:
+            verdict = "differs: " + ", ".join(row["difference"])
+        lines.append(
+            f"| {row['call']} | `{row['reference']}` ({row['adapter']}) | {row['domain']} | "
+            f"{verdict} |"
+        )
+    lines += [
+        "",
+        "| difference | minimal reproduction (shrunk by the oracle) | what the oracle printed |",
+    ]
+    lines.append("|---|---|---|")
+    for row in distributed:
+        m = row["float64"].get("minimal_input")
+        for key in row["difference"]:
+            if m is None:
+                continue
+            ranks = ", ".join(f"{v:.10g}" for v in m["by_rank"] or [])
+            lines.append(
+                f"| {key}: {po.DIFFERENCES[key]} | {m['summary']}: args = {m['args']}; "
+                f"reference {m['reference']:.10g}, ranks [{ranks}] | "
+                f"{_first(row['float64']['failure'])} |"
+            )
+    for row in optimizers:
+        r = row["result"]
+        if r["passed"] is not False:
+            continue
+        for key in row["difference"]:
+            lines.append(
+                f"| {key}: {po.DIFFERENCES[key]} | {'; '.join(r['worst_case'])} | {r['failure']} |"
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench_results"))
@@ -110,19 +209,51 @@ def main(argv: list[str] | None = None) -> int:
         )
     table = markdown(rows, reproductions)
     print(table)
+    distributed = []
+    for case in po.DISTRIBUTED_CASES:
+        row = {"name": case.name, "call": case.call, "reference": case.reference,
+               "difference": list(case.difference)}  # fmt: skip
+        for label, dtype in DTYPES.items():
+            row[label] = run_distributed_case(case, dtype, args.max_examples)
+            print(f"{case.name:<36} {label}: {_errors(row[label])}", file=sys.stderr)
+        distributed.append(row)
+    optimizers = []
+    for case in po.OPTIMIZER_CASES:
+        result = run_optimizer_case(case, args.max_examples)
+        print(f"{case.name:<36} {result['passed']}", file=sys.stderr)
+        optimizers.append(
+            {"name": case.name, "call": case.call, "reference": case.reference,
+             "adapter": case.adapter, "domain": case.domain_note,
+             "difference": list(case.difference), "result": result}
+        )  # fmt: skip
+    print()
+    print(oracle_markdown(distributed, optimizers))
     environment = {
         **package_versions(),
         "torch": torch.__version__,
         "lightly": version("lightly"),
         "pytorch-metric-learning": version("pytorch-metric-learning"),
+        "pytorch-optimizer": version("pytorch-optimizer"),
+        "davda54/sam": "vendored" if po.davda54_sam() is not None else "absent",
         "max_examples": args.max_examples,
     }
     write_json(
         args.out / "peers.json",
-        {"environment": environment, "cases": rows, "reproductions": reproductions},
+        {
+            "environment": environment,
+            "cases": rows,
+            "reproductions": reproductions,
+            "distributed": distributed,
+            "optimizers": optimizers,
+        },
     )
     flagged = {case.name: case.flagged_in for case in pc.CASES}
     ok = all(r[flagged[r["name"]]]["passed"] != bool(r["difference"]) for r in rows)
+    ok = ok and all(r["float64"]["passed"] != bool(r["difference"]) for r in distributed)
+    ok = ok and all(
+        r["result"]["passed"] is None or r["result"]["passed"] != bool(r["difference"])
+        for r in optimizers
+    )
     return 0 if ok else 1
 
 

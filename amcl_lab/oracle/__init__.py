@@ -14,6 +14,16 @@ without knowing the module):
   comparison of one input (its conventions are in that module's docstring).
 * :mod:`.adapters` - calling-convention adapters of the loss oracle: :class:`Adapter`,
   :data:`ADAPTERS`, :func:`resolve_adapter`.
+* :mod:`.distributed` - the distributed oracle, ``check(..., world_size=W)``
+  (:func:`check_distributed`): the candidate runs on W local gloo ranks, each on its shard
+  of the global batch, against the single-process reference; :mod:`.ranks` holds its
+  process pool (:class:`~amcl_lab.oracle.ranks.RankPool`).
+* :mod:`.optimizers` - the optimizer oracle :func:`check_optimizer`: a candidate SAM / ASAM
+  (or SAF, MESA) against :mod:`amcl_lab.optim` over drawn models, gradient patterns,
+  parameter groups and several steps, ``state_dict`` round trip included.
+* :mod:`.metrics` - the metric oracle :func:`check_metric`: a candidate alignment,
+  uniformity, tolerance or effective rank against :data:`amcl_lab.registry.METRICS`, like a
+  loss (value and gradient).
 * :mod:`.cli` - the ``oracle`` sub-command of ``amcl-lab`` (:func:`add_subcommand`).
 
 Shared by every oracle:
@@ -43,20 +53,31 @@ from .candidate import Candidate as Candidate
 from .candidate import load_candidate
 from .cli import DTYPES as DTYPES
 from .cli import add_subcommand
+from .distributed import SHARDINGS, check_distributed
 from .losses import assert_matches_reference, check
-from .report import Comparison, Errors, OracleReport
+from .metrics import check_metric, metric_names
+from .optimizers import OPTIMIZER_ADAPTERS, OPTIMIZERS, check_optimizer
+from .report import Comparison, Errors, OracleReport, StepwiseReport
 from .tolerance import ILL_CONDITIONED_SLACK
 
 __all__ = [
     "ADAPTERS",
     "ILL_CONDITIONED_SLACK",
+    "OPTIMIZERS",
+    "OPTIMIZER_ADAPTERS",
+    "SHARDINGS",
     "Adapter",
     "Comparison",
     "Errors",
     "OracleReport",
+    "StepwiseReport",
     "add_subcommand",
     "assert_matches_reference",
     "check",
+    "check_distributed",
+    "check_metric",
+    "check_optimizer",
     "load_candidate",
+    "metric_names",
     "resolve_adapter",
 ]

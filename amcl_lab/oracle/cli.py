@@ -2,7 +2,8 @@
 
 :func:`add_subcommand` adds ``oracle`` to the ``amcl-lab`` parser of :mod:`amcl_lab.cli`;
 the command loads the candidate by name (:func:`~amcl_lab.oracle.candidate.load_candidate`),
-runs :func:`~amcl_lab.oracle.losses.check`, prints the report and exits 0 on agreement, 1
+runs :func:`~amcl_lab.oracle.losses.check` (or, with ``--optimizer``,
+:func:`~amcl_lab.oracle.optimizers.check_optimizer`), prints the report and exits 0 on agreement, 1
 on a mismatch and 2 on a usage error.
 """
 
@@ -19,6 +20,7 @@ from .. import registry
 from .adapters import ADAPTERS
 from .candidate import load_candidate
 from .losses import check
+from .optimizers import OPTIMIZER_ADAPTERS, OPTIMIZERS, check_optimizer
 
 DTYPES = {
     "float16": torch.float16,
@@ -28,25 +30,48 @@ DTYPES = {
 }
 
 
+def _optimizer_report(args: argparse.Namespace) -> Any:
+    if args.reference is not None or args.world_size != 1:
+        raise ValueError("--optimizer takes no --reference and no --world-size")
+    adapters = [a for spec in args.adapter for a in spec.split(",") if a]
+    if len(adapters) > 1:
+        raise ValueError("--optimizer takes one --adapter (two_step or closure)")
+    return check_optimizer(
+        load_candidate(args.candidate),
+        args.optimizer,
+        adapter=adapters[0] if adapters else "two_step",
+        max_examples=args.max_examples,
+        seed=args.seed,
+        shrink=not args.no_shrink,
+    )
+
+
+def _loss_report(args: argparse.Namespace) -> Any:
+    if args.reference is None:
+        raise ValueError("one of --reference (a loss or a metric) or --optimizer is required")
+    candidate = load_candidate(args.candidate)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
+    return check(
+        candidate,
+        args.reference,
+        dtype=DTYPES[args.dtype],
+        device=device,
+        grad=not args.no_grad,
+        max_examples=args.max_examples,
+        adapter=args.adapter or None,
+        seed=args.seed,
+        shrink=not args.no_shrink,
+        world_size=args.world_size,
+    )
+
+
 def _run_cli(args: argparse.Namespace) -> int:
     try:
         if args.json is not None and Path(args.json).is_dir():
             raise ValueError(f"--json {args.json} is a folder; give the path of a file to write")
-        candidate = load_candidate(args.candidate)
-        device = torch.device(args.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but torch.cuda.is_available() is False")
-        report = check(
-            candidate,
-            args.reference,
-            dtype=DTYPES[args.dtype],
-            device=device,
-            grad=not args.no_grad,
-            max_examples=args.max_examples,
-            adapter=args.adapter or None,
-            seed=args.seed,
-            shrink=not args.no_shrink,
-        )
+        report = _optimizer_report(args) if args.optimizer is not None else _loss_report(args)
     except (ValueError, RuntimeError) as error:
         print(f"amcl-lab oracle: error: {error}", file=sys.stderr)
         return 2
@@ -67,9 +92,9 @@ def _run_cli(args: argparse.Namespace) -> int:
 def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``oracle`` to an ``argparse`` sub-command set (the ``amcl-lab`` command line).
 
-    ``amcl-lab oracle package.module:function --reference NAME [--adapter A[,B]]
-    [--device DEV] [--dtype DTYPE] [--max-examples K] [--seed S] [--no-grad] [--no-shrink]
-    [--json PATH]``
+    ``amcl-lab oracle package.module:function (--reference NAME | --optimizer NAME)
+    [--adapter A[,B]] [--device DEV] [--dtype DTYPE] [--max-examples K] [--seed S]
+    [--world-size W] [--no-grad] [--no-shrink] [--json PATH]``
     prints the report and exits 0 on agreement, 1 on a mismatch and 2 on a usage error.
     """
     parser = subparsers.add_parser(
@@ -84,8 +109,18 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("candidate", help="the implementation, as package.module:function")
     parser.add_argument(
         "--reference",
-        required=True,
-        help=f"registered reference loss ({', '.join(registry.names())})",
+        help=(
+            f"registered reference loss ({', '.join(registry.names())}) or metric "
+            f"({', '.join(registry.METRICS)})"
+        ),
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=sorted(OPTIMIZERS),
+        help=(
+            "check an optimizer instead: the candidate is a factory such as a SAM class, "
+            "driven by --adapter " + " or ".join(OPTIMIZER_ADAPTERS)
+        ),
     )
     parser.add_argument(
         "--adapter",
@@ -102,6 +137,16 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--max-examples", type=int, default=100, help="inputs to draw")
     parser.add_argument("--seed", type=int, default=0, help="Hypothesis seed")
+    parser.add_argument(
+        "--world-size",
+        type=int,
+        default=1,
+        metavar="W",
+        help=(
+            "W > 1: run the candidate on W local gloo processes, each on its shard of the "
+            "global batch, against the single-process reference (default 1)"
+        ),
+    )
     parser.add_argument("--no-grad", action="store_true", help="compare values only")
     parser.add_argument(
         "--no-shrink", action="store_true", help="report the first failing input as found"

@@ -273,6 +273,23 @@ def _compare(
     )
 
 
+def resolve_reference(reference: str | LossSpec) -> LossSpec:
+    """A :class:`~amcl_lab.registry.LossSpec` as given, or the loss (:data:`~amcl_lab.registry.
+    REGISTRY`) or metric (:data:`~amcl_lab.registry.METRICS`) of that name.
+
+    Raises:
+        ValueError: an unknown name (the message lists the losses and the metrics).
+    """
+    if isinstance(reference, LossSpec):
+        return reference
+    if reference in registry.METRICS:
+        return registry.METRICS[reference]
+    try:
+        return registry.get(reference)
+    except ValueError as error:
+        raise ValueError(f"{error}; metrics: {', '.join(sorted(registry.METRICS))}") from None
+
+
 def _check_arguments(
     dtype: torch.dtype, max_examples: int, device: str | torch.device, grad: bool, shrink: bool
 ) -> torch.device:
@@ -310,6 +327,8 @@ def check(
     tolerance: Tolerance | None = None,
     seed: int | None = 0,
     shrink: bool = True,
+    world_size: int = 1,
+    **distributed_options: Any,
 ) -> OracleReport:
     """Compare ``candidate`` with a registered reference loss on Hypothesis-drawn inputs.
 
@@ -322,7 +341,8 @@ def check(
     Args:
         candidate: the implementation under test; called (after ``adapter``) like the
             reference, ``candidate(*tensors, **hyperparameters)``.
-        reference: a registry name (``"nt_xent"``, ``"supcon"``, ...) or a
+        reference: a registry name (``"nt_xent"``, ``"supcon"``, ...), a metric name
+            (``"uniformity"``, ...; :func:`~amcl_lab.oracle.metrics.check_metric`) or a
             :class:`~amcl_lab.registry.LossSpec`.
         dtype: the candidate's input dtype.
         device: the candidate's device (the reference runs there too, in float64).
@@ -336,6 +356,11 @@ def check(
         seed: Hypothesis seed (``None`` for a random run).
         shrink: shrink a failing input to a minimal one (set ``False`` when only the
             verdict matters: shrinking can take many more evaluations than finding).
+        world_size: ``W > 1`` runs the distributed oracle instead
+            (:func:`~amcl_lab.oracle.distributed.check_distributed`): W gloo processes on
+            this machine, the candidate called on each rank's shard of the global batch and
+            compared with the single-process reference; ``distributed_options``
+            (``splits``, ``start_method``, ``timeout``) go to it.
 
     Returns:
         An :class:`OracleReport`; ``report.passed`` tells the verdict.  A candidate that
@@ -348,8 +373,32 @@ def check(
             CUDA device without CUDA.
         TypeError: ``grad`` or ``shrink`` not a bool.
     """
-    spec = reference if isinstance(reference, LossSpec) else registry.get(reference)
-    device = _check_arguments(dtype, max_examples, device, grad, shrink)
+    where = _check_arguments(dtype, max_examples, device, grad, shrink)
+    if world_size != 1:
+        from .distributed import check_distributed
+
+        if where.type != "cpu":
+            raise ValueError(f"check: world_size > 1 runs on CPU (gloo), got device={device!r}")
+        return check_distributed(
+            candidate,
+            reference,
+            world_size=world_size,
+            dtype=dtype,
+            grad=grad,
+            max_examples=max_examples,
+            adapter=adapter,
+            strategy=strategy,
+            tolerance=tolerance,
+            seed=seed,
+            shrink=shrink,
+            **distributed_options,
+        )
+    if distributed_options:
+        raise ValueError(
+            f"check: {', '.join(sorted(distributed_options))} only apply with world_size > 1"
+        )
+    spec = resolve_reference(reference)
+    device = where
     adapt = resolve_adapter(adapter, spec)
     fn = adapt.adapt(candidate, spec)
     tol = tolerance if tolerance is not None else spec.tolerance(dtype)

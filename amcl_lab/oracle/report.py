@@ -89,6 +89,8 @@ class OracleReport:
         failure: what went wrong on ``worst``, or ``None``.
         blame: on a reduced-precision mismatch, whether the candidate agrees in float64.
         tolerance: the tolerance used; seed: the Hypothesis seed.
+        world_size: 1 for a single-process check; W for the distributed oracle, whose
+            ``worst.candidate_value`` holds the W values the ranks returned.
     """
 
     candidate: str
@@ -108,6 +110,7 @@ class OracleReport:
     blame: str | None
     tolerance: Tolerance
     seed: int | None
+    world_size: int = 1
 
     @property
     def passed(self) -> bool:
@@ -120,7 +123,9 @@ class OracleReport:
         lines = [
             f"oracle {verdict}: {self.candidate} vs reference {self.reference!r} "
             f"(adapter {self.adapter})",
-            f"  {dtype} on {self.device}, gradients {'checked' if self.grad else 'not checked'}, "
+            f"  {dtype} on {self.device}"
+            + (f" x {self.world_size} gloo ranks" if self.world_size > 1 else "")
+            + f", gradients {'checked' if self.grad else 'not checked'}, "
             f"{self.examples} inputs"
             + (f" ({self.shrink_examples} after the first failure)" if self.shrink_examples else "")
             + f", seed {self.seed}, tolerance rtol={self.tolerance.rtol:g} "
@@ -148,10 +153,13 @@ class OracleReport:
             for i, a in enumerate(self.worst.sample.args):
                 if isinstance(a, Tensor):
                     lines.append(f"    args[{i}] = {_format_tensor(a)}")
+            distributed = self.world_size > 1
             if self.worst.candidate_value is not None:
-                lines.append(f"    candidate value = {_format_tensor(self.worst.candidate_value)}")
+                label = "candidate values by rank" if distributed else "candidate value"
+                lines.append(f"    {label} = {_format_tensor(self.worst.candidate_value)}")
+            where = "single process on the global batch" if distributed else "same rounded inputs"
             lines.append(
-                "    reference value (float64, same rounded inputs) = "
+                f"    reference value (float64, {where}) = "
                 f"{_format_tensor(self.worst.expected_value)}"
             )
         if self.blame is not None:
@@ -182,5 +190,85 @@ class OracleReport:
                 "atol": self.tolerance.atol,
                 "inverse_temperature": self.tolerance.inverse_temperature,
             },
+            "seed": self.seed,
+            "world_size": self.world_size,
+        }
+
+
+@dataclass(frozen=True)
+class StepwiseReport:
+    """What an oracle that drives a candidate through several steps found
+    (:func:`~amcl_lab.oracle.check_optimizer`).
+
+    Attributes:
+        candidate: the candidate's qualified name; reference: the reference's name.
+        adapter: how the candidate was driven (``"two_step"``, ``"closure"``, ...).
+        examples: drawn cases run in total; shrink_examples: of those, how many after the
+            first failure.
+        steps: steps compared over the agreeing cases (each compares every tensor).
+        largest_error: the largest ``|candidate - reference|`` over the agreeing cases;
+            ratio: the largest error/bound ratio there (below 1 by definition).
+        worst: a description of the shrunk failing case (or of the case closest to its
+            bound), one line per fact.
+        failure: what went wrong on that case, or ``None``.
+        tolerance: the tolerance used; seed: the Hypothesis seed.
+    """
+
+    candidate: str
+    reference: str
+    adapter: str
+    examples: int
+    shrink_examples: int
+    steps: int
+    largest_error: float
+    ratio: float
+    worst: tuple[str, ...]
+    failure: str | None
+    tolerance: Tolerance
+    seed: int | None
+
+    @property
+    def passed(self) -> bool:
+        """True when the candidate agreed with the reference on every case."""
+        return self.failure is None
+
+    def __str__(self) -> str:
+        verdict = "PASS" if self.passed else "MISMATCH"
+        lines = [
+            f"oracle {verdict}: {self.candidate} vs reference {self.reference!r} "
+            f"(adapter {self.adapter})",
+            f"  {self.examples} cases"
+            + (f" ({self.shrink_examples} after the first failure)" if self.shrink_examples else "")
+            + f", {self.steps} steps compared in agreeing cases, seed {self.seed}, tolerance "
+            f"rtol={self.tolerance.rtol:g} atol={self.tolerance.atol:g}",
+        ]
+        if self.failure is not None:
+            lines.append(f"  what happened: {self.failure}")
+        else:
+            lines.append(
+                f"  largest error {self.largest_error:.3e} (at most {self.ratio:.2g} of the "
+                "tolerance)"
+            )
+        if self.worst:
+            label = "minimal failing case" if self.failure else "case closest to its bound"
+            lines.append(f"  {label}:")
+            lines += [f"    {line}" for line in self.worst]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable summary."""
+        return {
+            "candidate": self.candidate,
+            "reference": self.reference,
+            "adapter": self.adapter,
+            "passed": self.passed,
+            "examples": self.examples,
+            "shrink_examples": self.shrink_examples,
+            "steps": self.steps,
+            "largest_error": self.largest_error,
+            "ratio": self.ratio,
+            "failure": self.failure,
+            "worst_case": list(self.worst),
+            "tolerance": {"rtol": self.tolerance.rtol, "atol": self.tolerance.atol},
             "seed": self.seed,
         }
