@@ -19,9 +19,10 @@ from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+from .. import _validation as v
 from .. import distributed
 from ..data import Augmentation
-from ..models import Network
+from ..models import Network, NetworkOutput
 from ..optim import frozen_bn_stats
 from .batches import STREAM_AUGMENT, batch_indices, cached_dataset, generator, training_set
 from .build import Optimisation, build_network, build_optimisation
@@ -317,6 +318,31 @@ def _checked_norm(opt: Optimisation, loss: Tensor, where: str, clip: bool) -> fl
     return float(norm)
 
 
+def _objective(
+    objective: Objective | DistributedDataParallel,
+    out: NetworkOutput,
+    v_count: int,
+    labels: Tensor,
+    keys: Tensor | None,
+    where: str,
+) -> Tensor:
+    """The loss of ``out``; a network whose outputs are NaN/inf is a diverged run.
+
+    The losses refuse non-finite inputs with a ``ValueError`` naming their own argument
+    (``z1``); here that means the weights overflowed at the previous step, which is said so.
+    """
+    try:
+        return objective(out, v_count, labels, keys)
+    except ValueError:
+        outputs = [t for t in out if t is not None]
+        if all(v.all_finite(t) for t in outputs):
+            raise
+        raise FloatingPointError(
+            f"train {where}: the network's outputs are NaN or infinite (the previous update "
+            "overflowed the weights); lower the learning rate or set grad_clip"
+        ) from None
+
+
 def train_step(
     network: Network | DistributedDataParallel,
     objective: Objective | DistributedDataParallel,
@@ -348,7 +374,7 @@ def train_step(
     first_pass = distributed.no_sync(network, objective) if opt.two_pass else nullcontext()
     with first_pass:
         out = network(flat)
-        loss = objective(out, v_count, labels, keys)
+        loss = _objective(objective, out, v_count, labels, keys, where)
         if opt.saf is not None or opt.mesa is not None:
             assert out.logits is not None  # build_optimisation requires a classifier
             first = out.logits[:b]
@@ -361,7 +387,9 @@ def train_step(
     if opt.two_pass:
         opt.optimizer.first_step(zero_grad=True)  # type: ignore[attr-defined]
         with frozen_bn_stats(network):
-            perturbed = objective(network(flat), v_count, labels, keys)
+            perturbed = _objective(
+                objective, network(flat), v_count, labels, keys, f"{where} (SAM's second pass)"
+            )
             perturbed.backward()
         norm = _checked_norm(opt, perturbed, f"{where} (SAM's second pass)", clip=True)
         opt.optimizer.second_step(zero_grad=True)  # type: ignore[attr-defined]

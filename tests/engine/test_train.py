@@ -228,6 +228,14 @@ def test_a_diverging_loss_stops_training_before_a_checkpoint(tmp_path, monkeypat
     assert not run.checkpoint("s").exists()
 
 
+def test_weights_overflowed_by_a_huge_learning_rate_are_a_diverged_run_not_a_bad_input():
+    """Before: lr=1e30 ended in "nt_xent: z1 contains NaN or inf values", blaming the loss."""
+    cfg = dataclass_replace(TINY, lr=1e30, steps=3, eval_every=0)
+    message = r"at step 1: the network's outputs are NaN or infinite .*lower the learning rate"
+    with pytest.raises(FloatingPointError, match=message):
+        train(cfg)
+
+
 # --- run folders and files -----------------------------------------------------------------
 
 
