@@ -123,9 +123,9 @@ PERCENT: Bounds = (0.0, 100.0)  # an accuracy or a share in %
 PROPORTION: Bounds = (0.0, 1.0)  # an overlap coefficient, an AUC
 COSINE: Bounds = (-1.0, 1.0)  # a cosine similarity (or a mean of them)
 POSITIVE: Bounds = (0.0, math.inf)  # a ratio, a loss, a count of steps
-#: How far inside its range a value at a bound is moved before the scale change
-#: (relative to the range, or absolute on a half-line), so the transform stays finite.
-_INSIDE = 1e-6
+#: A value at a bound is moved inside before the scale change (which sends the bound to
+#: infinity): halfway to the nearest other value, at most this fraction of a finite range.
+_EDGE = 1e-3
 
 
 def _check_bounds(bounds: Bounds) -> tuple[float, float]:
@@ -148,8 +148,10 @@ def bounded_ci(
     range :math:`[a, b]` (for a cosine, :math:`[-1, 1]`, it is twice Fisher's
     :math:`z = \operatorname{artanh} x`, the same interval), :math:`\log(x - a)` for
     :math:`[a, \infty)` (a ratio) and :math:`-\log(b - x)` for :math:`(-\infty, b]`.  The
-    mean is the plain mean (the number the claims report); values at a bound are moved
-    ``1e-6`` of the range inside first.  ``bounds=None``: :func:`mean_ci` unchanged.
+    mean is the plain mean (the number the claims report), and the interval is widened to
+    hold it if the scale change left it outside.  A value at a bound is first moved inside,
+    halfway to the nearest other value (at most ``1e-3`` of a finite range); equal values
+    give the interval ``[mean, mean]``.  ``bounds=None``: :func:`mean_ci` unchanged.
 
     Raises:
         ValueError: a value outside ``bounds``, or ``bounds`` not ``low < high``.
@@ -165,21 +167,35 @@ def bounded_ci(
     x = np.asarray(values, dtype=np.float64)
     if np.any(x < low) or np.any(x > high):
         raise ValueError(f"bounded_ci: values must lie in bounds {bounds!r}, got {x.tolist()}")
-    _, lo, hi = mean_ci(_to_line(x, low, high), level)  # validates size and level
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return float(x.mean()), math.nan, math.nan
+    mean, lo, hi = mean_ci(x, level)  # validates size and level
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo == hi:
+        return mean, lo, hi  # one seed (NaN) or equal values (the mean)
+    _, lo, hi = mean_ci(_to_line(_off_bounds(x, low, high), low, high), level)
     back = _from_line(np.array([lo, hi]), low, high)
-    return float(x.mean()), float(back[0]), float(back[1])
+    return mean, min(float(back[0]), mean), max(float(back[1]), mean)
+
+
+def _off_bounds(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``x`` with its values at a bound moved inside (see :func:`bounded_ci`)."""
+    x = x.copy()
+    for bound, inward in ((low, 1.0), (high, -1.0)):
+        at = x == bound
+        if math.isfinite(bound) and at.any():
+            step = 0.5 * float(np.abs(x[~at] - bound).min())  # x is not constant
+            if math.isfinite(high - low):
+                step = min(step, _EDGE * (high - low))
+            x[at] = bound + inward * step
+    return x
 
 
 def _to_line(x: np.ndarray, low: float, high: float) -> np.ndarray:
     if math.isfinite(low) and math.isfinite(high):
-        p = np.clip((x - low) / (high - low), _INSIDE, 1.0 - _INSIDE)
+        p = (x - low) / (high - low)
         return np.log(p) - np.log1p(-p)
     if math.isfinite(low):
-        return np.log(np.maximum(x - low, _INSIDE))
+        return np.log(x - low)
     if math.isfinite(high):
-        return -np.log(np.maximum(high - x, _INSIDE))
+        return -np.log(high - x)
     return x
 
 
@@ -239,21 +255,27 @@ class RunSummary(Protocol):
     def table(self) -> pd.DataFrame: ...
 
 
-def title(results: RunSummary, what: str) -> str:
-    """A figure title: experiment, preset, datasets, ``what`` and the seeds of the intervals.
+def title(results: RunSummary, what: str, *, intervals: bool = True) -> str:
+    """A two-line figure title: experiment, preset, datasets; ``what`` and the seeds.
+
+    ``intervals=False``: the figure shows seeds but no intervals (only their number).
 
     Example:
         >>> from types import SimpleNamespace
         >>> run = SimpleNamespace(experiment="views", preset="smoke", seeds=(0,),
         ...                       table=pd.DataFrame({"dataset": ["digits"]}))
-        >>> title(run, "probe accuracy")
-        'views (smoke preset) on digits: probe accuracy; one seed, no CI'
+        >>> print(title(run, "probe accuracy"))
+        views (smoke preset) on digits
+        probe accuracy; one seed, no CI
     """
     n = len(results.seeds)
-    seeds = "one seed, no CI" if n == 1 else f"mean and 95 % CI over {n} seeds"
+    if not intervals:
+        seeds = "one seed" if n == 1 else f"{n} seeds"
+    else:
+        seeds = "one seed, no CI" if n == 1 else f"mean and 95 % CI over {n} seeds"
     table = results.table
     data = f" on {datasets(table)}" if "dataset" in table else ""
-    return f"{results.experiment} ({results.preset} preset){data}: {what}; {seeds}"
+    return f"{results.experiment} ({results.preset} preset){data}\n{what}; {seeds}"
 
 
 def datasets(table: pd.DataFrame) -> str:
@@ -319,12 +341,18 @@ def seed_band(
     ``data`` is long-form (one row per seed and ``x``); rows with equal ``x`` (and ``hue``)
     are the seeds averaged.  ``bounds``: the range of ``y`` (:data:`PERCENT`,
     :data:`COSINE`, ...): the band is :func:`bounded_ci`'s and the axis stops at the range.
-    Each ``hue`` level gets its own colour and dash (and marker), so equal curves stay
-    visible.  Extra keyword arguments go to :func:`seaborn.lineplot`.
+    On a log y axis (set it first) the band is seaborn's, on log10 y.  Each ``hue`` level
+    gets its own colour and dash (and marker), so equal curves stay visible.  Extra keyword
+    arguments go to :func:`seaborn.lineplot`.
     """
 
+    scale = bounds
+    if bounds is not None and ax.get_yscale() == "log":  # seaborn hands over log10(y)
+        a, b = _check_bounds(bounds)
+        scale = (math.log10(a) if a > 0 else -math.inf, math.log10(b))
+
     def band(values: Sequence[float]) -> tuple[float, float]:
-        _, low, high = bounded_ci(values, bounds)
+        _, low, high = bounded_ci(values, scale)
         return low, high
 
     style = {"style": hue, "markers": markers, "dashes": True} if hue else {}
