@@ -28,7 +28,7 @@ from matplotlib.axis import Axis
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Rectangle, StepPatch
 from matplotlib.path import Path
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
@@ -205,7 +205,7 @@ def legend_problems(fig: Figure) -> list[str]:
 
 
 def hidden_series(ax: Axes) -> list[str]:
-    """Pairs of lines of ``ax`` with the same data drawn with the same dash and marker."""
+    """Pairs of lines (or histograms) of ``ax`` with the same data drawn alike."""
     lines = [
         line
         for line in ax.get_lines()
@@ -222,6 +222,15 @@ def hidden_series(ax: Axes) -> list[str]:
             problems.append(
                 f"{ax.get_ylabel()!r}: {a.get_label()!r} and {b.get_label()!r} coincide and look "
                 "alike"
+            )
+    steps = [p for p in ax.patches if isinstance(p, StepPatch)]
+    for a, b in itertools.combinations(steps, 2):
+        va, vb = a.get_data().values, b.get_data().values
+        alike = a.get_fill() == b.get_fill() and a.get_linestyle() == b.get_linestyle()
+        if va.shape == vb.shape and np.allclose(va, vb) and alike:
+            problems.append(
+                f"{ax.get_ylabel()!r}: histograms {a.get_label()!r} and {b.get_label()!r} coincide "
+                "and look alike"
             )
     return problems
 
