@@ -420,13 +420,24 @@ def log_axis(ax: Axes, ticks: Sequence[float], label: str) -> None:
     ax.set_xlabel(label)
 
 
+def _caption(fig: Figure) -> str:
+    """The figure's title as plain one-line text (mathtext ``$\\tau$`` read as "tau")."""
+    text = fig.get_suptitle() or " ".join(ax.get_title() for ax in fig.axes[:1])
+    text = text.replace("\n", " - ").replace("$\\tau$", "tau")
+    return text.replace("$", "").replace("\\", "")
+
+
 def save(fig: Figure, stem: str | Path) -> list[Path]:
-    """Write ``<stem>.png`` and ``<stem>.pdf`` atomically with deterministic metadata."""
+    """Write ``<stem>.png`` and ``<stem>.pdf`` atomically with deterministic metadata.
+
+    The title of the figure goes into both files' ``Title`` metadata (the report's caption).
+    """
     stem = Path(stem)
     paths = []
+    title = _caption(fig)
     for fmt, meta in (
-        ("png", {"Software": None}),
-        ("pdf", {"Creator": None, "Producer": None, "CreationDate": None}),
+        ("png", {"Software": None, "Title": title}),
+        ("pdf", {"Creator": None, "Producer": None, "CreationDate": None, "Title": title}),
     ):
         path = stem.with_suffix(f".{fmt}")
         with atomic_path(path) as tmp:
