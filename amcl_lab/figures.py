@@ -123,9 +123,8 @@ PERCENT: Bounds = (0.0, 100.0)  # an accuracy or a share in %
 PROPORTION: Bounds = (0.0, 1.0)  # an overlap coefficient, an AUC
 COSINE: Bounds = (-1.0, 1.0)  # a cosine similarity (or a mean of them)
 POSITIVE: Bounds = (0.0, math.inf)  # a ratio, a loss, a count of steps
-#: A value at a bound is moved inside before the scale change (which sends the bound to
-#: infinity): halfway to the nearest other value, at most this fraction of a finite range.
-_EDGE = 1e-3
+#: How far (relative) a value may pass a bound by rounding (an entropy a hair above log m).
+_ROUNDING = 1e-9
 
 
 def _check_bounds(bounds: Bounds) -> tuple[float, float]:
@@ -150,11 +149,12 @@ def bounded_ci(
     :math:`[a, \infty)` (a ratio) and :math:`-\log(b - x)` for :math:`(-\infty, b]`.  The
     mean is the plain mean (the number the claims report), and the interval is widened to
     hold it if the scale change left it outside.  A value at a bound is first moved inside,
-    halfway to the nearest other value (at most ``1e-3`` of a finite range); equal values
-    give the interval ``[mean, mean]``.  ``bounds=None``: :func:`mean_ci` unchanged.
+    halfway to the nearest other value; equal values give the interval ``[mean, mean]``.
+    ``bounds=None``: :func:`mean_ci` unchanged.
 
     Raises:
-        ValueError: a value outside ``bounds``, or ``bounds`` not ``low < high``.
+        ValueError: a value outside ``bounds`` (by more than a rounding error, ``1e-9``
+            relative), or ``bounds`` not ``low < high``.
 
     Example:
         >>> mean, low, high = bounded_ci([90.0, 99.0, 99.5], PERCENT)
@@ -165,8 +165,10 @@ def bounded_ci(
         return mean_ci(values, level)
     low, high = _check_bounds(bounds)
     x = np.asarray(values, dtype=np.float64)
-    if np.any(x < low) or np.any(x > high):
+    slack = [_ROUNDING * max(1.0, abs(b)) if math.isfinite(b) else 0.0 for b in (low, high)]
+    if np.any(x < low - slack[0]) or np.any(x > high + slack[1]):
         raise ValueError(f"bounded_ci: values must lie in bounds {bounds!r}, got {x.tolist()}")
+    x = np.clip(x, low, high)  # a rounding error past a bound is on it
     mean, lo, hi = mean_ci(x, level)  # validates size and level
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo == hi:
         return mean, lo, hi  # one seed (NaN) or equal values (the mean)
@@ -181,10 +183,8 @@ def _off_bounds(x: np.ndarray, low: float, high: float) -> np.ndarray:
     for bound, inward in ((low, 1.0), (high, -1.0)):
         at = x == bound
         if math.isfinite(bound) and at.any():
-            step = 0.5 * float(np.abs(x[~at] - bound).min())  # x is not constant
-            if math.isfinite(high - low):
-                step = min(step, _EDGE * (high - low))
-            x[at] = bound + inward * step
+            # the scale change sends the bound to infinity: halfway to the nearest other value
+            x[at] = bound + inward * 0.5 * float(np.abs(x[~at] - bound).min())  # x varies
     return x
 
 

@@ -312,7 +312,8 @@ def _weights_figure(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path
     axes[0, 0].legend(title=r"$\tau$")
     entropy = claims.at(_by_loss(table, "weight_entropy"), {"loss": ORDINARY}).reset_index()
     m = claims.at(_by_loss(table, "weight_negatives"), {"loss": ORDINARY}).max()
-    figures.seed_band(axes[0, 1], entropy, "temperature", "value", bounds=figures.POSITIVE)
+    uniform = (0.0, math.log(m))  # the entropy of weights over m negatives
+    figures.seed_band(axes[0, 1], entropy, "temperature", "value", bounds=uniform)
     axes[0, 1].axhline(math.log(m), color="0.5", linestyle=":", label=f"uniform over {m:g}")
     axes[0, 1].legend()
     figures.log_axis(axes[0, 1], entropy["temperature"].unique(), TAU_LABEL)
