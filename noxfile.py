@@ -1,5 +1,5 @@
 """Sessions: ``nox -s tests`` (CI), ``props``, ``lint``, ``proofs``, ``bench``, ``experiments``,
-``peers``.
+``report``, ``peers``.
 
 Every session installs the package with the pinned versions of ``constraints.txt`` into its
 own virtual environment, so results do not depend on what the calling environment holds.
@@ -99,6 +99,33 @@ def experiments(session: nox.Session) -> None:
         run = ("amcl-lab", "run", name, "--preset", "smoke", "--out", str(out), "--quiet")
         session.run(*run, *session.posargs)
     session.run("amcl-lab", "report", str(out))
+
+
+#: The smoke runs of ``nox -s report``: the main job and the experiments with the most figure
+#: kinds (bands, bars, error bars, histograms), about a minute and a half on two CPU cores.
+REPORT_EXPERIMENTS = ("simclr_digits", "sharpness", "amcl", "temperature")
+
+
+@nox.session(python=PYTHON)
+def report(session: nox.Session) -> None:
+    """Smoke runs of ``REPORT_EXPERIMENTS``, their HTML report, rendered by headless Chromium.
+
+    The runs, ``report.html`` and the screenshot ``report.png`` go to
+    ``.nox/report/tmp/runs``.  ``scripts/render_report.py`` checks that every image of the
+    page loaded and that the page logged no errors, and takes the screenshot; without a
+    Chromium binary (``chromium`` on the PATH or ``CHROMIUM=/path``) it says the check was
+    skipped.  Extra arguments go to every ``amcl-lab run``.  Not part of ``tests``: the
+    light HTML checks of the page are (``tests/figures/test_report_page.py``).
+    """
+    _install(session)
+    out = Path(session.create_tmp()).resolve() / "runs"
+    shutil.rmtree(out, ignore_errors=True)
+    for name in REPORT_EXPERIMENTS:
+        run = ("amcl-lab", "run", name, "--preset", "smoke", "--out", str(out), "--quiet")
+        session.run(*run, *session.posargs)
+    session.run("amcl-lab", "report", str(out))
+    page, shot = str(out / "report.html"), str(out / "report.png")
+    session.run("python", "scripts/render_report.py", page, "--screenshot", shot)
 
 
 # lightly needs torchvision, which pins torch exactly: both are installed in the same pip

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from amcl_lab import engine, figures
-from amcl_lab.data import Augmentation
+from amcl_lab.data import FAMILY_NAMES, Augmentation
 from amcl_lab.models import Network
 
 __all__ = ["histogram_grid", "pair_rows", "separation", "similarities"]
@@ -131,9 +131,11 @@ def histogram_grid(
 ) -> list[Path]:
     """The arms x sets grid of the AMCL paper's Fig. 1(b-g) from a results table.
 
-    One panel per (method, number of families): the seed-averaged ``positive_fraction`` and
-    ``negative_fraction`` histograms of :func:`pair_rows`, titled with ``titles[method]``,
-    the set and the mean overlap with its 95 % CI over seeds; saved at ``stem``.
+    One panel per (method, number of families), lettered (a), (b), ... row by row: the
+    seed-averaged ``negative_fraction`` histogram (filled) and ``positive_fraction``
+    histogram (outline, so equal histograms stay visible and no blend colour appears),
+    titled with ``titles[method]``, the set (the title names the families) and the mean overlap
+    with its 95 % CI over seeds; a panel whose runs collapsed says so; saved at ``stem``.
     """
     table = results.table
     overlap = table[table["metric"] == "overlap"]
@@ -145,23 +147,36 @@ def histogram_grid(
             for c, n in enumerate(families):
                 ax = axes[r, c]
                 cell = table[(table["method"] == method) & (table["families"] == n)]
-                for kind, color in (("negative", negative_color), ("positive", positive_color)):
+                for kind, color, fill in (
+                    ("negative", negative_color, True),
+                    ("positive", positive_color, False),
+                ):
                     hist = cell[cell["metric"] == f"{kind}_fraction"].groupby("bin")["value"]
                     mean = hist.mean().sort_index()
                     edges = np.linspace(-1.0, 1.0, len(mean) + 1)
-                    ax.stairs(100.0 * mean.to_numpy(), edges, alpha=0.9, color=color, label=kind)
+                    style = {"alpha": 0.45} if fill else {"linewidth": 1.4, "linestyle": "--"}
+                    y = 100.0 * mean.to_numpy()
+                    ax.stairs(y, edges, fill=fill, color=color, label=f"{kind} pairs", **style)
                 values = overlap[(overlap["method"] == method) & (overlap["families"] == n)]
-                m, low, high = figures.mean_ci(values["value"].to_numpy())
                 augment = values["augment"].iloc[0] if len(values) else ""
+                letter = "abcdefghijklmnopqrstuvwxyz"[r * len(families) + c]
                 ax.set_title(
-                    f"{titles[method]}, families {augment or 'none'}\n"
-                    f"overlap {m:.2f} [{low:.2f}, {high:.2f}]"
+                    f"({letter}) {titles[method]}, families {augment or 'none'}\n"
+                    f"overlap {figures.ci_text(values['value'].to_numpy(), figures.PROPORTION)}"
                 )
+                dead = cell[(cell["metric"] == "collapsed") & (cell["step"] == cell["step"].max())]
+                if len(dead) and dead["value"].sum() > 0:
+                    ax.text(
+                        0.03, 0.95, f"collapsed in {int(dead['value'].sum())}/{len(dead)} seeds:\n"
+                        "pairs at cos near 1", transform=ax.transAxes, va="top", fontsize=6.5,
+                    )  # fmt: skip
+                ax.set_xticks([-1.0, -0.5, 0.0, 0.5, 1.0])
                 ax.set_xlabel("pair cosine similarity")
                 ax.set_ylabel("pairs (%)")
-        axes[0, 0].legend(loc="upper left", title="pairs")
-        fig.suptitle(
-            f"{results.experiment} ({results.preset}): held-out pair similarities on "
-            f"{figures.datasets(table)}, mean over {len(results.seeds)} seeds"
-        )
+                ax.set_ylim(0.0, 100.0)
+        figures.shared_legend(fig, axes)
+        codes = sorted(set("".join(overlap["augment"].unique())))
+        key = ", ".join(f"{k} {FAMILY_NAMES[k]}" for k in codes)
+        what = f"families: {key}\nheld-out pair similarities, histograms averaged"
+        fig.suptitle(figures.title(results, what))
         return figures.save(fig, stem)

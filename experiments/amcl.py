@@ -77,7 +77,7 @@ from ._protocol import SIMCLR_CIFAR10, Claim, Results, gpu_cifar10
 __all__ = ["CLAIMS", "PRESETS", "Config", "plot", "run", "separation", "similarities"]
 
 METHODS = ("baseline", "amcl")  # trained at every augmentation set
-_ROW_TITLES = {"baseline": "one head, constant tau", "amcl": "AMCL: heads + pair tau"}
+_ROW_TITLES = {"baseline": r"one head, constant $\tau$", "amcl": r"AMCL: heads + pair $\tau$"}
 
 
 @dataclass(frozen=True)
@@ -315,9 +315,9 @@ CLAIMS = (
 )
 
 _PANELS = (
-    ("overlap", 1.0, "positive/negative overlap"),
-    ("auc", 1.0, "AUC, P(pos > neg)"),
-    ("linear_probe", 100.0, "linear-probe accuracy (%)"),
+    ("overlap", 1.0, "pos./neg. overlap", figures.PROPORTION),
+    ("auc", 1.0, "AUC, P(pos > neg)", figures.PROPORTION),
+    ("linear_probe", 100.0, "probe accuracy (%)", figures.PERCENT),
 )
 
 
@@ -326,18 +326,16 @@ def _summary(results: Results, out_dir: Path) -> list[Path]:
     table = results.table
     table = table[table["method"].isin(METHODS)]
     with figures.house_style():
-        fig, axes = figures.new_figure(len(_PANELS), width="double", aspect=0.85)
-        for ax, (metric, scale, label) in zip(axes[0], _PANELS, strict=True):
+        fig, axes = figures.new_figure(len(_PANELS), width="double", aspect=1.0)
+        for ax, (metric, scale, label, bounds) in zip(axes[0], _PANELS, strict=True):
             t = _by_arm(table, metric).reset_index()
             t["value"] = scale * t["value"]
-            figures.seed_band(ax, t, "families", "value", hue="method")
+            figures.seed_band(ax, t, "families", "value", hue="method", bounds=bounds)
             ax.set_xlabel("augmentation families")
             ax.set_xticks(sorted(t["families"].unique()))
             ax.set_ylabel(label)
-        fig.suptitle(
-            f"amcl ({results.preset}): baseline vs AMCL, mean and 95 % CI over "
-            f"{len(results.seeds)} seeds"
-        )
+        figures.shared_legend(fig, axes, title="method")
+        fig.suptitle(figures.title(results, "baseline vs AMCL"))
         return figures.save(fig, out_dir / "separation_vs_augmentation")
 
 
@@ -345,11 +343,11 @@ def _controls(results: Results, out_dir: Path) -> list[Path]:
     """Probe accuracy and held-out negative cosine of every arm at the richest set."""
     table = results.table
     richest = table["families"].max()
-    cells = (("linear_probe", 100.0, "linear-probe accuracy (%)"),)
-    cells += (("diag_neg_cosine", 1.0, "held-out mean negative cosine"),)
+    cells = (("linear_probe", 100.0, "linear-probe accuracy (%)", figures.PERCENT),)
+    cells += (("diag_neg_cosine", 1.0, "negative-pair cosine", figures.COSINE),)
     with figures.house_style():
-        fig, axes = figures.new_figure(len(cells), width="double", aspect=0.6)
-        for ax, (metric, scale, label) in zip(axes[0], cells, strict=True):
+        fig, axes = figures.new_figure(len(cells), width="double", aspect=0.7)
+        for ax, (metric, scale, label, bounds) in zip(axes[0], cells, strict=True):
             values = _by_arm(table, metric)
             present = set(values.index.get_level_values("method"))
             groups = {
@@ -357,12 +355,11 @@ def _controls(results: Results, out_dir: Path) -> list[Path]:
                 for method in ("baseline", "matched", "scalar", "amcl")
                 if method in present
             }
-            figures.seed_bars(ax, {k: v.to_numpy() for k, v in groups.items()})
+            figures.seed_bars(ax, {k: v.to_numpy() for k, v in groups.items()}, bounds)
             ax.set_ylabel(label)
         axes[0, 1].axhline(0.9, color="0.3", linestyle="--", linewidth=0.8)
         fig.suptitle(
-            f"amcl ({results.preset}): arms and controls at the richest set; dashed: the "
-            "collapse threshold"
+            figures.title(results, "arms and controls at the richest set; dashed: collapse")
         )
         return figures.save(fig, out_dir / "controls")
 

@@ -261,10 +261,8 @@ def _map(results: Results, out_dir: Path) -> list[Path]:
                 ax.grid(False)
             axes[-1, col].set_xlabel("beta")
             fig.colorbar(image, ax=axes[:, col].tolist(), label=f"{label} (points)", shrink=0.6)
-        fig.suptitle(
-            f"amcl_phase ({results.preset}): mean gain over the baseline per cell and "
-            f"(collapsed seeds / seeds), {figures.datasets(table)}"
-        )
+        what = "mean gain over the baseline per cell (collapsed seeds / seeds)"
+        fig.suptitle(figures.title(results, what, intervals=False))
         return figures.save(fig, out_dir / "phase_map")
 
 

@@ -88,7 +88,7 @@ from amcl_lab import engine, figures, metrics
 from . import _claims as claims
 from . import temperature
 from ._protocol import Claim, ExperimentConfig, Results, train_config
-from .temperature import TAU_LABEL, tolerance_hook
+from .temperature import TAU_LABEL, UNIFORMITY, tolerance_hook
 
 __all__ = ["CLAIMS", "PRESETS", "Config", "hard_k", "plot", "run", "weights_hook"]
 
@@ -306,13 +306,14 @@ def _weights_figure(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path
     share = share[share["loss"] == ORDINARY].copy()
     share["tau"] = share["temperature"].map(lambda t: f"{t:g}")
     share["value"] = 100.0 * share["value"]
-    figures.seed_band(axes[0, 0], share, "rank", "value", hue="tau")
+    figures.seed_band(axes[0, 0], share, "rank", "value", hue="tau", bounds=figures.PERCENT)
     figures.log_axis(axes[0, 0], share["rank"].unique(), "k (hardest negatives, by similarity)")
     axes[0, 0].set_ylabel("weight on the k hardest negatives (%)")
     axes[0, 0].legend(title=r"$\tau$")
     entropy = claims.at(_by_loss(table, "weight_entropy"), {"loss": ORDINARY}).reset_index()
     m = claims.at(_by_loss(table, "weight_negatives"), {"loss": ORDINARY}).max()
-    figures.seed_band(axes[0, 1], entropy, "temperature", "value")
+    uniform = (0.0, math.log(m))  # the entropy of weights over m negatives
+    figures.seed_band(axes[0, 1], entropy, "temperature", "value", bounds=uniform)
     axes[0, 1].axhline(math.log(m), color="0.5", linestyle=":", label=f"uniform over {m:g}")
     axes[0, 1].legend()
     figures.log_axis(axes[0, 1], entropy["temperature"].unique(), TAU_LABEL)
@@ -323,31 +324,32 @@ def _weights_figure(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path
 
 def _uniformity_figure(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
     """Uniformity and tolerance of both losses against tau."""
-    fig, axes = figures.new_figure(2, width="double", aspect=0.7)
+    fig, axes = figures.new_figure(2, width="double", aspect=0.8)
     names = {ORDINARY: "ordinary (NT-Xent)", HARD: "hard contrastive"}
     unif = _uniformity(table).reset_index()
     unif["objective"] = unif["loss"].map(names)
-    figures.seed_band(axes[0, 0], unif, "temperature", "value", hue="objective")
+    figures.seed_band(axes[0, 0], unif, "temperature", "value", hue="objective", bounds=UNIFORMITY)
     axes[0, 0].set_ylabel(r"uniformity $-L_{\mathrm{uniformity}}$ (t = 2, nats)")
     tol = _by_loss(table, "tolerance").reset_index()
     tol["objective"] = tol["loss"].map(names)
-    figures.seed_band(axes[0, 1], tol, "temperature", "value", hue="objective")
-    axes[0, 1].set_ylabel("tolerance (same-class mean cosine)")
+    figures.seed_band(
+        axes[0, 1], tol, "temperature", "value", hue="objective", bounds=figures.COSINE
+    )
+    axes[0, 1].set_ylabel("tolerance (same-class cosine)")
     for ax in axes[0]:
         figures.log_axis(ax, unif["temperature"].unique(), TAU_LABEL)
+    figures.shared_legend(fig, axes)
     fig.suptitle(title)
     return figures.save(fig, out_dir / "uniformity_vs_tau")
 
 
 def plot(results: Results, out_dir: Path) -> list[Path]:
     """Negative-weight distributions per tau; uniformity and tolerance of both losses."""
-    table, seeds = results.table, len(results.seeds)
-    dataset = figures.datasets(table)
-    weights = (
-        f"NT-Xent on {dataset}: weights on held-out negatives at the training tau, "
-        f"95 % CI over {seeds} seeds"
+    table = results.table
+    weights = figures.title(
+        results, r"NT-Xent weights on held-out negatives at the training $\tau$"
     )
-    geometry = f"{dataset}: held-out geometry, mean and 95 % CI over {seeds} seeds"
+    geometry = figures.title(results, "held-out geometry")
     with figures.house_style():
         return _weights_figure(table, weights, out_dir) + _uniformity_figure(
             table, geometry, out_dir

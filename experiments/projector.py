@@ -263,10 +263,12 @@ CLAIMS = (
 # --- figures -----------------------------------------------------------------------------
 
 
-def _heatmap(ax: Any, table: pd.DataFrame, metric: str, scale: float, label: str) -> None:
+def _heatmap(
+    ax: Any, table: pd.DataFrame, metric: str, scale: float, label: str, bounds: figures.Bounds
+) -> None:
     values = claims.final(table, metric, GRID) * scale
     stats = values.groupby(level=list(GRID)).agg(list)
-    cells = {k: figures.mean_ci(x) for k, x in stats.items()}
+    cells = {k: figures.bounded_ci(x, bounds) for k, x in stats.items()}
     dims = sorted({k[0] for k in cells})
     betas = sorted({k[1] for k in cells})
     means = np.array([[cells.get((d, b), (math.nan,) * 3)[0] for b in betas] for d in dims])
@@ -291,11 +293,9 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
     table = results.table
     with figures.house_style():
         fig, axes = figures.new_figure(2, width="double", aspect=0.85)
-        _heatmap(axes[0, 0], table, "linear_probe", 100.0, "linear-probe accuracy (%)")
-        _heatmap(axes[0, 1], table, "embedding_rank", 1.0, "projector-output effective rank")
-        data = figures.datasets(table)
-        fig.suptitle(
-            f"Barlow Twins on {data}: mean [95 % CI] over {len(results.seeds)} seeds, "
-            "after training"
-        )
+        probe = ("linear_probe", 100.0, "linear-probe accuracy (%)", figures.PERCENT)
+        _heatmap(axes[0, 0], table, *probe)
+        rank = ("embedding_rank", 1.0, "projector-output effective rank", figures.POSITIVE)
+        _heatmap(axes[0, 1], table, *rank)
+        fig.suptitle(figures.title(results, "Barlow Twins after training, mean [95 % CI]"))
         return figures.save(fig, out_dir / "projector_heatmap")

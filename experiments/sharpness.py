@@ -333,24 +333,21 @@ def _order(table: pd.DataFrame) -> list[str]:
 
 
 _BARS = (
-    ("lambda_max", "top Hessian eigenvalue", 1.0),
-    ("trace", "Hessian trace", 1.0),
-    ("ascent_sharpness", "ascent sharpness", 1.0),
-    ("test_accuracy", "test accuracy (%)", 100.0),
+    ("lambda_max", "top Hessian eigenvalue", 1.0, None),
+    ("trace", "Hessian trace", 1.0, None),
+    ("ascent_sharpness", "ascent sharpness", 1.0, None),
+    ("test_accuracy", "test accuracy (%)", 100.0, figures.PERCENT),
 )
 
 
 def _sharpness_bars(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
     order = _order(table)
     fig, axes = figures.new_figure(len(_BARS), width="double", aspect=1.1)
-    for ax, (metric, label, scale) in zip(axes[0], _BARS, strict=True):
+    for ax, (metric, label, scale, bounds) in zip(axes[0], _BARS, strict=True):
         wide = scale * _final(table, metric).unstack("optimizer")
         groups = {name.upper(): wide[name].dropna().to_numpy() for name in order}
-        figures.seed_bars(ax, groups)
+        figures.seed_bars(ax, groups, bounds)
         ax.set_ylabel(label)
-        if metric == "test_accuracy":
-            low = float(np.nanmin(wide[order].to_numpy()))
-            ax.set_ylim(max(0.0, low - 3.0), 100.0)
     fig.suptitle(title)
     return figures.save(fig, out_dir / "sharpness_bars")
 
@@ -368,23 +365,25 @@ def _spectral_density(table: pd.DataFrame, title: str, out_dir: Path) -> list[Pa
     ax.set_ylim(bottom=DENSITY_FLOOR)
     ax.set_xlabel(f"Hessian eigenvalue (Gaussian broadening sigma = {sigma:.2g})")
     ax.set_ylabel("spectral density")
-    ax.legend()
+    figures.shared_legend(fig, axes)
     fig.suptitle(title)
     return figures.save(fig, out_dir / "spectral_density")
 
 
 def _cost_vs_accuracy(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path]:
+    """One point per optimizer, with the 95 % CIs of both (the ratio's on the log scale)."""
     cost = _final(table, "step_cost_ratio").unstack("optimizer")
     accuracy = 100.0 * _final(table, "test_accuracy").unstack("optimizer")
     fig, axes = figures.new_figure(1, width="single", aspect=0.8)
     ax = axes[0, 0]
     for i, name in enumerate(_order(table)):
-        x, xerr = figures.ci_error(cost[name].dropna().to_numpy())
-        y, yerr = figures.ci_error(accuracy[name].dropna().to_numpy())
+        x, xerr = figures.ci_error(cost[name].dropna().to_numpy(), figures.POSITIVE)
+        y, yerr = figures.ci_error(accuracy[name].dropna().to_numpy(), figures.PERCENT)
         ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", color=f"C{i}", capsize=3)
-        ax.annotate(name.upper(), (x, y), xytext=(4, 4), textcoords="offset points")
+        ax.plot([], [], "o", color=f"C{i}", label=name.upper())  # marker-only legend entry
     ax.set_xlabel("time per step / SGD's (median over rounds)")
     ax.set_ylabel("test accuracy (%)")
+    figures.shared_legend(fig, axes)
     fig.suptitle(title)
     return figures.save(fig, out_dir / "cost_vs_accuracy")
 
@@ -392,9 +391,8 @@ def _cost_vs_accuracy(table: pd.DataFrame, title: str, out_dir: Path) -> list[Pa
 def plot(results: Results, out_dir: Path) -> list[Path]:
     """Sharpness bars, the spectral density and cost vs accuracy, seeds as 95 % CIs."""
     table = results.table
-    dataset = figures.datasets(table)
-    title = f"{dataset}: mean and 95 % CI over {len(results.seeds)} seeds"
-    slq = f"{dataset}: SLQ, eval-mode BN, seeds thin, mean bold"
+    title = figures.title(results, "after training")
+    slq = figures.title(results, "SLQ, eval-mode BN, seeds thin, mean bold", intervals=False)
     with figures.house_style():
         paths = _sharpness_bars(table, title, out_dir) + _spectral_density(table, slq, out_dir)
         return paths + _cost_vs_accuracy(table, title, out_dir)

@@ -138,9 +138,9 @@ CLAIMS = (
 )
 
 _PANELS = (
-    ("train_loss", "NT-Xent training loss (nats)"),
-    ("linear_probe", "linear-probe accuracy (%)"),
-    ("knn", "k-NN accuracy (%)"),
+    ("train_loss", "NT-Xent loss (nats)", figures.POSITIVE),
+    ("linear_probe", "probe accuracy (%)", figures.PERCENT),
+    ("knn", "k-NN accuracy (%)", figures.PERCENT),
 )
 
 
@@ -149,13 +149,12 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
     table = results.table
     with figures.house_style():
         fig, axes = figures.new_figure(3, width="double", aspect=0.9)
-        for ax, (metric, label) in zip(axes[0], _PANELS, strict=True):
+        for ax, (metric, label, bounds) in zip(axes[0], _PANELS, strict=True):
             t = table[table["metric"] == metric].dropna(subset=["value"]).copy()
             if metric != "train_loss":
                 t["value"] = 100.0 * t["value"]
-            figures.seed_band(ax, t, "step", "value")
+            figures.seed_band(ax, t, "step", "value", bounds=bounds)
             ax.set_xlabel("training step")
             ax.set_ylabel(label)
-        dataset = figures.datasets(table)
-        fig.suptitle(f"SimCLR on {dataset}: mean and 95 % CI over {len(results.seeds)} seeds")
+        fig.suptitle(figures.title(results, "SimCLR training curves"))
         return figures.save(fig, out_dir / "training_curves")

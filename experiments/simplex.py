@@ -335,28 +335,29 @@ def _geometry_figure(results: Results, out_dir: Path) -> list[Path]:
     t["loss"] = t["loss"].map(_NAMES)
     noise = sorted(t["label_noise"].unique())
     panels = (
-        ("simplex_distance", "simplex distance of class means"),
-        ("nc1", "nc1 (within / between)"),
-        ("train_accuracy", "training accuracy (%)"),
+        ("simplex_distance", "simplex distance", figures.POSITIVE),
+        ("nc1", "nc1 (within / between)", figures.POSITIVE),
+        ("train_accuracy", "train accuracy (%)", figures.PERCENT),
     )
     with figures.house_style():
         palette = _palette()
-        fig, axes = figures.new_figure(len(panels), width="double", aspect=0.85)
-        for ax, (metric, label) in zip(axes[0], panels, strict=True):
+        fig, axes = figures.new_figure(len(panels), width="double", aspect=0.95)
+        for ax, (metric, label, bounds) in zip(axes[0], panels, strict=True):
             m = t[t["metric"] == metric].dropna(subset=["value"]).copy()
             if metric == "train_accuracy":
                 m["value"] = 100.0 * m["value"]
-            figures.seed_band(ax, m, "step", "value", hue="loss", markers=False, palette=palette)
+            if metric == "nc1":
+                ax.set_yscale("log")  # before the band, so the limits are autoscaled on it
+            figures.seed_band(
+                ax, m, "step", "value", hue="loss", markers=False, palette=palette, bounds=bounds
+            )
             if metric == "simplex_distance":
                 ax.axhline(SIMPLEX_THRESHOLD, color="0.4", linestyle=":", linewidth=0.8)
-            if metric == "nc1":
-                ax.set_yscale("log")
             ax.set_xlabel("training step")
             ax.set_ylabel(label)
-        fig.suptitle(
-            f"Held-out geometry during training (flipped fraction {', '.join(map(str, noise))}), "
-            f"mean and 95 % CI over {len(results.seeds)} seeds"
-        )
+        figures.shared_legend(fig, axes)
+        flipped = ", ".join(map(str, noise))
+        fig.suptitle(figures.title(results, f"held-out geometry (flipped fraction {flipped})"))
         return figures.save(fig, out_dir / "geometry_over_training")
 
 
@@ -369,19 +370,20 @@ def _fit_figure(results: Results, out_dir: Path) -> list[Path]:
         palette = _palette()
         fig, axes = figures.new_figure(1, width="single", aspect=0.8)
         ax = axes[0, 0]
-        figures.seed_band(ax, t, "label_noise", "value", hue="loss", palette=palette)
+        figures.seed_band(
+            ax, t, "label_noise", "value", hue="loss", palette=palette, bounds=figures.POSITIVE
+        )
         for loss, name in _NAMES.items():
             fits = [f for f in fit_exponents(table, loss).values() if math.isfinite(f[0])]
             if not fits:
                 continue
             k, c, t0 = (float(np.mean(x)) for x in zip(*fits, strict=True))
-            _, low, high = figures.mean_ci([f[0] for f in fits])
-            label = f"{name} fit: k = {k:.2f} [{low:.2f}, {high:.2f}]"
+            label = f"{name} fit: k = {figures.ci_text([f[0] for f in fits])}"
             ax.plot(grid, t0 + c * grid**k, color=palette[name], linestyle="--", label=label)
         ax.set_xlabel("fraction of flipped labels")
         ax.set_ylabel("iterations to fit the training set")
-        ax.legend()
-        ax.set_title("fits T(0) + c p^k: k mean and 95 % CI")
+        figures.shared_legend(fig, axes)
+        fig.suptitle(figures.title(results, "iterations to fit; dashed: T(0) + c p^k"))
         return figures.save(fig, out_dir / "fit_vs_noise")
 
 

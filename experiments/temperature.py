@@ -99,6 +99,7 @@ __all__ = [
     "SMOKE",
     "TAU_LABEL",
     "TOLERANCE_SLOPE",
+    "UNIFORMITY",
     "Config",
     "SweepConfig",
     "final_values",
@@ -343,32 +344,33 @@ CLAIMS = (
 
 
 TAU_LABEL = r"temperature $\tau$"
+#: The range of -L_uniformity at t = 2 of unit vectors (|x - y|^2 <= 4), for the bands.
+UNIFORMITY: figures.Bounds = (0.0, 8.0)
 
 
 def plot(results: Results, out_dir: Path) -> list[Path]:
     """Uniformity and tolerance against tau; probe and k-NN accuracy against tau."""
     table = results.table
-    dataset = figures.datasets(table)
-    seeds = len(results.seeds)
     paths: list[Path] = []
     with figures.house_style():
         fig, axes = figures.new_figure(2, width="double", aspect=0.7)
         unif = (-final_values(table, "uniformity")).reset_index()
-        figures.seed_band(axes[0, 0], unif, "temperature", "value")
+        figures.seed_band(axes[0, 0], unif, "temperature", "value", bounds=UNIFORMITY)
         axes[0, 0].set_ylabel(r"uniformity $-L_{\mathrm{uniformity}}$ (t = 2, nats)")
         pairs = {"tolerance": "same class (tolerance)", "tolerance_chance": "all pairs (chance)"}
         tol = pd.concat(
             final_values(table, metric).reset_index().assign(pairs=label)
             for metric, label in pairs.items()
         )
-        figures.seed_band(axes[0, 1], tol, "temperature", "value", hue="pairs")
+        figures.seed_band(
+            axes[0, 1], tol, "temperature", "value", hue="pairs", bounds=figures.COSINE
+        )
         axes[0, 1].set_ylabel("mean cosine similarity")
         grid = sorted(table["temperature"].unique())
         for ax in axes[0]:
             figures.log_axis(ax, grid, TAU_LABEL)
-        fig.suptitle(
-            f"NT-Xent on {dataset}: held-out geometry, mean and 95 % CI over {seeds} seeds"
-        )
+        figures.shared_legend(fig, axes)
+        fig.suptitle(figures.title(results, "NT-Xent, held-out geometry"))
         paths += figures.save(fig, out_dir / "geometry_vs_tau")
 
         fig, axes = figures.new_figure(1, aspect=0.75)
@@ -378,12 +380,12 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
             final_values(table, metric).reset_index().assign(evaluation=label)
             for metric, label in evals.items()
         ).assign(value=lambda t: 100.0 * t["value"])
-        figures.seed_band(ax, acc, "temperature", "value", hue="evaluation")
+        figures.seed_band(ax, acc, "temperature", "value", hue="evaluation", bounds=figures.PERCENT)
         start = table[(table["metric"] == "linear_probe") & (table["step"] == 0)]["value"]
         ax.axhline(100.0 * start.mean(), color="0.5", linestyle=":", label="probe at init")
-        ax.legend()
+        figures.shared_legend(fig, axes)
         figures.log_axis(ax, grid, TAU_LABEL)
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{dataset}: mean and 95 % CI over {seeds} seeds")
+        fig.suptitle(figures.title(results, "NT-Xent, accuracy"))
         paths += figures.save(fig, out_dir / "accuracy_vs_tau")
     return paths

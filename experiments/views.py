@@ -304,34 +304,32 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
     """Probe accuracy vs views (all the data) and vs data fraction (per view count)."""
     table = results.table
     acc = claims.final(table, "linear_probe", CONDITION).mul(100.0).reset_index()
-    data = figures.datasets(table)
     compute = int(table["rows"].iloc[0])
-    title = f"on {data}, {compute} rows per step: mean and 95 % CI over {len(results.seeds)} seeds"
     paths = []
     with figures.house_style():
         fig, axes = figures.new_figure(1, width="single", aspect=0.8)
         ax = axes[0, 0]
         full = acc[acc["fraction"] == 1.0]
-        figures.seed_band(ax, full, "views", "value")
+        figures.seed_band(ax, full, "views", "value", bounds=figures.PERCENT)
         ax.set_xscale("log", base=2)
         ax.set_xticks(
             sorted(full["views"].unique()), [str(m) for m in sorted(full["views"].unique())]
         )
         ax.set_xlabel("views per image m (fixed compute)")
         ax.set_ylabel("linear-probe accuracy (%)")
-        fig.suptitle(f"All the data, {title}", fontsize=6.5)
+        fig.suptitle(figures.title(results, f"all the data, {compute} rows per step"))
         paths += figures.save(fig, out_dir / "accuracy_vs_views")
 
         fig, axes = figures.new_figure(1, width="single", aspect=0.8)
         ax = axes[0, 0]
         acc["views"] = acc["views"].map(lambda m: f"{m} views")
-        figures.seed_band(ax, acc, "fraction", "value", hue="views")
+        figures.seed_band(ax, acc, "fraction", "value", hue="views", bounds=figures.PERCENT)
         ax.set_xscale("log", base=2)
         fractions = sorted(acc["fraction"].unique())
         ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
         ax.set_xlabel("fraction of the pretraining data")
         ax.set_ylabel("linear-probe accuracy (%)")
-        ax.legend(title=None)
-        fig.suptitle(f"Data fraction, {title}", fontsize=6.5)
+        figures.shared_legend(fig, axes)
+        fig.suptitle(figures.title(results, f"data fraction, {compute} rows per step"))
         paths += figures.save(fig, out_dir / "accuracy_vs_fraction")
     return paths

@@ -10,13 +10,14 @@
 """
 
 from . import synthetic
-from .augment import FAMILIES, Augmentation
+from .augment import FAMILIES, FAMILY_NAMES, Augmentation
 from .datasets import DATASETS, load_dataset, load_digits, load_mnist5k
 from .images import ImageData, Split
 
 __all__ = [
     "DATASETS",
     "FAMILIES",
+    "FAMILY_NAMES",
     "Augmentation",
     "ImageData",
     "Split",

@@ -50,9 +50,11 @@ from torch import Tensor
 
 from .. import _validation as v
 
-__all__ = ["FAMILIES", "Augmentation", "gaussian_blur", "random_resized_crop"]
+__all__ = ["FAMILIES", "FAMILY_NAMES", "Augmentation", "gaussian_blur", "random_resized_crop"]
 
 FAMILIES = "abcde"
+#: What each family letter stands for, in a few words (figure titles, error messages).
+FAMILY_NAMES = {"a": "crop", "b": "blur", "c": "grayscale", "d": "colour jitter", "e": "flip"}
 #: Luma weights (ITU-R BT.601) used for grayscale conversion and contrast.
 LUMA = (0.299, 0.587, 0.114)
 CROP_TRIES = 10
@@ -261,9 +263,10 @@ class Augmentation:
         fn = "Augmentation"
         letters = set(self.families)
         if not letters <= set(FAMILIES) or len(letters) != len(self.families):
+            names = ", ".join(f"{k} {name}" for k, name in FAMILY_NAMES.items())
             raise ValueError(
-                f"{fn}: families must be distinct letters from {FAMILIES!r} (a crop, b blur, "
-                f"c grayscale, d colour jitter, e flip), got {self.families!r}"
+                f"{fn}: families must be distinct letters from {FAMILIES!r} ({names}), "
+                f"got {self.families!r}"
             )
         if not 0.0 < self.crop_min_scale <= 1.0:
             raise ValueError(f"{fn}: crop_min_scale must be in (0, 1], got {self.crop_min_scale}")

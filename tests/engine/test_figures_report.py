@@ -101,7 +101,7 @@ def test_report_embeds_every_figure_claims_and_metadata(tmp_path):
     for png in pngs:
         assert base64.b64encode(png.read_bytes()).decode() in page, png
     assert "Pretraining helps &lt;a lot&gt;" in page  # escaped
-    assert 'class="reproduced"' in page and "[0.5, 2.5]" in page
+    assert 'class="verdict reproduced"' in page and "[0.5, 2.5]" in page
     assert "has not finished" in page
     assert "alpha" in page and "beta" in page and "2026-01-01" in page
     assert 'href="./alpha/r1/figures/curves.pdf"' in page
@@ -145,7 +145,7 @@ def test_a_tampered_results_json_cannot_inject_markup(tmp_path):
     write_json(folder / "results.json", results)
     page = build_report(tmp_path).read_text()
     assert "<script>" not in page and 'class=""><script' not in page
-    assert '<td class="" title="&quot;&gt;&lt;script&gt;' in page  # no class for an unknown verdict
+    assert '<td class="verdict" title="&quot;&gt;&lt;script&gt;' in page  # unknown: no colour
 
 
 def test_links_are_relative_percent_encoded_paths_never_a_scheme(tmp_path):
@@ -158,7 +158,8 @@ def test_links_are_relative_percent_encoded_paths_never_a_scheme(tmp_path):
     assert 'href="./javascript%3Aalert%281%29/r1/figures/curves.pdf"' in page
     assert 'href="javascript' not in page
     outside = build_report(runs, tmp_path / "elsewhere" / "page.html").read_text()
-    assert "<a href" not in outside and "(PDF: " in outside  # not below the page: no link
+    assert '<a href="./' not in outside and "(PDF: " in outside  # not below the page: no link
+    assert 'href="#run-experiment-0-javascript-alert-1-0-r1"' in outside  # in-page anchors only
 
 
 @pytest.mark.parametrize(
