@@ -118,7 +118,7 @@ def main(argv: list[str]) -> int:
     absent = missing(inventory)
     total = len(public_names())
     if absent:
-        print(f"reference coverage: {len(absent)} of {total} public names missing from {inventory}:")
+        print(f"reference coverage: {len(absent)} of {total} public names not in {inventory}:")
         for name in absent:
             print(f"  {name}")
         return 1

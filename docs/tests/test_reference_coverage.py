@@ -13,13 +13,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import reference_coverage as rc  # noqa: E402
+import reference_coverage as rc
 
 INVENTORY = rc.DEFAULT_INVENTORY
 
-pytestmark = pytest.mark.skipif(
-    not INVENTORY.exists(), reason="build the site first (nox -s docs)"
-)
+pytestmark = pytest.mark.skipif(not INVENTORY.exists(), reason="build the site first (nox -s docs)")
 
 
 def test_every_public_name_is_in_the_reference():
