@@ -153,7 +153,7 @@ def check_browser(site: Path, screenshot: Path) -> list[str]:
             problems.append(f"{PAGE}: raw TeX {raw!r} visible: ...{text[at - 60 : at + 60]!r}...")
     if shot.returncode != 0 or not screenshot.is_file() or screenshot.stat().st_size < 20_000:
         problems.append(f"chromium --screenshot failed ({shot.returncode}): {shot.stderr[-500:]}")
-    else:
+    if not problems:
         print(
             f"check_site: {PAGE}: {entry_math} typeset equations in the nt_xent entry, "
             f"no raw TeX in the text; screenshot {screenshot}"
