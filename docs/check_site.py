@@ -74,6 +74,7 @@ def _parse(text: str) -> _Page:
 
 def check_links(site: Path) -> tuple[list[str], int]:
     """Broken internal links and offline violations; and how many links were checked."""
+    site = site.resolve()  # pages are keyed by resolved paths, as link targets are
     pages = {p: _parse(p.read_text(encoding="utf-8")) for p in site.rglob("*.html")}
     problems, checked = [], 0
     for path, page in pages.items():

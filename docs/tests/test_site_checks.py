@@ -27,6 +27,14 @@ def test_broken_links_and_remote_resources_are_reported(tmp_path):
     assert any("from the network" in p for p in problems)
 
 
+def test_a_relative_site_path_resolves_anchors(tmp_path, monkeypatch):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "a.html").write_text('<p id="x"></p>', encoding="utf-8")
+    (tmp_path / "site" / "index.html").write_text('<a href="a.html#x">a</a>', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert check_site.check_links(Path("site")) == ([], 1)
+
+
 def test_a_clean_site_has_no_problems(tmp_path):
     (tmp_path / "index.html").write_text('<a href="#top" id="top">top</a>', encoding="utf-8")
     assert check_site.check_links(tmp_path) == ([], 1)
