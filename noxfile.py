@@ -1,5 +1,5 @@
 """Sessions: ``nox -s tests`` (CI), ``props``, ``lint``, ``proofs``, ``bench``, ``experiments``,
-``report``, ``peers``.
+``report``, ``peers``, ``docs``.
 
 Every session installs the package with the pinned versions of ``constraints.txt`` into its
 own virtual environment, so results do not depend on what the calling environment holds.
@@ -147,3 +147,24 @@ def peers(session: nox.Session) -> None:
     session.install("-c", str(pins), *PEER_TORCH, "-e", ".[test,peers]")
     session.run("pytest", "peers", "-q", *session.posargs)
     session.run("python", "peers/crosscheck.py", "--out", "bench_results")
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the HTML site into ``docs/_build/html`` and check it.
+
+    Sphinx (autodoc + napoleon for the docstrings, myst-parser for ``docs/*.md``) runs with
+    ``-n -W``: an unresolved cross-reference or a malformed docstring fails the build.  The
+    versions are pinned by the ``docs`` extra of ``pyproject.toml``.  Then
+    ``docs/check_site.py`` (internal links, no network resources, the equations typeset in
+    headless Chromium, a screenshot) and ``docs/tests`` (every public name is in the
+    reference).
+    """
+    session.install(*CONSTRAINTS, "-e", ".[docs]", "pytest")
+    shutil.rmtree("docs/_build", ignore_errors=True)
+    session.run(
+        "sphinx-build", "-b", "html", "-n", "-W", "--keep-going", "-E", "docs", "docs/_build/html"
+    )
+    session.run("python", "docs/reference_coverage.py", "docs/_build/html/objects.inv")
+    session.run("python", "docs/check_site.py", "docs/_build/html")
+    session.run("pytest", "-q", "-p", "no:cacheprovider", "docs/tests", *session.posargs)

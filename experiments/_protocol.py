@@ -93,7 +93,7 @@ class Claim:
         measure: ``measure(table) -> {seed: effect}``, computed from the tidy results table
             only (never a constant).
         direction: ``"greater"`` (the claim says effect > ``threshold``), ``"less"`` (effect
-            < ``threshold``) or ``"within"`` (|effect| <= ``margin``: an equivalence claim such
+            < ``threshold``) or ``"within"`` (``|effect| <= margin``: an equivalence claim such
             as "a small projector matches a large one").
         threshold: the boundary for ``"greater"`` / ``"less"``.
         margin: the equivalence margin for ``"within"``, > 0.

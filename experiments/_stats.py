@@ -103,7 +103,7 @@ def decision_p_values(
       ``p_reproduced < alpha`` exactly when the two-sided :math:`1 - \alpha` interval lies
       above c, and ``p_not_reproduced <= alpha`` exactly when it lies at or below c;
       ``"less"`` mirrors this;
-    * ``"within"`` (claim: |effect| <= ``margin`` = m): ``p_reproduced`` is twice the larger
+    * ``"within"`` (claim: ``|effect| <= margin`` = m): ``p_reproduced`` is twice the larger
       of the two one-sided p-values against -m and +m (two one-sided tests), small exactly
       when the interval lies inside [-m, m]; ``p_not_reproduced`` twice the smaller of the
       one-sided p-values for "effect > m" and "effect < -m", small exactly when the interval
@@ -228,7 +228,7 @@ def power(
     margin: float = 0.0,
     alpha: float = ALPHA,
 ) -> float:
-    r"""Probability that ``n`` seeds give "reproduced" when the effects are N(``mean``, ``sd``²).
+    r"""Probability that ``n`` seeds give "reproduced" when the effects are N(``mean``, ``sd``\ ²).
 
     For ``"greater"`` the interval rule rejects when :math:`t > q`, :math:`q = t_{1-\alpha/2,
     n-1}`, and :math:`t` follows the non-central t distribution with non-centrality
@@ -423,7 +423,7 @@ class SeedPlan:
 def parse_seeds(text: str) -> tuple[int | None, int | None]:
     """``--seeds`` as ``(seeds, None)`` for a number, ``(None, cap)`` for ``auto[:CAP]``.
 
-    ``auto`` alone gives ``cap`` None (four times the preset's seeds, :func:`plan_for`).
+    ``auto`` alone gives ``cap`` None (four times the preset's seeds, ``plan_for``).
 
     Example:
         >>> parse_seeds("5"), parse_seeds("auto"), parse_seeds("auto:24")

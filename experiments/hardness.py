@@ -60,7 +60,7 @@ Two settings differ from the temperature sweep, for reasons measured here:
   ordinary loss spreads out at once.
 
 ``smoke`` is a tiny network for speed only.  ``gpu`` is the paper's CIFAR-10 setting with
-the training recipe of :func:`temperature.gpu` (CIFAR-stem ResNet-18, 200 epochs, SGD with
+the training recipe of ``temperature.gpu`` (CIFAR-stem ResNet-18, 200 epochs, SGD with
 momentum 0.9 and weight decay 5e-4, crops down to 0.08 as in the paper, in-batch negatives
 of 512 images with the hard loss keeping alpha = 0.0819 of them); it needs ``--data-dir``.
 

@@ -6,17 +6,17 @@ settings) that Fig. 1 of Wang et al., "Adaptive Multi-head Contrastive Learning"
 arXiv:2310.05615) builds on, and the ``--augs`` flag of the first AMCL code release
 (``LeiWangR/cl``, ``train_eval.py``):
 
-====  ==========================  ==========================  ========================
-flag  transform                   enabled                     disabled
-====  ==========================  ==========================  ========================
-a     random resized crop         area scale in [0.08, 1]     min scale 1: whole image
-b     Gaussian blur               p = 0.5, kernel 10 % of     off
+====  ==========================  ============================  ========================
+flag  transform                   enabled                       disabled
+====  ==========================  ============================  ========================
+a     random resized crop         area scale in [0.08, 1]       min scale 1: whole image
+b     Gaussian blur               p = 0.5, kernel 10 % of       off
                                   the side, sigma in [0.1, 2]
-c     random grayscale            p = 0.2                     off
-d     colour jitter               p = 0.8, strength 0.5       off
+c     random grayscale            p = 0.2                       off
+d     colour jitter               p = 0.8, strength 0.5         off
                                   (0.4 / 0.4 / 0.4 / 0.1)
-e     horizontal flip             p = 0.5                     off
-====  ==========================  ==========================  ========================
+e     horizontal flip             p = 0.5                       off
+====  ==========================  ============================  ========================
 
 Transforms run in SimCLR's order: crop, flip, jitter, grayscale, blur.  Every random
 parameter is drawn per image from an explicit CPU ``torch.Generator`` before the images are

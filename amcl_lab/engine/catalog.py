@@ -126,6 +126,7 @@ class HeldOut:
 
     @cached_property
     def view_pair(self) -> Tensor:
+        """``(2, N, D)`` embeddings of two augmented views of every image (first use)."""
         return self._views()
 
 

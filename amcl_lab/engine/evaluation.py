@@ -57,32 +57,31 @@ def collapse_diagnostics(
 ) -> dict[str, float]:
     r"""Signs that a contrastive run collapsed, measured on held-out view pairs.
 
-        With :math:`a_i, b_i` the first-head embeddings of two augmented views of held-out image
-        :math:`i` (the first :data:`DIAGNOSTIC_ROWS` images), cosines :math:`c_{ij} =
-        \cos(a_i, b_j)`:
+    With :math:`a_i, b_i` the first-head embeddings of two augmented views of held-out image
+    :math:`i` (the first :data:`DIAGNOSTIC_ROWS` images), cosines :math:`c_{ij} =
+    \cos(a_i, b_j)`:
 
-        * ``diag_pos_cosine``: the mean positive cosine :math:`rac1n\sum_i c_{ii}`;
-        * ``diag_neg_cosine``: the mean negative cosine :math:`rac{1}{n(n-1)}\sum_{i
-    e j}
-          c_{ij}`;
-        * ``diag_embedding_rank``: the effective rank (:func:`amcl_lab.metrics.effective_rank`)
-          of the held-out first-head embeddings, 0 when they are all equal;
-        * ``collapsed``: 1.0 when ``diag_neg_cosine > COLLAPSE_NEGATIVE_COSINE`` (0.9: every
-          image looks like every other) or ``diag_embedding_rank < COLLAPSE_RANK`` (2: the
-          embeddings span a line), else 0.0.
+    * ``diag_pos_cosine``: the mean positive cosine :math:`\frac1n\sum_i c_{ii}`;
+    * ``diag_neg_cosine``: the mean negative cosine :math:`\frac{1}{n(n-1)}\sum_{i \ne j}
+      c_{ij}`;
+    * ``diag_embedding_rank``: the effective rank (:func:`amcl_lab.metrics.effective_rank`)
+      of the held-out first-head embeddings, 0 when they are all equal;
+    * ``collapsed``: 1.0 when ``diag_neg_cosine > COLLAPSE_NEGATIVE_COSINE`` (0.9: every
+      image looks like every other) or ``diag_embedding_rank < COLLAPSE_RANK`` (2: the
+      embeddings span a line), else 0.0.
 
-        With a learned ``temperature`` (AMCL) also ``tau_pos_mean``, ``tau_pos_min``
-        (temperatures of the positive pairs :math:`(a_i, b_i)`), ``tau_neg_mean``,
-        ``tau_neg_min`` (of the negative pairs :math:`(a_i, b_j), i \ne j`), ``tau_median``
-        (the median over all those pairs: what a temperature-matched control uses) and
-        ``tau_at_bound``,
-        the fraction of all those temperatures within 1 % (:data:`BOUND_TOLERANCE`) of
-        ``tau_min`` or ``tau_max``: a saturated sigmoid, the temperature runaway of AMCL's
-        log-sum-exp forms.
+    With a learned ``temperature`` (AMCL) also ``tau_pos_mean``, ``tau_pos_min``
+    (temperatures of the positive pairs :math:`(a_i, b_i)`), ``tau_neg_mean``,
+    ``tau_neg_min`` (of the negative pairs :math:`(a_i, b_j), i \ne j`), ``tau_median``
+    (the median over all those pairs: what a temperature-matched control uses) and
+    ``tau_at_bound``,
+    the fraction of all those temperatures within 1 % (:data:`BOUND_TOLERANCE`) of
+    ``tau_min`` or ``tau_max``: a saturated sigmoid, the temperature runaway of AMCL's
+    log-sum-exp forms.
 
-        Args:
-            held: the held-out split of an evaluation (:class:`~amcl_lab.engine.HeldOut`).
-            temperature: the run's learned pair-temperature network, if any.
+    Args:
+        held: the held-out split of an evaluation (:class:`~amcl_lab.engine.HeldOut`).
+        temperature: the run's learned pair-temperature network, if any.
     """
     a, b = held.view_pair[:, :DIAGNOSTIC_ROWS].double().unbind(0)
     cos = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T

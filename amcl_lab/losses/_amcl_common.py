@@ -1,8 +1,8 @@
 r"""What every AMCL loss shares: the temperature regulariser :func:`omega` and input checks.
 
-The contrastive forms (:mod:`.amcl`) and the siamese forms (:mod:`.amcl_siamese`) of the AMCL
-losses validate head stacks and per-pair temperatures the same way and add the same
-regulariser; this private module holds those pieces once.
+The contrastive forms (:mod:`amcl_lab.losses.amcl`) and the siamese forms
+(:mod:`.amcl_siamese`) of the AMCL losses validate head stacks and per-pair temperatures the
+same way and add the same regulariser; this private module holds those pieces once.
 """
 
 from __future__ import annotations

@@ -274,8 +274,9 @@ def _compare(
 
 
 def resolve_reference(reference: str | LossSpec) -> LossSpec:
-    """A :class:`~amcl_lab.registry.LossSpec` as given, or the loss (:data:`~amcl_lab.registry.
-    REGISTRY`) or metric (:data:`~amcl_lab.registry.METRICS`) of that name.
+    """A :class:`~amcl_lab.registry.LossSpec` as given, or the loss
+    (:data:`~amcl_lab.registry.REGISTRY`) or metric (:data:`~amcl_lab.registry.METRICS`) of
+    that name.
 
     Raises:
         ValueError: an unknown name (the message lists the losses and the metrics).

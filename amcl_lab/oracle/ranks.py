@@ -1,7 +1,8 @@
 """W local processes joined in a gloo process group, evaluating one callable on request.
 
-:class:`RankPool` is the machinery of the distributed oracle (:mod:`.distributed`): it
-starts W worker processes on this machine, each of which joins a gloo group of world size W
+:class:`RankPool` is the machinery of the distributed oracle
+(:mod:`amcl_lab.oracle.distributed`): it starts W worker processes on this machine, each of
+which joins a gloo group of world size W
 (through a ``FileStore`` in a fresh temporary folder, so no TCP port is picked and parallel
 test workers cannot collide) and then waits for tasks.  :meth:`RankPool.run` sends one task
 per rank, ``fn(rank, world_size, payload)``, and returns the W answers.
