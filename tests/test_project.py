@@ -38,18 +38,3 @@ def test_smoke_command_prints_every_loss(capsys):
     out = capsys.readouterr().out
     for name in registry.REGISTRY:
         assert name in out
-
-
-def test_readme_api_tour_runs():
-    tour = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[0]
-    namespace: dict = {}
-    exec(compile(tour, "README.md", "exec"), namespace)
-    assert namespace["per_anchor"].shape == (16,)
-
-
-def test_every_readme_python_block_runs_in_order(capsys):
-    """The README's examples run as written, each block continuing the previous ones."""
-    namespace: dict = {}
-    for block in re.findall(r"```python\n(.*?)\n```", README, flags=re.S):
-        exec(compile(block, "README.md", "exec"), namespace)
-    assert "oracle MISMATCH" in capsys.readouterr().out  # the oracle's worked example
