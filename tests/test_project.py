@@ -21,10 +21,27 @@ def test_every_public_name_has_a_docstring(name):
     assert inspect.getdoc(obj), f"amcl_lab.{name} has no docstring"
 
 
-def test_readme_loss_table_is_generated_from_the_registry():
+def test_readme_loss_and_metric_tables_are_generated_from_the_registry():
     assert registry.markdown_table() in README, (
         "README loss table is stale: paste amcl_lab.registry.markdown_table()"
     )
+    assert registry.markdown_table(registry.METRICS) in README, (
+        "README metric table is stale: paste amcl_lab.registry.markdown_table(registry.METRICS)"
+    )
+
+
+def _table_names(heading: str) -> list[str]:
+    """The names in the first column of the first name table after ``heading``."""
+    section = README.split(heading, 1)[1]
+    table = section.split("| name (`--reference`) |", 1)[1].split("\n\n", 1)[0]
+    return re.findall(r"^\| `([^`]+)`", table, flags=re.M)
+
+
+def test_readme_tables_list_the_names_the_oracle_takes():
+    """Before: the table showed nt_xent(decoupled=True) where the oracle takes
+    nt_xent_decoupled."""
+    assert _table_names("## Reference losses") == list(registry.REGISTRY)
+    assert _table_names("## Checking an optimizer") == list(registry.METRICS)
 
 
 def test_ci_runs_the_readme_test_command():
