@@ -6,7 +6,9 @@ import argparse
 import importlib.util
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -155,21 +157,52 @@ def _run_main(args: argparse.Namespace, overrides: list[str]) -> int:
     for opened in engine.open_runs():
         opened.close()
     print(f"run folder: {run.dir}")
-    for path in sorted(
-        p
-        for p in run.dir.rglob("*")
-        if p.is_file() and "checkpoints" not in p.parts and not p.name.startswith(".")
-    ):
-        print(f"  {path.relative_to(run.dir)}")
-    print(f"wall time: {results.wall_seconds:.1f} s on {run.device}")
-    for claim in results.claims:
-        ci = f"[{_num(claim['ci_low'])}, {_num(claim['ci_high'])}]"
-        holm = claim.get("holm_verdict") or claim["verdict"]
-        print(
-            f"  {claim['id']:<28} {_num(claim['mean']):>9} {ci:>22}  {claim['verdict']}"
-            f"  (Holm: {holm})"
-        )
+    for line in _file_lines(run.dir, run.checkpoints_dir):
+        print(f"  {line}")
+    print(f"wall time: {_wall_time(results.session_seconds)} on {run.device}")
+    for line in _claim_lines(results.claims):
+        print(f"  {line}")
     return 0
+
+
+def _file_lines(folder: Path, checkpoints: Path) -> list[str]:
+    """The files of a run folder, one a line; the ``checkpoints`` folder as one line with its
+    number of files."""
+    files = [p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    kept = [p for p in files if not p.is_relative_to(checkpoints)]
+    lines = [str(p.relative_to(folder)) for p in kept]
+    if len(kept) < len(files):
+        count = len(files) - len(kept)
+        lines.append(f"{checkpoints.relative_to(folder)}/ ({count} file{'s' * (count != 1)})")
+    return sorted(lines)
+
+
+def _wall_time(sessions: Sequence[float]) -> str:
+    """The total wall time, and each session's when the run was resumed."""
+    total = f"{sum(sessions):.1f} s"
+    if len(sessions) < 2:
+        return total
+    return f"{total} over {len(sessions)} sessions ({', '.join(f'{s:.1f}' for s in sessions)} s)"
+
+
+def _claim_lines(claims: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The claims table: id, mean, 95 % interval, verdict, Holm verdict; columns as wide as
+    their longest entry."""
+    rows = [
+        (
+            str(c["id"]),
+            _num(c["mean"]),
+            f"[{_num(c['ci_low'])}, {_num(c['ci_high'])}]",
+            str(c["verdict"]),
+            f"(Holm: {c.get('holm_verdict') or c['verdict']})",
+        )
+        for c in claims
+    ]
+    widths = [max((len(r[i]) for r in rows), default=0) for i in range(5)]
+    return [
+        "  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(r, "<>><<", widths, strict=True)).rstrip()
+        for r in rows
+    ]
 
 
 def _num(x: float | None) -> str:
@@ -197,7 +230,11 @@ def _add_oracle(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="amcl-lab", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="amcl-lab",
+        description="The amcl-lab command line (also python -m amcl_lab): reference losses, "
+        "experiments, their report and the reference oracle.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     smoke = sub.add_parser("smoke", help="evaluate every reference loss once and print a table")
     smoke.add_argument("--device", default="cpu", help="torch device (default: cpu)")
@@ -215,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
             "with --resume to continue from the last checkpoint."
         ),
     )
-    run.add_argument("experiment", help="experiment name (see `amcl-lab list`)")
+    run.add_argument("experiment", help="experiment name (see amcl-lab list)")
     run.add_argument("--preset", default="cpu", help="smoke | cpu | gpu (default: cpu)")
     run.add_argument(
         "--set",

@@ -161,18 +161,20 @@ def names(property_id: str | None = None) -> list[str]:
     return [n for n, s in REGISTRY.items() if property_id is None or property_id in s.properties]
 
 
-def markdown_table() -> str:
-    """The README's loss table, generated from the registry."""
+def markdown_table(table: Mapping[str, LossSpec] | None = None) -> str:
+    """The README's table of ``table`` (default :data:`REGISTRY`; :data:`METRICS` for the
+    metrics), one row per entry: its name (what ``--reference`` takes) and, when the name is
+    not the function's or the entry fixes arguments, the call it stands for."""
     lines = [
-        "| loss | reference | conventions | properties |",
+        "| name (`--reference`) | reference | conventions | properties |",
         "|---|---|---|---|",
     ]
-    for spec in REGISTRY.values():
+    for name, spec in (REGISTRY if table is None else table).items():
         fixed = ", ".join(f"{k}={v!r}" for k, v in spec.fixed_kwargs.items())
-        call = f"`{spec.fn.__name__}({fixed})`" if fixed else f"`{spec.fn.__name__}`"
-        lines.append(
-            f"| {call} | {spec.citation} | {spec.conventions} | {', '.join(spec.properties)} |"
-        )
+        call = f"{spec.fn.__name__}({fixed})" if fixed else spec.fn.__name__
+        shown = f"`{name}`" if call == name else f"`{name}` = `{call}`"
+        properties = ", ".join(spec.properties) or "-"
+        lines.append(f"| {shown} | {spec.citation} | {spec.conventions} | {properties} |")
     return "\n".join(lines)
 
 

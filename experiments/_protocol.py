@@ -296,7 +296,10 @@ class Results:
     ``rows``: the tidy results table (one measurement per row); ``claims``: the evaluated
     claims as dicts (fields of :class:`ClaimResult`); ``sequential``: for ``--seeds auto``,
     the plan (``start``, ``cap``, planned ``looks``, ``alpha_per_look``, ``level``) and the
-    seed counts of the looks that ran (``looks_run``), else None.
+    seed counts of the looks that ran (``looks_run``), else None; ``session_seconds``: the
+    wall time of each session that wrote the results (the first run, then every
+    ``--resume`` of it), ``wall_seconds`` their sum.  A session that ended before writing
+    ``results.json`` (killed, interrupted) is not counted.
     """
 
     experiment: str
@@ -307,6 +310,7 @@ class Results:
     claims: tuple[dict[str, Any], ...]
     wall_seconds: float
     sequential: dict[str, Any] | None = None  # the looks of a --seeds auto run
+    session_seconds: tuple[float, ...] = ()
 
     @property
     def table(self) -> pd.DataFrame:
@@ -325,6 +329,7 @@ class Results:
             tuple(data["claims"]),
             data["wall_seconds"],
             data.get("sequential"),
+            tuple(data.get("session_seconds", [data["wall_seconds"]])),
         )
 
     def save(self, run_dir: str | Path) -> None:
@@ -515,11 +520,23 @@ def run_experiment(
             "level": plan.level,
         }
     claims = [dataclasses.asdict(c) for c in results]
-    wall = time.perf_counter() - start
-    Results(name, run.run_id, preset, seeds, tuple(rows), tuple(claims), wall, sequential).save(
-        run.dir
-    )
+    sessions = (*_earlier_sessions(run), time.perf_counter() - start)
+    Results(
+        name, run.run_id, preset, seeds, tuple(rows), tuple(claims), sum(sessions), sequential,
+        sessions,
+    ).save(run.dir)  # fmt: skip
     saved = Results.load(run.dir)
     run.figures_dir.mkdir(parents=True, exist_ok=True)
     module.plot(saved, run.figures_dir)
     return run, saved
+
+
+def _earlier_sessions(run: engine.Run) -> tuple[float, ...]:
+    """The session times of the results a resumed run wrote before (none for a fresh run, or
+    when its ``results.json`` is missing or unreadable)."""
+    if not run.resume or not run.results_path.is_file():
+        return ()
+    try:
+        return Results.load(run.dir).session_seconds
+    except (OSError, ValueError, KeyError, TypeError):
+        return ()

@@ -110,6 +110,8 @@ def test_a_killed_run_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path):
     state = torch.load(checkpoint, weights_only=True)
     assert not state["done"] and 0 < state["step"] < 60, "the kill must land mid-run"
     assert not (_run_dir(out, "killed") / "results.json").exists()
+    config = json.loads((_run_dir(out, "killed") / "config.json").read_text())
+    assert config["command"] == "python -m amcl_lab " + " ".join([*args, "--run-id", "killed"])
 
     resumed = subprocess.run(
         [*command, "--resume"], env=env, capture_output=True, text=True, timeout=300
@@ -126,6 +128,58 @@ def test_a_killed_run_resumes_to_the_numbers_of_an_uninterrupted_run(tmp_path):
     final = [torch.load(d / "checkpoints" / "seed0.pt", weights_only=True) for d in (killed, clean)]
     for key, tensor in final[1]["network"].items():
         assert torch.equal(final[0]["network"][key], tensor), key
+
+
+def test_resuming_a_finished_run_keeps_the_total_time_and_each_session(tmp_path, capsys):
+    """Before: the resume's own time replaced wall_seconds; the printed file list left out
+    checkpoints/; --resume --run-id nope said "existing runs: none"."""
+    argv = [*SMOKE, "--seeds", "1", "--out", str(tmp_path), "--run-id", "done"]
+    assert cli.main(argv) == 0
+    first = json.loads((_run_dir(tmp_path, "done") / "results.json").read_text())
+    assert first["session_seconds"] == [first["wall_seconds"]]
+    capsys.readouterr()
+    assert cli.main([*argv, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((_run_dir(tmp_path, "done") / "results.json").read_text())
+    sessions = results["session_seconds"]
+    assert len(sessions) == 2 and sessions[0] == first["wall_seconds"]
+    assert results["wall_seconds"] == pytest.approx(sum(sessions))
+    assert "over 2 sessions" in printed
+    assert "  checkpoints/ (1 file)\n" in printed and "  results.json\n" in printed
+    (tmp_path / "simclr_digits" / "half").mkdir()  # a folder without config.json
+    assert cli.main([*argv[:-1], "nope", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "no run 'nope'" in err and "runs there: done, half (no config.json)" in err
+
+
+def test_claims_table_columns_fit_their_longest_entry():
+    """Before: ids longer than 28 characters pushed their row's columns right."""
+    claims = [
+        {"id": "short", "mean": 1.0, "ci_low": 0.5, "ci_high": 1.5, "verdict": "reproduced"},
+        {"id": "eight-views-quarter-data-match-two-views-full", "mean": -3.867, "ci_low": -7.9,
+         "ci_high": 0.16, "verdict": "inconclusive", "holm_verdict": "inconclusive"},
+    ]  # fmt: skip
+    lines = cli._claim_lines(claims)
+    assert lines[0].index("]") == lines[1].index("]")  # intervals right-aligned
+    assert lines[0].index(" 1 ") + 2 == lines[1].index("-3.87") + 5  # means right-aligned
+    assert lines[0].index("reproduced") == lines[1].index("inconclusive")
+    assert lines[0].endswith("(Holm: reproduced)")
+
+
+def _parsers(parser):
+    yield parser
+    for action in parser._subparsers._group_actions if parser._subparsers else []:
+        for sub in action.choices.values():
+            yield from _parsers(sub)
+
+
+def test_help_is_plain_text():
+    """Before: the description showed reST markup (``amcl-lab``)."""
+    for parser in _parsers(cli.build_parser()):
+        text = parser.format_help()
+        assert "`" not in text and ":func:" not in text, text
+    oracle_help = cli.build_parser()._subparsers._group_actions[0].choices["oracle"].format_help()
+    assert "current folder" in oracle_help and "--hypothesis-dir" in oracle_help
 
 
 def test_oracle_subcommand_is_wired_when_present():

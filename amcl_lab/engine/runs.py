@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import socket
 import sys
@@ -52,6 +53,7 @@ __all__ = [
     "RunLock",
     "check_checkpoint",
     "check_run_id",
+    "command_line",
     "corrupt_checkpoint",
     "load_checkpoint",
     "open_run",
@@ -225,9 +227,13 @@ class Run:
     def figures_dir(self) -> Path:
         return self.dir / "figures"
 
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.dir / "checkpoints"
+
     def checkpoint(self, tag: str) -> Path:
         """Checkpoint file of the training run ``tag`` (e.g. ``"seed0"``)."""
-        return self.dir / "checkpoints" / f"{tag}.pt"
+        return self.checkpoints_dir / f"{tag}.pt"
 
     def log(self, record: Mapping[str, Any]) -> None:
         """Append one JSON line to ``metrics.jsonl`` (flushed and synced; rank 0 only)."""
@@ -375,7 +381,7 @@ def _open_run(
                 "device": str(device),
                 "versions": package_versions(),
                 "git_revision": git_revision(),
-                "command": sys.argv,
+                "command": command_line(),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
         )
@@ -383,6 +389,23 @@ def _open_run(
         lock.release()
         raise
     return _opened(Run(experiment, run_id, folder, tuple(seeds), device, False, quiet, lock))
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command as the user typed it, from ``argv`` (default ``sys.argv``): a module run
+    with ``python -m`` (``argv[0]`` is its ``__main__.py``) as ``python -m <package> ...``,
+    a console script by its name (``amcl-lab run ...``).
+
+    Example:
+        >>> command_line(["/venv/lib/amcl_lab/__main__.py", "run", "simclr_digits"])
+        'python -m amcl_lab run simclr_digits'
+        >>> command_line(["/venv/bin/amcl-lab", "run", "x", "--set", "loss_options=a=1;b=2"])
+        "amcl-lab run x --set 'loss_options=a=1;b=2'"
+    """
+    program, *rest = sys.argv if argv is None else argv
+    path = Path(program)
+    typed = f"python -m {path.parent.name}" if path.name == "__main__.py" else path.name
+    return " ".join([typed, *map(shlex.quote, rest)])
 
 
 def _opened(run: Run) -> Run:
@@ -441,18 +464,24 @@ def _read_config(path: Path) -> dict[str, Any]:
     return stored
 
 
+def _existing_runs(root: Path) -> str:
+    """The run folders under an experiment's folder, for an error message: every folder
+    whose name is a run id, those without a ``config.json`` marked."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    runs = [
+        p.name if (p / "config.json").is_file() else f"{p.name} (no config.json)"
+        for p in folders
+        if RUN_ID_PATTERN.fullmatch(p.name)
+    ]
+    return f"runs there: {', '.join(runs)}" if runs else f"there are no runs in {root}"
+
+
 def _resume_folder(out: Path, root: Path, resolved: dict[str, Any], run_id: str | None) -> Path:
     if run_id is not None:
         folder = root / run_id
         _check_inside(out, folder)
         if not (folder / "config.json").is_file():
-            existing = (
-                sorted(p.parent.name for p in root.glob("*/config.json")) if root.is_dir() else []
-            )
-            raise ValueError(
-                f"--resume: no run {run_id!r} under {root}; existing runs: "
-                f"{', '.join(existing) or 'none'}"
-            )
+            raise ValueError(f"--resume: no run {run_id!r} under {root}; {_existing_runs(root)}")
         return folder
     candidates = []
     for path in sorted(root.glob("*/config.json")) if root.is_dir() else []:
@@ -467,7 +496,7 @@ def _resume_folder(out: Path, root: Path, resolved: dict[str, Any], run_id: str 
     if not candidates:
         raise ValueError(
             f"--resume: no run under {root} has this resolved config; pass --run-id to name "
-            "the run to continue (its config must match)"
+            f"the run to continue (its config must match); {_existing_runs(root)}"
         )
     return max(candidates)[1]
 

@@ -10,11 +10,16 @@ on a mismatch and 2 on a usage error.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from hypothesis.configuration import set_hypothesis_home_dir, storage_directory
 
 from .. import registry
 from .adapters import ADAPTERS
@@ -67,11 +72,35 @@ def _loss_report(args: argparse.Namespace) -> Any:
     )
 
 
+def _import_from_cwd() -> None:
+    """Put the current folder first on the import path, as ``python -m`` does, so that a
+    candidate module in it imports under the console script too."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+@contextlib.contextmanager
+def _hypothesis_home(folder: str | None) -> Iterator[None]:
+    """Hypothesis writes its files (caches) into ``folder``; by default into
+    ``$HYPOTHESIS_STORAGE_DIRECTORY`` if set, else a temporary folder removed afterwards,
+    never into the current folder."""
+    previous = storage_directory(intent_to_write=False).home_directory
+    with tempfile.TemporaryDirectory(prefix="amcl-lab-oracle-") as scratch:
+        set_hypothesis_home_dir(folder or os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY") or scratch)
+        try:
+            yield
+        finally:
+            set_hypothesis_home_dir(previous)
+
+
 def _run_cli(args: argparse.Namespace) -> int:
+    _import_from_cwd()
     try:
         if args.json is not None and Path(args.json).is_dir():
             raise ValueError(f"--json {args.json} is a folder; give the path of a file to write")
-        report = _optimizer_report(args) if args.optimizer is not None else _loss_report(args)
+        with _hypothesis_home(args.hypothesis_dir):
+            report = _optimizer_report(args) if args.optimizer is not None else _loss_report(args)
     except (ValueError, RuntimeError) as error:
         print(f"amcl-lab oracle: error: {error}", file=sys.stderr)
         return 2
@@ -94,7 +123,7 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
 
     ``amcl-lab oracle package.module:function (--reference NAME | --optimizer NAME)
     [--adapter A[,B]] [--device DEV] [--dtype DTYPE] [--max-examples K] [--seed S]
-    [--world-size W] [--no-grad] [--no-shrink] [--json PATH]``
+    [--world-size W] [--no-grad] [--no-shrink] [--json PATH] [--hypothesis-dir DIR]``
     prints the report and exits 0 on agreement, 1 on a mismatch and 2 on a usage error.
     """
     parser = subparsers.add_parser(
@@ -106,7 +135,11 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
             "1 mismatch, 2 usage error."
         ),
     )
-    parser.add_argument("candidate", help="the implementation, as package.module:function")
+    parser.add_argument(
+        "candidate",
+        help="the implementation, as package.module:function; modules in the current folder "
+        "are found (it is put on the import path first, as python -m does)",
+    )
     parser.add_argument(
         "--reference",
         help=(
@@ -152,5 +185,11 @@ def add_subcommand(subparsers: Any) -> argparse.ArgumentParser:
         "--no-shrink", action="store_true", help="report the first failing input as found"
     )
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument(
+        "--hypothesis-dir",
+        metavar="DIR",
+        help="folder for Hypothesis's own files (default: $HYPOTHESIS_STORAGE_DIRECTORY if set, "
+        "else a temporary folder removed at the end; nothing is written to the current folder)",
+    )
     parser.set_defaults(func=_run_cli)
     return parser

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +95,27 @@ def test_check_on_cuda_without_cuda_is_a_value_error(monkeypatch):
         oracle.check(lambda *a, **k: None, "nt_xent", device="gpu0", max_examples=1)
     with pytest.raises(TypeError, match=r"check: grad must be a bool"):
         oracle.check(lambda *a, **k: None, "nt_xent", grad="no", max_examples=1)
+
+
+def test_console_script_imports_a_candidate_from_the_current_folder_and_writes_nothing_there(
+    tmp_path,
+):
+    """Before: "No module named 'my_losses'" from the amcl-lab script (python -m found it),
+    and Hypothesis left .hypothesis/ in the folder; --hypothesis-dir puts its files there."""
+    script = Path(sys.executable).with_name("amcl-lab")
+    if not script.exists():
+        pytest.skip("the amcl-lab console script is not installed next to this interpreter")
+    (tmp_path / "my_losses.py").write_text(
+        "from amcl_lab import fast\n\n\ndef my_nt_xent(z1, z2, temperature):\n"
+        "    return fast.nt_xent(z1, z2, temperature)\n"
+    )
+    argv = [str(script), "oracle", "my_losses:my_nt_xent", "--reference", "nt_xent"]
+    env = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_STORAGE_DIRECTORY"}
+    for extra, left in (([], set()), (["--hypothesis-dir", "hyp"], {"hyp"})):
+        done = subprocess.run(
+            [*argv, "--max-examples", "5", *extra], cwd=tmp_path, env=env, capture_output=True,
+            text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "oracle PASS: my_losses:my_nt_xent" in done.stdout
+        assert {p.name for p in tmp_path.iterdir()} - {"__pycache__"} == {"my_losses.py", *left}
