@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from data_files import BLUE, GREEN, RED, make_image_folder, solid
 from PIL import Image
 
 from amcl_lab import engine
 from amcl_lab.data import DATASETS, load_dataset
 from amcl_lab.data.folders import load_image_folder, read_folder
 
-RED, BLUE, GREEN = (200, 10, 10), (10, 10, 200), (10, 180, 10)
-
-
-def _solid(path: Path, colour, size=(12, 9), fmt="PNG") -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", size, colour).save(path, fmt)
-
-
-def _make(root: Path, test="val") -> None:
-    """Classes 'b_cat' (red) and 'a_dog' (blue, plus one grey-scale image), both splits."""
-    for split, count in (("train", 3), (test, 1)):
-        for i in range(count):
-            _solid(root / split / "b_cat" / f"{i}.png", RED, size=(12 + i, 9))
-            _solid(root / split / "a_dog" / f"{i}.jpg", BLUE, size=(9, 20), fmt="JPEG")
-    Image.new("L", (8, 8), 77).save(root / "train" / "a_dog" / "z_grey.PNG")
-    (root / "train" / "a_dog" / ".hidden.png").write_bytes(b"not an image")
-    (root / "train" / "a_dog" / "notes.txt").write_text("skipped")
-
 
 def test_reads_classes_in_sorted_order_with_labels_and_rgb_pixels(tmp_path):
-    _make(tmp_path)
+    make_image_folder(tmp_path)
     split = load_image_folder(tmp_path, size=8)
     train, test = split.train, split.test
     assert train.classes == ("a_dog", "b_cat") == test.classes
@@ -64,18 +45,18 @@ def test_shorter_side_is_resized_and_the_centre_is_cropped(tmp_path):
 
 
 def test_test_folder_may_be_called_test_and_shares_the_training_labels(tmp_path):
-    _make(tmp_path, test="test")
+    make_image_folder(tmp_path, test="test")
     assert load_image_folder(tmp_path, size=8).test.labels.tolist() == [0, 1]
 
 
 def test_registered_datasets_read_through_load_dataset(tmp_path):
     assert {"imagenet100", "image_folder"} <= set(DATASETS)
-    _make(tmp_path / "imagenet100")
+    make_image_folder(tmp_path / "imagenet100")
     split = load_dataset("imagenet100", tmp_path)
     assert split.train.images.shape[1:] == (3, 96, 96)
     assert split.name == "imagenet100"
     assert load_dataset("imagenet100", tmp_path / "imagenet100").train.images.shape[0] == 7
-    _make(tmp_path / "plain")
+    make_image_folder(tmp_path / "plain")
     assert load_dataset("image_folder", tmp_path / "plain").train.images.shape[1:] == (3, 64, 64)
 
 
@@ -84,23 +65,23 @@ def test_missing_folders_mismatched_classes_and_bad_images_are_named(tmp_path):
         load_dataset("imagenet100", None)
     with pytest.raises(FileNotFoundError, match=r"missing .*imagenet100/train"):
         load_dataset("imagenet100", tmp_path)
-    _make(tmp_path / "a")
-    _solid(tmp_path / "a" / "val" / "c_owl" / "0.png", GREEN)
+    make_image_folder(tmp_path / "a")
+    solid(tmp_path / "a" / "val" / "c_owl" / "0.png", GREEN)
     with pytest.raises(ValueError, match="differ from the training classes: extra c_owl"):
         load_image_folder(tmp_path / "a", size=8)
-    _make(tmp_path / "b")
+    make_image_folder(tmp_path / "b")
     (tmp_path / "b" / "train" / "empty").mkdir()
     (tmp_path / "b" / "val" / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no images"):
         load_image_folder(tmp_path / "b", size=8)
-    _make(tmp_path / "c")
+    make_image_folder(tmp_path / "c")
     (tmp_path / "c" / "train" / "b_cat" / "broken.png").write_bytes(b"\x89PNG garbage")
     with pytest.raises(ValueError, match=r"cannot read the image .*broken\.png"):
         load_image_folder(tmp_path / "c", size=8)
 
 
 def test_an_image_folder_trains_two_steps_through_the_engine(tmp_path):
-    _make(tmp_path)
+    make_image_folder(tmp_path)
     config = engine.TrainConfig(
         dataset="image_folder",
         data_dir=str(tmp_path),
