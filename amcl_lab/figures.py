@@ -243,7 +243,7 @@ def ci_text(
 
 
 class RunSummary(Protocol):
-    """What :func:`title` reads of a run's saved results (:class:`Results` of experiments)."""
+    """What :func:`title` reads of a run's saved results (the ``Results`` of an experiment run)."""
 
     @property
     def experiment(self) -> str: ...

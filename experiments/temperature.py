@@ -344,7 +344,7 @@ CLAIMS = (
 
 
 TAU_LABEL = r"temperature $\tau$"
-#: The range of -L_uniformity at t = 2 of unit vectors (|x - y|^2 <= 4), for the bands.
+#: The range of -L_uniformity at t = 2 of unit vectors (squared distances at most 4), for the bands.
 UNIFORMITY: figures.Bounds = (0.0, 8.0)
 
 

@@ -36,10 +36,26 @@ def amcl(*argv: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedPro
     )
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT's default action, whatever the test runner inherited.
+
+    A runner started in the background by a non-interactive shell (``cmd &``, ``nohup``)
+    ignores SIGINT, its children inherit that, and Python then leaves SIGINT ignored: the
+    interrupted run would finish instead of stopping.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*argv: str, cwd: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "amcl_lab", *argv]
     return subprocess.Popen(
-        command, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=cwd,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
     )
 
 
