@@ -32,11 +32,12 @@ def _smoke(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    """Print every experiment with its one-line description."""
+    """Print every experiment with its presets and its one-line description."""
     from . import experiments
 
     for name in experiments.names():
-        print(f"{name:<24} {experiments.describe(name)}")
+        presets = ",".join(experiments.load(name).PRESETS)
+        print(f"{name:<14} {presets:<19} {experiments.describe(name)}")
     return 0
 
 
@@ -253,7 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument("experiment", help="experiment name (see amcl-lab list)")
-    run.add_argument("--preset", default="cpu", help="smoke | cpu | gpu (default: cpu)")
+    run.add_argument(
+        "--preset",
+        default="cpu",
+        help="smoke | cpu | gpu | long (where there is one: amcl-lab list) (default: cpu)",
+    )
     run.add_argument(
         "--set",
         action="append",

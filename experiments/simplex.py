@@ -380,6 +380,12 @@ def _fit_figure(results: Results, out_dir: Path) -> list[Path]:
             k, c, t0 = (float(np.mean(x)) for x in zip(*fits, strict=True))
             label = f"{name} fit: k = {figures.ci_text([f[0] for f in fits])}"
             ax.plot(grid, t0 + c * grid**k, color=palette[name], linestyle="--", label=label)
+        if not np.isfinite(t["value"].to_numpy(dtype=float)).any():
+            last = int(table.loc[table["sweep"].astype(bool), "step"].max())
+            note = f"no run fitted its labels\nwithin its {last:,} steps:\nno fit step to show"
+            ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center")
+            ax.set_xlim(0.0, grid[-1])
+            ax.set_yticks([])
         ax.set_xlabel("fraction of flipped labels")
         ax.set_ylabel("iterations to fit the training set")
         figures.shared_legend(fig, axes)

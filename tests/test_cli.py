@@ -57,11 +57,13 @@ def test_report_contains_every_figure_of_the_runs_folder(smoke_run, capsys):
     assert "probe-gain" not in page or "Contrastive pretraining" in page
 
 
-def test_list_shows_every_experiment_with_its_description(capsys):
+def test_list_shows_every_experiment_with_its_presets_and_description(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in experiments.names():
-        assert name in out
+    lines = {line.split()[0]: line.split()[1] for line in out.splitlines()}
+    assert set(lines) == set(experiments.names())
+    assert lines["simclr_digits"] == "smoke,cpu,gpu"
+    assert lines["temperature"] == "smoke,cpu,gpu,long"
     assert "SimCLR on the bundled 8x8 digits" in out
 
 

@@ -244,6 +244,15 @@ def cut_bars(ax: Axes) -> list[str]:
     return []
 
 
+def empty_panel(ax: Axes) -> list[str]:
+    """A panel that draws no finite data and carries no text saying why."""
+    drawn = any(np.isfinite(y).any() for _, y in _drawn_y(ax))
+    drawn = drawn or bool(ax.patches) or bool(ax.images)
+    if drawn or any(t.get_text().strip() for t in ax.texts):
+        return []
+    return [f"{ax.get_ylabel()!r}: the panel shows no data and no note saying why"]
+
+
 def title_problems(fig: Figure, experiment: str, preset: str) -> list[str]:
     """The title without the experiment or the preset; "nan" or "over 1 seeds" in any text."""
     title = fig._suptitle.get_text() if fig._suptitle is not None else ""
@@ -266,7 +275,7 @@ def all_problems(
         overlapping_text(fig) + legend_problems(fig) + title_problems(fig, experiment, preset)
     )
     for i, ax in enumerate(data_axes(fig)):
-        problems += hidden_series(ax) + cut_bars(ax)
+        problems += hidden_series(ax) + cut_bars(ax) + empty_panel(ax)
         if ranges and i in ranges:
             problems += out_of_range(ax, ranges[i])
     return problems

@@ -17,6 +17,7 @@ from figure_checks import (
     all_problems,
     cut_bars,
     data_axes,
+    empty_panel,
     hidden_series,
     legend_problems,
     out_of_range,
@@ -141,7 +142,16 @@ def crowded(good):
     return fig, overlapping_text(fig)
 
 
+def empty(noted):
+    fig, axes = _one()
+    axes[0, 0].plot([0.0, 0.5, 1.0], [math.nan] * 3, label="SupCon")  # no run fitted
+    if noted:
+        axes[0, 0].text(0.5, 0.5, "no run fitted its labels", transform=axes[0, 0].transAxes)
+    return fig, empty_panel(axes[0, 0])
+
+
 CASES = {
+    "empty panel without a note": (empty, False, True),
     "band leaves 0-100 %": (band, None, figures.PERCENT),
     "bars cut": (bars, True, False),
     "label on a marker": (labels, True, False),
