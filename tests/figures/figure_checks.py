@@ -244,6 +244,24 @@ def cut_bars(ax: Axes) -> list[str]:
     return []
 
 
+def series_off_axes(ax: Axes) -> list[str]:
+    """A labelled line or a horizontal reference line whose every point lies off the y axis."""
+    low, high = sorted(ax.get_ylim())
+    problems = []
+    for line in ax.get_lines():
+        label = line.get_label()
+        y = np.asarray(line.get_ydata(), dtype=float)
+        y = y[np.isfinite(y)]
+        reference = line.get_transform() != ax.transData  # axhline: a threshold, a baseline
+        if (label.startswith("_") and not reference) or y.size == 0:
+            continue
+        if np.all((y < low) | (y > high)):
+            problems.append(
+                f"{ax.get_ylabel()!r}: {label!r} lies outside the y axis [{low:.4g}, {high:.4g}]"
+            )
+    return problems
+
+
 def empty_panel(ax: Axes) -> list[str]:
     """A panel that draws no finite data and carries no text saying why."""
     drawn = any(np.isfinite(y).any() for _, y in _drawn_y(ax))
@@ -275,7 +293,7 @@ def all_problems(
         overlapping_text(fig) + legend_problems(fig) + title_problems(fig, experiment, preset)
     )
     for i, ax in enumerate(data_axes(fig)):
-        problems += hidden_series(ax) + cut_bars(ax) + empty_panel(ax)
+        problems += hidden_series(ax) + cut_bars(ax) + empty_panel(ax) + series_off_axes(ax)
         if ranges and i in ranges:
             problems += out_of_range(ax, ranges[i])
     return problems

@@ -22,6 +22,7 @@ from figure_checks import (
     legend_problems,
     out_of_range,
     overlapping_text,
+    series_off_axes,
     title_problems,
     x_out_of_range,
 )
@@ -150,7 +151,21 @@ def empty(noted):
     return fig, empty_panel(axes[0, 0])
 
 
+def reference_line(first):
+    fig, axes = _one()
+    ax = axes[0, 0]
+    line = lambda: ax.axhline(87.3, linestyle=":", label="probe at init")  # noqa: E731
+    if first:  # drawn before the band, so the axis takes it in
+        line()
+    tight = SEEDS.assign(acc=96.0 + SEEDS["seed"] * 0.5)  # a band between about 95 and 97
+    figures.seed_band(ax, tight, "step", "acc", bounds=figures.PERCENT)
+    if not first:  # the old accuracy_vs_tau: after the band fixed the y axis
+        line()
+    return fig, series_off_axes(ax)
+
+
 CASES = {
+    "reference line off the axis": (reference_line, False, True),
     "empty panel without a note": (empty, False, True),
     "band leaves 0-100 %": (band, None, figures.PERCENT),
     "bars cut": (bars, True, False),
