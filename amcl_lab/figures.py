@@ -62,6 +62,7 @@ __all__ = [
     "log_axis",
     "mean_ci",
     "new_figure",
+    "reference_line",
     "save",
     "seed_band",
     "seed_bars",
@@ -418,6 +419,19 @@ def log_axis(ax: Axes, ticks: Sequence[float], label: str) -> None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(label)
+
+
+def reference_line(ax: Axes, y: float, **kwargs: Any) -> None:
+    """A horizontal line at ``y`` (a threshold, a baseline) that the y axis always shows.
+
+    :func:`seed_band` and :func:`seed_bars` fix the y limits when they draw, so a plain
+    ``axhline`` drawn afterwards can fall outside them; this one widens the limits to take
+    ``y`` in, whatever the order.  Keyword arguments go to ``Axes.axhline``.
+    """
+    ax.axhline(y, **kwargs)
+    low, high = ax.get_ylim()
+    if not low <= y <= high:
+        ax.set_ylim(min(low, y), max(high, y))
 
 
 def _caption(fig: Figure) -> str:

@@ -361,8 +361,6 @@ def _controls(results: Results, out_dir: Path) -> list[Path]:
     cells += (("diag_neg_cosine", 1.0, "negative-pair cosine", figures.COSINE),)
     with figures.house_style():
         fig, axes = figures.new_figure(len(cells), width="double", aspect=0.7)
-        # the collapse line before the bars fix the y axis, so the axis takes it in
-        axes[0, 1].axhline(0.9, color="0.3", linestyle="--", linewidth=0.8)
         for ax, (metric, scale, label, bounds) in zip(axes[0], cells, strict=True):
             values = _by_arm(table, metric)
             present = set(values.index.get_level_values("method"))
@@ -373,6 +371,7 @@ def _controls(results: Results, out_dir: Path) -> list[Path]:
             }
             figures.seed_bars(ax, {k: v.to_numpy() for k, v in groups.items()}, bounds)
             ax.set_ylabel(label)
+        figures.reference_line(axes[0, 1], 0.9, color="0.3", linestyle="--", linewidth=0.8)
         fig.suptitle(
             figures.title(results, "arms and controls at the richest set; dashed: collapse")
         )

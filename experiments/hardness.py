@@ -313,9 +313,9 @@ def _weights_figure(table: pd.DataFrame, title: str, out_dir: Path) -> list[Path
     entropy = claims.at(_by_loss(table, "weight_entropy"), {"loss": ORDINARY}).reset_index()
     m = claims.at(_by_loss(table, "weight_negatives"), {"loss": ORDINARY}).max()
     uniform = (0.0, math.log(m))  # the entropy of weights over m negatives
-    # the reference line before the band fixes the y axis, so the axis takes it in
-    axes[0, 1].axhline(math.log(m), color="0.5", linestyle=":", label=f"uniform over {m:g}")
     figures.seed_band(axes[0, 1], entropy, "temperature", "value", bounds=uniform)
+    line = {"color": "0.5", "linestyle": ":", "label": f"uniform over {m:g}"}
+    figures.reference_line(axes[0, 1], math.log(m), **line)
     axes[0, 1].legend()
     figures.log_axis(axes[0, 1], entropy["temperature"].unique(), TAU_LABEL)
     axes[0, 1].set_ylabel("entropy of the weights (nats)")

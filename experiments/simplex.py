@@ -348,11 +348,12 @@ def _geometry_figure(results: Results, out_dir: Path) -> list[Path]:
                 m["value"] = 100.0 * m["value"]
             if metric == "nc1":
                 ax.set_yscale("log")  # before the band, so the limits are autoscaled on it
-            if metric == "simplex_distance":  # before the band fixes the y axis
-                ax.axhline(SIMPLEX_THRESHOLD, color="0.4", linestyle=":", linewidth=0.8)
             figures.seed_band(
                 ax, m, "step", "value", hue="loss", markers=False, palette=palette, bounds=bounds
             )
+            if metric == "simplex_distance":
+                line = {"color": "0.4", "linestyle": ":", "linewidth": 0.8}
+                figures.reference_line(ax, SIMPLEX_THRESHOLD, **line)
             ax.set_xlabel("training step")
             ax.set_ylabel(label)
         figures.shared_legend(fig, axes)

@@ -380,10 +380,10 @@ def plot(results: Results, out_dir: Path) -> list[Path]:
             final_values(table, metric).reset_index().assign(evaluation=label)
             for metric, label in evals.items()
         ).assign(value=lambda t: 100.0 * t["value"])
-        start = table[(table["metric"] == "linear_probe") & (table["step"] == 0)]["value"]
-        # before the bands, which fix the y axis: the axis then takes the line in
-        ax.axhline(100.0 * start.mean(), color="0.5", linestyle=":", label="probe at init")
         figures.seed_band(ax, acc, "temperature", "value", hue="evaluation", bounds=figures.PERCENT)
+        start = table[(table["metric"] == "linear_probe") & (table["step"] == 0)]["value"]
+        init = 100.0 * start.mean()
+        figures.reference_line(ax, init, color="0.5", linestyle=":", label="probe at init")
         figures.shared_legend(fig, axes)
         figures.log_axis(ax, grid, TAU_LABEL)
         ax.set_ylabel("test accuracy (%)")

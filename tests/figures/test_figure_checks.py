@@ -26,6 +26,7 @@ from figure_checks import (
     title_problems,
     x_out_of_range,
 )
+from matplotlib.axes import Axes
 from test_saved_figures import FIGURES, draw, saved_results
 
 from amcl_lab import figures
@@ -151,16 +152,14 @@ def empty(noted):
     return fig, empty_panel(axes[0, 0])
 
 
-def reference_line(first):
+def reference_line(helper):
     fig, axes = _one()
     ax = axes[0, 0]
-    line = lambda: ax.axhline(87.3, linestyle=":", label="probe at init")  # noqa: E731
-    if first:  # drawn before the band, so the axis takes it in
-        line()
     tight = SEEDS.assign(acc=96.0 + SEEDS["seed"] * 0.5)  # a band between about 95 and 97
     figures.seed_band(ax, tight, "step", "acc", bounds=figures.PERCENT)
-    if not first:  # the old accuracy_vs_tau: after the band fixed the y axis
-        line()
+    # the old accuracy_vs_tau: a plain axhline after the band fixed the y axis
+    draw = figures.reference_line if helper else Axes.axhline
+    draw(ax, 87.3, linestyle=":", label="probe at init")
     return fig, series_off_axes(ax)
 
 
