@@ -430,8 +430,9 @@ def reference_line(ax: Axes, y: float, **kwargs: Any) -> None:
     """
     ax.axhline(y, **kwargs)
     low, high = ax.get_ylim()
-    if not low <= y <= high:
-        ax.set_ylim(min(low, y), max(high, y))
+    if not low <= y <= high:  # widen to y plus a 5 % margin, so the line clears the spine
+        pad = 0.05 * (max(high, y) - min(low, y))
+        ax.set_ylim(min(low, y - pad), max(high, y + pad))
 
 
 def _caption(fig: Figure) -> str:
